@@ -26,6 +26,10 @@ class StreamdError(Exception):
         self.message = message
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        # Keep the detail when the error crosses from a worker process.
+        return (self.__class__, (self.message, self.detail))
+
 
 class BadRequest(StreamdError, ValueError):
     http_status = 400

@@ -1,0 +1,78 @@
+"""`create_app`: every route, every shared object and their lifetimes, wired in one place."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from streamd import ingest, serve
+from streamd.appkeys import CACHE, CLOCK, CONFIG, JOBS, SCHEDULER, STORE
+from streamd.cache import SegmentCache
+from streamd.clock import Clock, SystemClock
+from streamd.config import Config
+from streamd.errors import Handler, error_middleware
+from streamd.jobs import JobQueue, LocalJobQueue
+from streamd.scheduler import Scheduler
+from streamd.store import AsyncStore, FileStore
+
+log = logging.getLogger("streamd")
+CORS_PREFIXES = ("/hls/", "/viewstream/", "/api/", "/vendor/")
+
+
+def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]
+    """Let players on other origins fetch playlists and segments (with Range)."""
+    cors = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+        "Access-Control-Allow-Headers": "Range, Content-Type",
+        "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
+        "Access-Control-Max-Age": "86400",
+    }
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(CORS_PREFIXES):
+            return await handler(request)
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=cors)
+        response = await handler(request)
+        response.headers.update(cors)
+        return response
+
+    return middleware
+
+
+def create_app(config: Config, *, clock: Clock | None = None,
+               jobs: JobQueue | None = None) -> web.Application:
+    """The streamd web application for this configuration."""
+    app = web.Application(
+        middlewares=[cors_middleware(config.http.cors_origin), error_middleware],
+        client_max_size=1 << 20,
+    )
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    store = AsyncStore(FileStore(config.data_dir))
+    app[STORE] = store
+    app[CACHE] = SegmentCache(config.cache.max_bytes)
+    app[JOBS] = jobs or LocalJobQueue(config.worker_count,
+                                      logging.getLogger().getEffectiveLevel())
+    app[SCHEDULER] = Scheduler(config, store, app[JOBS], app[CACHE], app[CLOCK])
+    app.add_routes(ingest.routes())
+    app.add_routes(serve.routes())
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    incoming = app[SCHEDULER].incoming_dir()
+    shutil.rmtree(incoming, ignore_errors=True)  # bodies of requests cut off by a stop
+    await app[JOBS].start()
+    await app[SCHEDULER].start()
+    log.info("streamd ready: data in %s, %d transcode workers", app[CONFIG].data_dir,
+             app[CONFIG].worker_count)
+    yield
+    await app[SCHEDULER].close()
+    await app[JOBS].close()

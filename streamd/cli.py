@@ -1,0 +1,75 @@
+"""The `streamd` command: a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from streamd.config import load_config, settings_markdown
+from streamd.errors import StreamdError
+
+
+def _config_path(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from streamd.app import create_app
+
+    config = load_config(_config_path(args.config), overrides={
+        "host": args.host, "port": args.port, "data_dir": args.data_dir})
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(config), host=config.host, port=config.port,
+                access_log=None, print=lambda _: None)
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from streamd.client import push_file
+
+    logging.basicConfig(level=logging.WARNING)
+    report = asyncio.run(push_file(Path(args.file), args.server, args.video,
+                                   realtime=args.realtime,
+                                   segment_duration_s=args.segment_duration))
+    print(f"pushed {report.segments} segments ({report.duration_s:.1f} s of video) "
+          f"in {report.elapsed_s:.1f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `streamd` command."""
+    parser = argparse.ArgumentParser(prog="streamd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML file (default: ./config.toml if present)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir")
+    serve.set_defaults(run=_serve)
+    push = sub.add_parser("push", help="upload a local recording as a stream")
+    push.add_argument("file")
+    push.add_argument("--server", default="http://127.0.0.1:8080")
+    push.add_argument("--video", required=True, help="the videoId to publish under")
+    push.add_argument("--realtime", action="store_true", help="pace uploads like a live event")
+    push.add_argument("--segment-duration", type=float, default=2.0)
+    push.set_defaults(run=_push)
+    settings = sub.add_parser("settings", help="print the settings table (Markdown)")
+    settings.set_defaults(run=lambda _: print(settings_markdown(), end="") or 0)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except StreamdError as exc:
+        print(f"streamd: {exc.message}" + (f" ({exc.detail})" if exc.detail else ""),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,106 @@
+"""Opening uploads safely and saying what is inside them.
+
+An upload is only ever opened as a media file: the demuxer must be one of the containers we
+accept, and no protocol but plain files may be reached from inside it, so FFmpeg never
+follows a playlist, concat list or URL that a hostile upload carries. Runs in worker
+processes only (PyAV), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.container
+
+from streamd.errors import UnsupportedMedia
+from streamd.ladder import Geometry
+
+# Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
+ALLOWED_DEMUXERS = "mov,mp4,matroska,webm,mpegts,flv,avi"
+SAFE_OPTIONS = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "file"}
+
+
+def open_media(source: Path | bytes) -> av.container.InputContainer:
+    """Open an upload (a path, or bytes held in RAM) as a media file and nothing else."""
+    target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    try:
+        return av.open(target, mode="r", container_options=dict(SAFE_OPTIONS))
+    except av.FFmpegError as exc:
+        raise UnsupportedMedia(
+            "not a media file streamd accepts",
+            f"{exc}; accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What an upload holds, as far as the server cares."""
+
+    container: str
+    video_codec: str
+    geometry: Geometry
+    frame_rate: float
+    duration_s: float | None
+    audio_codec: str | None
+    audio_sample_rate_hz: int | None
+    audio_channels: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        g = self.geometry
+        return {
+            "container": self.container,
+            "videoCodec": self.video_codec,
+            "width": g.width,
+            "height": g.height,
+            "rotation": g.rotation_deg,
+            "frameRate": round(self.frame_rate, 3),
+            "durationS": None if self.duration_s is None else round(self.duration_s, 3),
+            "audioCodec": self.audio_codec,
+            "audioSampleRateHz": self.audio_sample_rate_hz,
+            "audioChannels": self.audio_channels,
+        }
+
+
+def frame_geometry(frame: av.VideoFrame, stream_sar: Fraction | None) -> Geometry:
+    """Geometry of a decoded frame, with the rotation its display matrix asks for."""
+    sar = stream_sar if stream_sar else Fraction(1)
+    return Geometry(frame.width, frame.height, Fraction(sar), int(frame.rotation or 0) % 360)
+
+
+def stream_sar(stream: av.VideoStream) -> Fraction | None:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return Fraction(sar) if sar else None
+
+
+def probe(source: Path | bytes) -> SourceInfo:
+    """Check an upload decodes and describe it; raises UnsupportedMedia otherwise."""
+    with open_media(source) as container:
+        if not container.streams.video:
+            raise UnsupportedMedia("the upload has no video stream")
+        vstream = container.streams.video[0]
+        astream = container.streams.audio[0] if container.streams.audio else None
+        frame = None
+        try:
+            for frame in container.decode(vstream):
+                break
+        except av.FFmpegError as exc:
+            raise UnsupportedMedia("the video does not decode", str(exc)) from exc
+        if frame is None:
+            raise UnsupportedMedia("the upload holds no video frames")
+        rate = vstream.average_rate or vstream.guessed_rate or Fraction(30)
+        duration = container.duration / 1_000_000 if container.duration else None
+        return SourceInfo(
+            container=container.format.name,
+            video_codec=vstream.codec_context.name,
+            geometry=frame_geometry(frame, stream_sar(vstream)),
+            frame_rate=float(rate),
+            duration_s=duration,
+            audio_codec=astream.codec_context.name if astream else None,
+            audio_sample_rate_hz=astream.codec_context.sample_rate if astream else None,
+            audio_channels=astream.codec_context.channels if astream else None,
+        )

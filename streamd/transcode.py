@@ -1,0 +1,305 @@
+"""A transcode job, as run inside a worker process: one upload through the stream pipeline.
+
+The job carries everything it needs (store spec, pipeline state, settings), so any worker,
+here or on another machine, can run it; the result carries the state for the next upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.filter
+
+from streamd import layout
+from streamd.errors import UnsupportedMedia
+from streamd.package import (
+    VIDEO_HZ,
+    SegmentMedia,
+    avc_codecs,
+    codecs_string,
+    init_name,
+    mux,
+    split_fmp4,
+)
+from streamd.ladder import Rung
+from streamd.pipeline import TIMELINE_ORIGIN_S, EncodeSettings, PipelineState, StreamPipeline
+from streamd.probe import SourceInfo, frame_geometry, open_media, stream_sar
+from streamd.store import Store, open_store
+
+log = logging.getLogger("streamd.transcode")
+THUMBNAIL_WIDTH = 320
+
+
+@dataclass(frozen=True)
+class TranscodeJob:
+    """Transcode one upload of a stream, starting from `state`."""
+
+    video_id: str
+    upload: int
+    input_keys: tuple[str, ...]  # concatenated: (fMP4 init, fragment) or just the file
+    state: PipelineState
+    settings: EncodeSettings
+    store_spec: str
+    publish_from: int = 0  # segments below this were published before a restart
+
+
+@dataclass(frozen=True)
+class RungOutput:
+    name: str
+    ts_bytes: int
+    fmp4_bytes: int
+    init: str
+    codecs: str
+
+
+@dataclass(frozen=True)
+class PublishedSegment:
+    """A segment written to the store for every rung and packaging."""
+
+    sequence: int
+    start_s: float
+    duration_s: float
+    upload: int
+    rungs: tuple[RungOutput, ...]
+    ladder: tuple[Rung, ...]  # the stream's rungs, fixed by its first upload
+    frame_rate: float
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    state: PipelineState
+    source: SourceInfo
+    media_duration_s: float
+    elapsed_s: float
+    segments: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Sent while a job runs: percent done, and each segment as soon as it is written."""
+
+    percent: float
+    segment: PublishedSegment | None = None
+
+
+Report = Callable[[JobProgress], None]
+
+
+def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
+    if len(keys) == 1 and (path := store.local_path(keys[0])) is not None:
+        return path
+    return b"".join(store.get(k) for k in keys)
+
+
+def _time_s(ts: int | None, tb: Fraction | None) -> Fraction | None:
+    return None if ts is None or tb is None else ts * tb
+
+
+def _video_span(source: Path | bytes) -> tuple[Fraction, Fraction]:
+    """First presentation time and end time of the video, from packets alone (no decoding)."""
+    with open_media(source) as c:
+        if not c.streams.video:
+            raise UnsupportedMedia("the upload has no video stream")
+        vs = c.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or Fraction(30)
+        first = last = None
+        last_dur = Fraction(1) / rate
+        for pkt in c.demux(vs):
+            t = _time_s(pkt.pts if pkt.pts is not None else pkt.dts, pkt.time_base)
+            if t is None:
+                continue
+            first = t if first is None else min(first, t)
+            if last is None or t >= last:
+                last = t
+                if pkt.duration and pkt.time_base:
+                    last_dur = pkt.duration * pkt.time_base
+        if first is None or last is None:
+            raise UnsupportedMedia("the upload holds no video frames")
+        return first, last + last_dur
+
+
+class _Rotator:
+    """Applies the display matrix, so rotated phone video comes out upright."""
+
+    def __init__(self, frame: av.VideoFrame, rotation_deg: int) -> None:
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(width=frame.width, height=frame.height,
+                                    format=frame.format.name, time_base=Fraction(1, VIDEO_HZ))
+        # FFmpeg's rotation is counter-clockwise; undo it as ffmpeg's autorotate does.
+        chain = {90: [("transpose", "cclock")], 270: [("transpose", "clock")],
+                 180: [("hflip", ""), ("vflip", "")]}[rotation_deg]
+        node = src
+        for name, arg in chain:
+            nxt = self.graph.add(name, arg)
+            node.link_to(nxt)
+            node = nxt
+        sink = self.graph.add("buffersink")
+        node.link_to(sink)
+        self.graph.configure()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        frame.pts = 0
+        self.graph.push(frame)
+        out = self.graph.pull()
+        assert isinstance(out, av.VideoFrame)
+        return out
+
+
+def _thumbnail(frame: av.VideoFrame) -> bytes:
+    height = max(2, round(frame.height * THUMBNAIL_WIDTH / frame.width / 2) * 2)
+    small = frame.reformat(THUMBNAIL_WIDTH, height, "yuvj420p")
+    cc = av.CodecContext.create("mjpeg", "w")
+    cc.width, cc.height, cc.pix_fmt = THUMBNAIL_WIDTH, height, "yuvj420p"
+    cc.time_base = Fraction(1, 25)
+    cc.options = {"qscale": "4"}
+    cc.open()
+    return b"".join(bytes(p) for p in [*cc.encode(small), *cc.encode(None)])
+
+
+class _Publisher:
+    """Packages each finished segment into TS and fMP4 for every rung and stores them."""
+
+    def __init__(self, job: TranscodeJob, store: Store, report: Report,
+                 pipeline: Callable[[], PipelineState]) -> None:
+        self.job, self.store, self.report, self.pipeline_state = job, store, report, pipeline
+        self.written_inits: set[str] = set()
+        self.count = 0
+        self.progress = 0.0
+
+    def __call__(self, seg: SegmentMedia) -> None:
+        self.count += 1
+        state = self.pipeline_state()
+        vid = self.job.video_id
+        start_s = seg.start_90k / VIDEO_HZ - TIMELINE_ORIGIN_S
+        if seg.sequence < self.job.publish_from:
+            return  # written before a restart; its bytes are already served
+        outputs = []
+        for rung, packets in zip(state.rungs, seg.video, strict=True):
+            if not packets:
+                raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
+            ts = mux("mpegts", packets, seg.audio, rung.width, rung.height,
+                     rung.audio_bitrate_bps)
+            init, fragment = split_fmp4(mux("mp4", packets, seg.audio, rung.width, rung.height,
+                                            rung.audio_bitrate_bps))
+            name = init_name(init)
+            if name not in self.written_inits:
+                key = layout.init_key(vid, rung.name, name)
+                try:
+                    self.store.size(key)
+                except FileNotFoundError:
+                    self.store.put(key, init)
+                self.written_inits.add(name)
+            self.store.put(layout.segment_key(vid, "ts", rung.name, seg.sequence), ts)
+            self.store.put(layout.segment_key(vid, "fmp4", rung.name, seg.sequence), fragment)
+            outputs.append(RungOutput(rung.name, len(ts), len(fragment), name,
+                                      codecs_string(avc_codecs(packets[0].data))))
+        published = PublishedSegment(seg.sequence, round(start_s, 6), seg.duration_s,
+                                     self.job.upload, tuple(outputs), state.rungs,
+                                     state.frame_rate)
+        self.report(JobProgress(self.progress, published))
+
+
+class _Upload:
+    """One upload going through the pipeline: timestamps rebased onto the stream's timeline."""
+
+    def __init__(self, job: TranscodeJob, store: Store, report: Report,
+                 span: tuple[Fraction, Fraction]) -> None:
+        self.job, self.store = job, store
+        self.first_s, end_s = span
+        self.duration_s = float(end_s - self.first_s)
+        self.publisher = _Publisher(job, store, report, lambda: self.pipeline.state)
+        self.pipeline = StreamPipeline(job.state, job.settings, self.publisher)
+        self.start_90k = job.state.video_pts_90k
+        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
+        self.rotator: _Rotator | None = None
+        self.last_pts = self.start_90k - 1
+        self.audio_started = False
+        self.frames = 0
+
+    def _at_90k(self, frame: av.VideoFrame | av.AudioFrame) -> int | None:
+        t = _time_s(frame.pts, frame.time_base)
+        return None if t is None else self.start_90k + round((t - self.first_s) * VIDEO_HZ)
+
+    def begin(self, info: SourceInfo, first: av.VideoFrame) -> None:
+        self.pipeline.begin_upload(self.duration_s, info.geometry, info.frame_rate)
+        if info.geometry.rotation_deg:
+            self.rotator = _Rotator(first, info.geometry.rotation_deg)
+
+    def video(self, frame: av.VideoFrame) -> None:
+        pts = self._at_90k(frame)
+        if pts is not None and pts >= self.pipeline.upload_end_90k:
+            return  # beyond the span the packets announced: a stray frame
+        pts = max(pts if pts is not None else 0, self.last_pts + 1)
+        self.last_pts = pts
+        upright = self.rotator(frame) if self.rotator else frame
+        scaled = [upright.reformat(r.width, r.height, "yuv420p", interpolation="BICUBIC")
+                  for r in self.pipeline.state.rungs]
+        if self.frames == 0:
+            self.store.put(layout.thumbnail_key(self.job.video_id), _thumbnail(scaled[-1]))
+        self.pipeline.push_video(scaled, pts)
+        self.frames += 1
+        total = max(1, round(self.duration_s * VIDEO_HZ))
+        self.publisher.progress = min(99.0, 100 * (pts - self.start_90k) / total)
+
+    def audio(self, frame: av.AudioFrame | None) -> None:
+        at = None
+        if frame is not None and not self.audio_started:
+            at = self._at_90k(frame) or self.start_90k
+            self.audio_started = True
+        for out in self.resampler.resample(frame):
+            self.pipeline.push_audio(out.to_ndarray(), at)
+            at = None
+
+    def finish(self) -> PipelineState:
+        if self.audio_started:
+            self.audio(None)
+        return self.pipeline.finish_upload()
+
+
+def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
+    """Decode the upload once, encode every rung, publish each segment as it completes."""
+    started = time.monotonic()
+    store = open_store(job.store_spec)
+    source = _source(store, job.input_keys)
+    upload = _Upload(job, store, report, _video_span(source))
+    info: SourceInfo | None = None
+    with open_media(source) as c:
+        vs = c.streams.video[0]
+        a_s = c.streams.audio[0] if c.streams.audio else None
+        streams = [vs] if a_s is None else [vs, a_s]
+        for s in streams:
+            s.codec_context.thread_type = "AUTO"
+        try:
+            for packet in c.demux(*streams):
+                for frame in packet.decode():
+                    if isinstance(frame, av.AudioFrame):
+                        upload.audio(frame)
+                        continue
+                    assert isinstance(frame, av.VideoFrame)
+                    if info is None:
+                        ac = a_s.codec_context if a_s else None
+                        info = SourceInfo(
+                            c.format.name, vs.codec_context.name,
+                            frame_geometry(frame, stream_sar(vs)),
+                            float(vs.average_rate or vs.guessed_rate or 30), upload.duration_s,
+                            ac.name if ac else None, ac.sample_rate if ac else None,
+                            ac.channels if ac else None)
+                        upload.begin(info, frame)
+                    upload.video(frame)
+        except av.FFmpegError as exc:
+            raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
+    if info is None:
+        raise UnsupportedMedia("the upload holds no decodable video frames")
+    state = upload.finish()
+    elapsed = time.monotonic() - started
+    log.info("transcoded %s upload %d: %.2f s of %dx%d in %.2f s (%.2fx realtime), %d segments",
+             job.video_id, job.upload, upload.duration_s, info.geometry.width,
+             info.geometry.height, elapsed, upload.duration_s / elapsed if elapsed else 0,
+             upload.publisher.count)
+    return TranscodeResult(state, info, upload.duration_s, elapsed, upload.publisher.count)
