@@ -144,7 +144,7 @@ async def upload(request: web.Request) -> web.Response:
     """POST /upload/{videoId}: one segment per call."""
     video_id = layout.check_video_id(request.match_info["video_id"])
     sched, config = request.app[SCHEDULER], request.app[CONFIG]
-    sched.stream_for_upload(video_id)  # refuse an ended stream before reading the body
+    sched.refuse_if_ended(video_id)
     received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes)
     try:
         return await _accept(request.app, video_id, _number(request, received), received)
@@ -175,9 +175,10 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
     if match is None and not init:
         raise BadRequest(f"cannot tell the segment number from {name[:80]!r}",
                          "name segments like index12.ts, or POST to /upload/{videoId}")
-    stream = sched.stream_for_upload(video_id)
+    sched.refuse_if_ended(video_id)
     received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes)
     try:
+        stream = sched.stream_for_upload(video_id)
         if init:
             key = layout.ingest_init_key(video_id, f"init-{received.sha256[:12]}.mp4")
             await request.app[STORE].put_file(key, received.path)

@@ -79,6 +79,9 @@ class PipelineState:
     rungs: tuple[Rung, ...] = ()
     levels: tuple[str, ...] = ()
     frame_rate: float = 0.0
+    # The previous upload's last AAC packet: decoded first, so this upload's first frame has
+    # the overlap it needs instead of fading in (an AAC frame is half of an MDCT window).
+    input_audio_tail: bytes = b""
 
     @property
     def time_s(self) -> float:
@@ -102,6 +105,7 @@ class PipelineState:
             "rungs": [r.__dict__ for r in self.rungs],
             "levels": list(self.levels),
             "frameRate": self.frame_rate,
+            "inputAudioTail": base64.b64encode(self.input_audio_tail).decode(),
         }
 
     @classmethod
@@ -115,6 +119,7 @@ class PipelineState:
             rungs=tuple(Rung(**r) for r in d["rungs"]),
             levels=tuple(d["levels"]),
             frame_rate=d["frameRate"],
+            input_audio_tail=base64.b64decode(d.get("inputAudioTail", "")),
         )
 
 

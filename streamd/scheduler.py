@@ -89,14 +89,18 @@ class Scheduler:
             raise NotFound(f"no stream {video_id!r}", "upload a segment to create it")
         return stream
 
+    def refuse_if_ended(self, video_id: str) -> None:
+        """Uploads to an ended stream are refused before their body is read."""
+        stream = self.streams.get(layout.check_video_id(video_id))
+        if stream is not None and (stream.ending or stream.ended):
+            raise StreamEnded(f"stream {video_id!r} has ended", "start a new videoId")
+
     def stream_for_upload(self, video_id: str) -> Stream:
-        layout.check_video_id(video_id)
+        self.refuse_if_ended(video_id)
         stream = self.streams.get(video_id)
         if stream is None:
             stream = Stream(video_id, self.clock.wall_s())
             self.streams[video_id] = stream
-        if stream.ending or stream.ended:
-            raise StreamEnded(f"stream {video_id!r} has ended", "start a new videoId")
         return stream
 
     def existing_upload(self, stream: Stream, number: int, sha256: str) -> Upload | None:
@@ -159,8 +163,8 @@ class Scheduler:
                                     stream.video_id, stream.next_upload)
                         continue
                     stream.ended = True
-                    await self._persist(stream)
                     await self._write_playlists(stream)
+                    await self._persist(stream)
                 log.info("%s ended: %d segments, %.1f s", stream.video_id,
                          len(stream.segments), stream.duration_s)
                 return
@@ -250,11 +254,10 @@ class Scheduler:
             self.cache.put(key, data)
 
     async def _write_playlists(self, stream: Stream) -> None:
-        playlists = render_all(stream, self.settings.segment_duration_s)
-        # Media playlists first, so a master never names a playlist that isn't there.
-        for key, text in playlists.items():
+        # Served from RAM at once; on disk, media playlists go before the masters naming them.
+        stream.playlists = render_all(stream, self.settings.segment_duration_s)
+        for key, text in stream.playlists.items():
             await self.store.put(key, text.encode())
-        stream.playlists = playlists
 
     async def _persist(self, stream: Stream) -> None:
         data = json.dumps(stream.to_json(), separators=(",", ":")).encode()

@@ -6,10 +6,11 @@ here or on another machine, can run it; the result carries the state for the nex
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -275,8 +276,16 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         streams = [vs] if a_s is None else [vs, a_s]
         for s in streams:
             s.codec_context.thread_type = "AUTO"
+        aac = a_s is not None and a_s.codec_context.name == "aac"
+        if aac and job.state.input_audio_tail:
+            assert a_s is not None
+            with contextlib.suppress(av.FFmpegError):
+                a_s.codec_context.decode(av.Packet(job.state.input_audio_tail))
+        audio_tail = b""
         try:
             for packet in c.demux(*streams):
+                if aac and packet.stream is a_s and packet.size:
+                    audio_tail = bytes(packet)
                 for frame in packet.decode():
                     if isinstance(frame, av.AudioFrame):
                         upload.audio(frame)
@@ -296,7 +305,7 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
             raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
     if info is None:
         raise UnsupportedMedia("the upload holds no decodable video frames")
-    state = upload.finish()
+    state = replace(upload.finish(), input_audio_tail=audio_tail)
     elapsed = time.monotonic() - started
     log.info("transcoded %s upload %d: %.2f s of %dx%d in %.2f s (%.2fx realtime), %d segments",
              job.video_id, job.upload, upload.duration_s, info.geometry.width,

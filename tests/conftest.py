@@ -1,0 +1,155 @@
+"""Fixtures: test media made at test time with the ffmpeg CLI, and a running streamd app."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from streamd.app import create_app
+from streamd.config import CacheConfig, Config, TranscodeConfig, UploadConfig
+
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+FFPROBE = shutil.which("ffprobe") or "ffprobe"
+TEST_LADDER = ["240p:300k", "144p:150k"]
+
+
+def run(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise AssertionError(f"{cmd[0]} failed: {out.stderr[-2000:]}")
+    return out.stdout
+
+
+def ffprobe(path: Path | str, *args: str) -> dict[str, Any]:
+    """ffprobe's JSON about a file or URL."""
+    return json.loads(run([FFPROBE, "-v", "error", "-of", "json", *args, str(path)]))
+
+
+class MediaFactory:
+    """Makes small test clips with the ffmpeg CLI, cached for the whole session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, ext: str = "mp4", *, size: str = "320x240", rate: int = 30,
+                 duration_s: float = 2.0, vcodec: str = "libx264",
+                 acodec: str | None = "aac", sample_rate: int = 48000, gop: int | None = None,
+                 extra: tuple[str, ...] = (), start_s: float = 0.0, tone_hz: int = 440,
+                 noise: bool = False) -> Path:
+        key = json.dumps([ext, size, rate, duration_s, vcodec, acodec, sample_rate, gop, extra,
+                          start_s, tone_hz, noise])
+        path = self.root / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.{ext}"
+        if path.exists():
+            return path
+        src = f"testsrc2=s={size}:r={rate}:d={duration_s + start_s}"
+        if noise:
+            src += ",noise=alls=30:allf=t"
+        cmd = [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", src]
+        if acodec:
+            cmd += ["-f", "lavfi", "-i",
+                    f"sine=f={tone_hz}:r={sample_rate}:d={duration_s + start_s}"]
+        if start_s:
+            cmd += ["-ss", str(start_s)]
+        cmd += ["-c:v", vcodec, "-pix_fmt", "yuv420p", "-g", str(gop or rate)]
+        if vcodec == "libx264":
+            cmd += ["-preset", "ultrafast"]
+        if vcodec == "libsvtav1":
+            cmd += ["-preset", "12"]
+        if vcodec.startswith("libvpx"):
+            cmd += ["-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k"]
+        cmd += ["-c:a", acodec] if acodec else ["-an"]
+        cmd += [*extra, str(path)]
+        run(cmd)
+        return path
+
+    def split(self, source: Path, segment_s: float, ext: str = "ts") -> list[Path]:
+        """Cut a clip into segments at keyframes without re-encoding, like a live encoder."""
+        out = self.root / f"{source.stem}-seg{segment_s:g}"
+        if not out.exists():
+            tmp = out.with_suffix(".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            run([FFMPEG, "-v", "error", "-i", str(source), "-c", "copy", "-f", "segment",
+                 "-segment_time", str(segment_s), "-reset_timestamps", "0",
+                 str(tmp / f"part%03d.{ext}")])
+            tmp.rename(out)
+        return sorted(out.glob(f"part*.{ext}"))
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFactory:
+    return MediaFactory(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path / "data",
+        transcode=TranscodeConfig(ladder=list(TEST_LADDER), workers=2),
+        upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=30),
+        cache=CacheConfig(max_bytes=32 << 20),
+    )
+
+
+AppClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, config: Config) -> AppClient:
+    async def make(cfg: Config | None = None, **changes: Any) -> TestClient:
+        return await aiohttp_client(create_app(replace(cfg or config, **changes)))  # type: ignore[no-any-return]
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: AppClient) -> TestClient:
+    return await make_client()
+
+
+async def upload(client: TestClient, video_id: str, path: Path, number: int | None = None,
+                 expect: int = 202) -> dict[str, Any]:
+    headers = {"X-Segment-Number": str(number)} if number is not None else {}
+    resp = await client.post(f"/upload/{video_id}", data=path.read_bytes(), headers=headers)
+    body = await resp.json()
+    assert resp.status == expect, body
+    return body  # type: ignore[no-any-return]
+
+
+async def wait_for(client: TestClient, video_id: str,
+                   done: Callable[[dict[str, Any]], bool], timeout_s: float = 60) -> dict[str, Any]:
+    """Poll the stream's API until `done` holds (no sleeps standing in for waiting)."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = await client.get(f"/api/videos/{video_id}")
+        if resp.status == 200:
+            last = await resp.json()
+            if done(last):
+                return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting on {video_id}: {last}")
+
+
+def published(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda v: v["uploads"]["published"] + v["uploads"]["failed"] >= n
+
+
+async def fetch(client: TestClient, url: str, status: int = 200) -> bytes:
+    resp = await client.get(url)
+    body = await resp.read()
+    assert resp.status == status, (url, resp.status, body[:300])
+    return body
