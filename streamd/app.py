@@ -6,7 +6,7 @@ import logging
 import shutil
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from streamd import ingest, serve
 from streamd.appkeys import CACHE, CLOCK, CONFIG, JOBS, SCHEDULER, STORE
@@ -45,9 +45,27 @@ def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]
     return middleware
 
 
+def _eof_received(self: web_protocol.RequestHandler) -> bool | None:  # type: ignore[type-arg]
+    """Answer clients that half-close after their body, as `ffmpeg -method PUT` does.
+
+    aiohttp closes the whole connection on a client's FIN (aio-libs/aiohttp#3659), so ffmpeg's
+    segment uploads would never get an answer. While a request is pending, keep the write
+    side open (a body cut short ends by the upload's idle timeout); an idle client leaving
+    still closes at once.
+    """
+    idle = self._waiter is not None and not self._waiter.done() and not self._messages
+    return None if idle else True
+
+
+def allow_half_close() -> None:
+    """Install `_eof_received` on aiohttp's request handler (idempotent)."""
+    web_protocol.RequestHandler.eof_received = _eof_received  # type: ignore[method-assign,assignment]
+
+
 def create_app(config: Config, *, clock: Clock | None = None,
                jobs: JobQueue | None = None) -> web.Application:
     """The streamd web application for this configuration."""
+    allow_half_close()
     app = web.Application(
         middlewares=[cors_middleware(config.http.cors_origin), error_middleware],
         client_max_size=1 << 20,

@@ -58,6 +58,11 @@ class StreamEnded(Conflict):
     code = "stream_ended"
 
 
+class RequestTimeout(StreamdError, TimeoutError):
+    http_status = 408
+    code = "request_timeout"
+
+
 class UploadTooLarge(StreamdError, ValueError):
     http_status = 413
     code = "upload_too_large"
@@ -103,7 +108,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except StreamdError as exc:
-        level = logging.ERROR if exc.http_status >= 500 else logging.WARNING
+        if exc.http_status >= 500:
+            level = logging.ERROR
+        else:  # a viewer's 404 is routine; a refused upload is worth a warning
+            level = logging.INFO if request.method in ("GET", "HEAD") else logging.WARNING
         log.log(level, "%s %s -> %d %s: %s (%s)", request.method, request.path,
                 exc.http_status, exc.code, exc.message, exc.detail or "")
         return json_error(exc.http_status, exc.code, exc.message, exc.detail)

@@ -6,6 +6,8 @@ into the store and recorded before the answer, so a 202 means it is on disk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -18,11 +20,12 @@ from aiohttp import BodyPartReader, web
 
 from streamd import layout
 from streamd.appkeys import CLOCK, CONFIG, JOBS, SCHEDULER, STORE
-from streamd.errors import BadRequest, UnsupportedMedia, UploadTooLarge
+from streamd.errors import BadRequest, RequestTimeout, UnsupportedMedia, UploadTooLarge
 from streamd.streams import Upload
 
 log = logging.getLogger("streamd.ingest")
 CHUNK = 256 * 1024
+INIT_WAIT_S = 10.0
 _FFMPEG_SEGMENT = re.compile(r"^(?P<stem>.*?)(?P<number>\d+)\.(?P<ext>ts|m4s|mp4|aac|m2ts)$")
 _SNIFF = [(b"\x1a\x45\xdf\xa3", "mkv"), (b"FLV", "flv"), (b"RIFF", "avi"), (b"G", "ts")]
 
@@ -48,7 +51,8 @@ def _extension(head: bytes, filename: str | None) -> str:
     return next((ext for magic, ext in _SNIFF if head.startswith(magic)), "bin")
 
 
-async def _receive(request: web.Request, directory: Path, max_bytes: int) -> Received:
+async def _receive(request: web.Request, directory: Path, max_bytes: int,
+                   idle_s: float) -> Received:
     """Stream the body (raw, or the `file` part of a multipart form) to a temp file."""
     fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
     path = Path(name)
@@ -75,15 +79,26 @@ async def _receive(request: web.Request, directory: Path, max_bytes: int) -> Rec
                         continue
                     if part.name == "file":
                         found, filename = True, part.filename or filename
-                        while chunk := await part.read_chunk(CHUNK):
+                        while True:
+                            async with asyncio.timeout(idle_s):
+                                chunk = await part.read_chunk(CHUNK)
+                            if not chunk:
+                                break
                             await write(chunk)
                     elif part.name == "segment":
                         segment_field = (await part.text()).strip()
                 if not found:
                     raise BadRequest("multipart upload without a `file` part")
             else:
-                async for chunk in request.content.iter_chunked(CHUNK):
+                while True:
+                    async with asyncio.timeout(idle_s):
+                        chunk = await request.content.read(CHUNK)
+                    if not chunk:
+                        break
                     await write(chunk)
+    except TimeoutError as exc:
+        path.unlink(missing_ok=True)
+        raise RequestTimeout("the upload stalled", f"no data for {idle_s:g} s") from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -145,7 +160,8 @@ async def upload(request: web.Request) -> web.Response:
     video_id = layout.check_video_id(request.match_info["video_id"])
     sched, config = request.app[SCHEDULER], request.app[CONFIG]
     sched.refuse_if_ended(video_id)
-    received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes)
+    received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes,
+                              config.upload.idle_timeout_s)
     try:
         return await _accept(request.app, video_id, _number(request, received), received)
     finally:
@@ -166,9 +182,12 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
     sched, config = request.app[SCHEDULER], request.app[CONFIG]
     if name.endswith(".m3u8"):
         text = (await request.content.read(1 << 20)).decode("utf-8", "replace")
+        numbers = [int(m["number"]) for line in text.splitlines()
+                   if line and not line.startswith("#")
+                   and (m := _FFMPEG_SEGMENT.match(line.strip().rsplit("/", 1)[-1]))]
         ended = "#EXT-X-ENDLIST" in text
-        if ended and video_id in sched.streams:
-            await sched.end(video_id)
+        if ended and numbers:
+            await sched.end_after(video_id, max(numbers))
         return web.json_response({"videoId": video_id, "playlist": name, "ended": ended})
     match = _FFMPEG_SEGMENT.match(name)
     init = match is None and name.endswith(".mp4")
@@ -176,19 +195,24 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
         raise BadRequest(f"cannot tell the segment number from {name[:80]!r}",
                          "name segments like index12.ts, or POST to /upload/{videoId}")
     sched.refuse_if_ended(video_id)
-    received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes)
+    received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes,
+                              config.upload.idle_timeout_s)
     try:
         stream = sched.stream_for_upload(video_id)
         if init:
             key = layout.ingest_init_key(video_id, f"init-{received.sha256[:12]}.mp4")
             await request.app[STORE].put_file(key, received.path)
             stream.ingest_init = key
+            stream.init_arrived.set()
             return web.json_response({"videoId": video_id, "init": name}, status=201)
         assert match is not None
         prefix: tuple[str, ...] = ()
         if match["ext"] == "m4s":
+            # ffmpeg doesn't wait for answers, so its init.mp4 PUT may still be on its way.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.init_arrived.wait(), INIT_WAIT_S)
             if stream.ingest_init is None:
-                raise UnsupportedMedia("an fMP4 segment arrived before its init.mp4")
+                raise UnsupportedMedia("an fMP4 segment arrived without its init.mp4")
             prefix = (stream.ingest_init,)
         return await _accept(request.app, video_id, int(match["number"]), received, prefix)
     finally:

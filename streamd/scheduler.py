@@ -57,6 +57,8 @@ class Scheduler:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("skipping unreadable manifest %s: %r", key, exc)
                 continue
+            if stream.ingest_init:
+                stream.init_arrived.set()
             for up in stream.uploads.values():
                 if up.state == TRANSCODING:
                     up.state, up.percent = HELD, 0.0
@@ -123,6 +125,8 @@ class Scheduler:
             stream.next_upload = upload.number
         upload.state = HELD
         stream.uploads[upload.number] = upload
+        if stream.end_after is not None and upload.number >= stream.end_after:
+            stream.ending = True
         stream.refresh_states()
         stream.updated_wall_s = self.clock.wall_s()
         await self._persist(stream)
@@ -139,6 +143,19 @@ class Scheduler:
                 await self._persist(stream)
         stream.wake.set()
         return stream
+
+    async def end_after(self, video_id: str, last: int) -> None:
+        """End once upload `last` has arrived: a pushed ENDLIST can overtake its segments."""
+        stream = self.streams.get(layout.check_video_id(video_id))
+        if stream is None or stream.ending:
+            return
+        if last in stream.uploads or (stream.next_upload or 0) > last:
+            await self.end(video_id)
+            return
+        async with stream.lock:
+            stream.end_after = last
+            await self._persist(stream)
+        stream.wake.set()
 
     # -- the runner --------------------------------------------------------------------------
     async def _run(self, stream: Stream) -> None:
@@ -168,15 +185,20 @@ class Scheduler:
                 log.info("%s ended: %d segments, %.1f s", stream.video_id,
                          len(stream.segments), stream.duration_s)
                 return
-            held = stream.counts()[HELD] > 0
+            waiting_on_gap = stream.counts()[HELD] > 0 or stream.end_after is not None
             try:
-                await asyncio.wait_for(stream.wake.wait(), gap_timeout if held else None)
+                await asyncio.wait_for(stream.wake.wait(),
+                                       gap_timeout if waiting_on_gap else None)
             except TimeoutError:
                 async with stream.lock:
                     missing = stream.next_upload
                     if stream.skip_gap():
                         log.warning("%s: upload %s missing for %g s, going on without it",
                                     stream.video_id, missing, gap_timeout)
+                    elif stream.end_after is not None:
+                        log.warning("%s: upload %d never came, ending", stream.video_id,
+                                    stream.end_after)
+                        stream.ending = True
 
     async def _transcode(self, stream: Stream, upload: Upload) -> None:
         upload.state = TRANSCODING

@@ -41,6 +41,12 @@ def _playlist_headers(request: web.Request, stream: Stream) -> dict[str, str]:
     return {"Cache-Control": f"public, max-age={age}"}
 
 
+def _playlist_response(request: web.Request, stream: Stream, text: str) -> web.Response:
+    # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
+    return web.Response(body=text.encode(), content_type=MIME,
+                        headers=_playlist_headers(request, stream))
+
+
 def _published(request: web.Request) -> Stream:
     stream = request.app[SCHEDULER].get(request.match_info["video_id"])
     if not stream.segments:
@@ -53,8 +59,7 @@ async def master(request: web.Request) -> web.Response:
     """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts)."""
     stream = _published(request)
     text = absolute_master(stream, _packaging(request.query.get("format")))
-    return web.Response(text=text, content_type=MIME, charset=None,
-                        headers=_playlist_headers(request, stream))
+    return _playlist_response(request, stream, text)
 
 
 def bytes_response(request: web.Request, data: bytes, content_type: str,
@@ -89,8 +94,7 @@ async def hls_object(request: web.Request) -> web.StreamResponse:
         text = stream.playlists.get(key)
         if text is None:
             raise NotFound(f"no playlist {path}")
-        return web.Response(text=text, content_type=MIME, charset=None,
-                            headers=_playlist_headers(request, stream))
+        return _playlist_response(request, stream, text)
     http = request.app[CONFIG].http
     if suffix == ".jpg":
         headers = {"Cache-Control": "no-cache"}

@@ -91,12 +91,14 @@ class Stream:
     pipeline: PipelineState = field(default_factory=PipelineState)
     ending: bool = False
     ended: bool = False
+    end_after: int | None = None  # end once this upload arrives (ffmpeg's last playlist)
     start_wall_s: float | None = None  # wall-clock time of the stream's second 0
     ingest_init: str | None = None  # fMP4 init segment ffmpeg pushed, for its .m4s uploads
     rungs: tuple[Rung, ...] = ()  # the published ladder
     frame_rate: float = 0.0
     updated_wall_s: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    init_arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     playlists: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -212,6 +214,7 @@ class Stream:
             "nextUpload": self.next_upload,
             "ending": self.ending,
             "ended": self.ended,
+            "endAfter": self.end_after,
             "startWallS": self.start_wall_s,
             "ingestInit": self.ingest_init,
             "rungs": [asdict(r) for r in self.rungs],
@@ -231,6 +234,7 @@ class Stream:
             next_upload=d["nextUpload"],
             ending=d["ending"],
             ended=d["ended"],
+            end_after=d.get("endAfter"),
             start_wall_s=d["startWallS"],
             ingest_init=d.get("ingestInit"),
             rungs=tuple(Rung(**r) for r in d["rungs"]),

@@ -1,0 +1,306 @@
+#!/usr/bin/env node
+// End-to-end playback check for the streamd player, driving Debian's chromium
+// through playwright-core (no browser download).
+//
+//   node tests/browser/play.mjs --url http://127.0.0.1:PORT/player.html?v=ID \
+//        [--min-time 3] [--switch] [--timeout 60] [--screenshot out.png]
+//
+// Prints exactly one JSON line on stdout and exits 0 iff ok.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--timeout 60] [--screenshot FILE]';
+
+function parseArgs(argv) {
+  const opts = { url: null, minTime: 3, switch: false, timeout: 60, screenshot: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const value = () => (inline !== undefined ? inline : argv[++i]);
+    switch (flag) {
+      case '--url': opts.url = value(); break;
+      case '--min-time': opts.minTime = Number(value()); break;
+      case '--timeout': opts.timeout = Number(value()); break;
+      case '--switch': opts.switch = true; break;
+      case '--screenshot': opts.screenshot = value(); break;
+      case '-h': case '--help': opts.help = true; break;
+      default: throw new Error('unknown argument ' + a);
+    }
+  }
+  if (!opts.help) {
+    if (!opts.url) throw new Error('--url is required');
+    if (!Number.isFinite(opts.minTime) || opts.minTime < 0) throw new Error('--min-time must be a number >= 0');
+    if (!Number.isFinite(opts.timeout) || opts.timeout <= 0) throw new Error('--timeout must be a number > 0');
+  }
+  return opts;
+}
+
+const result = {
+  ok: false,
+  currentTime: 0,
+  levels: [],
+  startLevel: null,
+  switchedTo: null,
+  levelAfter: null,
+  latency: null,
+  live: null,
+  videoHeight: null,
+  fatalErrors: [],
+  errors: [],
+  consoleErrors: [],
+  reason: '',
+};
+
+let finished = false;
+let browser = null;
+let userDataDir = null;
+
+function cleanupDir() {
+  if (userDataDir) {
+    try { rmSync(userDataDir, { recursive: true, force: true }); } catch { /* ignore */ }
+    userDataDir = null;
+  }
+}
+
+async function finish(ok, reason) {
+  if (finished) return;
+  finished = true;
+  result.ok = ok;
+  result.reason = reason;
+  process.stdout.write(JSON.stringify(result) + '\n');
+  // Closing must never hang the script: give it 5 s, then exit anyway
+  // (playwright kills the browser process it launched on exit).
+  const hardExit = setTimeout(() => { cleanupDir(); process.exit(ok ? 0 : 1); }, 5000);
+  try { if (browser) await browser.close(); } catch { /* ignore */ }
+  clearTimeout(hardExit);
+  cleanupDir();
+  process.exit(ok ? 0 : 1);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Snapshot of the player state, read through the page's test hooks.
+function snapshotInPage() {
+  const s = window.streamd;
+  const video = (s && s.video) || document.getElementById('video');
+  const hls = s && s.hls;
+  let live = null;
+  let latency = null;
+  if (hls && hls.levels && hls.levels.length) {
+    const idx = hls.currentLevel >= 0 ? hls.currentLevel : hls.loadLevel;
+    const d = (hls.levels[idx] && hls.levels[idx].details) || null;
+    if (d) live = !!d.live;
+    if (live && Number.isFinite(hls.latency)) latency = hls.latency;
+  }
+  const statusEl = document.getElementById('status');
+  const rungEl = document.getElementById('current-rung');
+  return {
+    hooks: !!s,
+    hasHls: !!hls,
+    mode: s ? s.mode : null,
+    currentTime: video ? video.currentTime : 0,
+    paused: video ? video.paused : true,
+    ended: video ? video.ended : false,
+    readyState: video ? video.readyState : 0,
+    videoHeight: video ? video.videoHeight : 0,
+    hasSource: !!(video && (video.currentSrc || video.src)),
+    levels: hls && hls.levels ? hls.levels.map((l) => l.height || 0) : [],
+    currentLevel: hls ? hls.currentLevel : null,
+    autoLevelEnabled: hls ? hls.autoLevelEnabled : null,
+    live,
+    latency,
+    errors: s && Array.isArray(s.errors) ? s.errors.map((e) => ({ type: e.type, details: e.details, fatal: !!e.fatal })) : [],
+    status: statusEl ? statusEl.textContent : '',
+    currentRung: rungEl ? rungEl.textContent : '',
+    mediaError: video && video.error ? video.error.code + ' ' + (video.error.message || '') : null,
+  };
+}
+
+function absorb(snap) {
+  result.currentTime = Math.round(snap.currentTime * 1000) / 1000;
+  result.levels = snap.levels;
+  result.errors = snap.errors;
+  result.fatalErrors = snap.errors.filter((e) => e.fatal);
+  result.live = snap.live;
+  result.videoHeight = snap.videoHeight;
+  result.latency = snap.latency == null ? null : Math.round(snap.latency * 1000) / 1000;
+}
+
+function describe(snap) {
+  if (!snap) return 'page not loaded';
+  return `currentTime=${snap.currentTime.toFixed(2)} paused=${snap.paused} readyState=${snap.readyState} ` +
+    `videoHeight=${snap.videoHeight} mode=${snap.mode} levels=${JSON.stringify(snap.levels)} currentLevel=${snap.currentLevel} ` +
+    `status=${JSON.stringify(snap.status)}` + (snap.mediaError ? ` mediaError=${snap.mediaError}` : '');
+}
+
+async function main() {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(USAGE + '\n');
+    await finish(false, 'bad arguments: ' + e.message);
+    return;
+  }
+  if (opts.help) {
+    process.stdout.write(USAGE + '\n');
+    process.exit(0);
+  }
+
+  const deadline = Date.now() + opts.timeout * 1000;
+  let lastSnap = null;
+  let phase = 'launching chromium';
+  const watchdog = setTimeout(() => {
+    finish(false, `timeout after ${opts.timeout}s while ${phase}: ${describe(lastSnap)}`);
+  }, opts.timeout * 1000);
+
+  const executablePath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+  userDataDir = mkdtempSync(join(tmpdir(), 'streamd-play-'));
+  const args = [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ];
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    args,
+    viewport: { width: 1280, height: 900 },
+    timeout: Math.max(1000, deadline - Date.now()),
+  });
+  browser = context;
+  const page = context.pages()[0] || await context.newPage();
+  const MAX_CONSOLE = 50;
+  const addConsole = (text) => {
+    if (result.consoleErrors.length < MAX_CONSOLE) result.consoleErrors.push(text.slice(0, 500));
+  };
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') addConsole(msg.text());
+  });
+  page.on('pageerror', (err) => addConsole('pageerror: ' + String((err && err.message) || err)));
+  page.on('crash', () => finish(false, 'page crashed'));
+
+  phase = 'loading ' + opts.url;
+  await page.goto(opts.url, { waitUntil: 'domcontentloaded', timeout: Math.max(1000, deadline - Date.now()) });
+
+  const snap = async () => {
+    lastSnap = await page.evaluate(snapshotInPage);
+    absorb(lastSnap);
+    return lastSnap;
+  };
+  const checkFatal = (s) => {
+    const f = s.errors.filter((e) => e.fatal);
+    if (f.length) {
+      finish(false, `fatal hls.js error: ${f.map((e) => e.type + '/' + e.details).join(', ')} (${describe(s)})`);
+      return true;
+    }
+    return false;
+  };
+
+  // ---- 1. playback starts and reaches --min-time ----
+  phase = `waiting for currentTime >= ${opts.minTime}`;
+  let pausedSince = null;
+  let clickedPlay = false;
+  let forcedPlay = false;
+  let startTime = null;
+  for (;;) {
+    if (finished) return;
+    const s = await snap();
+    if (checkFatal(s)) return;
+    if (s.mediaError) {
+      await finish(false, 'media element error: ' + describe(s));
+      return;
+    }
+    if (result.startLevel == null && s.currentLevel != null && s.currentLevel >= 0 && s.currentTime > 0) {
+      result.startLevel = s.currentLevel;
+    }
+    if (startTime == null && s.currentTime > 0) startTime = s.currentTime;
+    // Count playback from when it actually started: a live stream starts near
+    // the live edge, so currentTime is large from the first frame on.
+    const base = s.live ? (startTime ?? s.currentTime) : 0;
+    if (s.currentTime > 0 && (!s.paused || s.ended) && s.currentTime - base >= opts.minTime) break;
+    if (s.ended) {
+      await finish(false, `stream ended before --min-time ${opts.minTime}: ${describe(s)}`);
+      return;
+    }
+
+    // Make sure playback starts if autoplay was blocked.
+    if (s.hasSource && s.paused && s.readyState >= 2) {
+      pausedSince ??= Date.now();
+      const pausedFor = Date.now() - pausedSince;
+      if (!clickedPlay && pausedFor > 1500) {
+        clickedPlay = true;
+        await page.click('#playpause', { timeout: 2000 }).catch(() => {});
+      } else if (clickedPlay && !forcedPlay && pausedFor > 4000) {
+        forcedPlay = true;
+        await page.evaluate(() => {
+          const v = document.getElementById('video');
+          v.muted = true;
+          return v.play().then(() => 'ok', (e) => String(e));
+        });
+      }
+    } else {
+      pausedSince = null;
+    }
+    await sleep(250);
+  }
+  if (result.startLevel == null && lastSnap.currentLevel != null && lastSnap.currentLevel >= 0) {
+    result.startLevel = lastSnap.currentLevel;
+  }
+
+  // ---- 2. optional quality switch through the UI ----
+  if (opts.switch) {
+    const s = await snap();
+    if (s.levels.length < 2) {
+      await finish(false, `cannot test --switch: only ${s.levels.length} level(s) (${describe(s)})`);
+      return;
+    }
+    const cur = s.currentLevel >= 0 ? s.currentLevel : 0;
+    // Jump to the far end of the ladder from where we are.
+    const target = cur === s.levels.length - 1 ? 0 : s.levels.length - 1;
+    result.switchedTo = target;
+    phase = `switching from level ${cur} to ${target} via #quality`;
+    await page.selectOption('#quality', String(target), { timeout: 5000 });
+    let reachedAt = null;
+    for (;;) {
+      if (finished) return;
+      const t = await snap();
+      result.levelAfter = t.currentLevel;
+      if (checkFatal(t)) return;
+      if (t.mediaError) {
+        await finish(false, 'media element error after switch: ' + describe(t));
+        return;
+      }
+      // hls.currentLevel flips as soon as the new level's fragment is at the
+      // playhead; the decoder can still show old-level frames for ~1 s, so
+      // also wait for the decoded picture to have the new level's height.
+      const heightOk = !t.levels[target] || t.levels[target] === t.levels[cur] || t.videoHeight === t.levels[target];
+      if (t.currentLevel === target && heightOk && reachedAt == null) {
+        reachedAt = t.currentTime;
+        phase = `waiting for playback to advance 1 s on level ${target}`;
+      }
+      if (reachedAt != null && t.currentTime >= reachedAt + 1 && !t.paused) {
+        const wanted = `${t.levels[target]}p`;
+        if (!t.currentRung.includes(wanted)) {
+          await finish(false, `#current-rung shows ${JSON.stringify(t.currentRung)}, expected ${wanted}`);
+          return;
+        }
+        break;
+      }
+      await sleep(250);
+    }
+  }
+
+  await snap();
+  if (opts.screenshot) {
+    await page.screenshot({ path: opts.screenshot, fullPage: true, timeout: 5000 }).catch(() => {});
+  }
+  clearTimeout(watchdog);
+  await finish(true, opts.switch
+    ? `played to ${result.currentTime.toFixed(2)}s and switched to level ${result.switchedTo}`
+    : `played to ${result.currentTime.toFixed(2)}s`);
+}
+
+main().catch((e) => finish(false, 'error: ' + String(e && e.message || e).split('\n')[0]));

@@ -1,0 +1,62 @@
+"""A real browser: headless Chromium plays /player.html with hls.js and switches rung."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import MediaFactory, published, upload, wait_for
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+DRIVER = ROOT / "tests" / "browser" / "play.mjs"
+
+
+async def _play(url: str, *args: str) -> dict[str, object]:
+    node = shutil.which("node")
+    assert node, "node is needed for the browser test"
+    proc = await asyncio.create_subprocess_exec(
+        node, str(DRIVER), "--url", url, *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CHROMIUM_PATH": os.environ.get("CHROMIUM_PATH",
+                                                           "/usr/bin/chromium")})
+    out, err = await proc.communicate()
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-2000:]
+    result: dict[str, object] = json.loads(lines[-1])
+    return result
+
+
+async def test_player_plays_and_switches_rung(client: TestClient, media: MediaFactory) -> None:
+    parts = media.split(media("mp4", duration_s=10, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "browser", part, number=i)
+    await wait_for(client, "browser", published(len(parts)))
+    url = str(client.make_url("/player.html?v=browser"))
+    result = await _play(url, "--min-time", "3", "--switch", "--timeout", "90")
+    assert result["ok"], result
+    assert result["fatalErrors"] == []
+    assert float(result["currentTime"]) >= 3  # type: ignore[arg-type]
+    assert sorted(result["levels"]) == [144, 240]  # type: ignore[type-var]
+    assert result["switchedTo"] is not None
+    assert result["levelAfter"] == result["switchedTo"]
+    assert result["live"] is True  # EVENT playlist, not ended: played as live with DVR
+
+
+async def test_player_plays_an_ended_stream_from_the_start(client: TestClient,
+                                                           media: MediaFactory) -> None:
+    parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "vod", part, number=i)
+    await client.post("/upload/vod/end")
+    await wait_for(client, "vod", lambda v: v["state"] == "ended")
+    result = await _play(str(client.make_url("/player.html?v=vod")), "--min-time", "3",
+                         "--timeout", "60")
+    assert result["ok"], result
+    assert result["live"] is False

@@ -1,0 +1,218 @@
+"""Watching: master and media playlists, /viewstream by time, caching, ranges, CORS, API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient
+
+from streamd.appkeys import CACHE, CONFIG, STORE
+from streamd.playlist import round_half_up
+from tests.conftest import MediaFactory, fetch, ffprobe, published, upload, wait_for
+
+MPEGURL = "application/vnd.apple.mpegurl"
+
+
+@pytest.fixture
+async def stream(client: TestClient, media: MediaFactory) -> str:
+    """A stream of three 2 s uploads (6 s), still live."""
+    parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "show", part, number=i)
+    await wait_for(client, "show", published(3))
+    return "show"
+
+
+async def test_master_playlist(client: TestClient, stream: str) -> None:
+    resp = await client.get(f"/viewstream/metadata/{stream}")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == MPEGURL
+    assert "max-age=1" in resp.headers["Cache-Control"]
+    text = await resp.text()
+    master = m3u8.loads(text, uri=str(client.make_url(f"/viewstream/metadata/{stream}")))
+    assert master.is_variant
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
+    assert re.search(r"^#EXT-X-VERSION:6$", text, re.M)
+    by_res = {p.stream_info.resolution: p for p in master.playlists}
+    assert set(by_res) == {(320, 240), (192, 144)}
+    for p in master.playlists:
+        info = p.stream_info
+        assert re.fullmatch(r"avc1\.6400[0-9a-f]{2},mp4a\.40\.2", info.codecs)
+        assert info.frame_rate == 30.0
+        assert info.bandwidth >= info.average_bandwidth > 50_000
+        assert p.absolute_uri.endswith(f"/hls/{stream}/fmp4/{info.resolution[1]}p/index.m3u8")
+        assert (await client.get(p.uri)).status == 200
+    # Bandwidth is measured from the real segments: the bigger rung needs more.
+    assert by_res[(320, 240)].stream_info.average_bandwidth > \
+        by_res[(192, 144)].stream_info.average_bandwidth
+
+
+async def test_codecs_match_the_encoded_stream(client: TestClient, stream: str,
+                                               tmp_path: Path) -> None:
+    master = m3u8.loads(await (await client.get(f"/viewstream/metadata/{stream}")).text())
+    for p in master.playlists:
+        rung = p.uri.split("/")[-2]
+        seg = tmp_path / f"{rung}.ts"
+        seg.write_bytes(await fetch(client, f"/hls/{stream}/ts/{rung}/seg000000.ts"))
+        (video,) = ffprobe(seg, "-show_streams", "-select_streams", "v")["streams"]
+        assert video["profile"] == "High"
+        assert p.stream_info.codecs == f"avc1.6400{video['level']:02x},mp4a.40.2"
+
+
+async def test_ts_master_and_media_playlists(client: TestClient, stream: str) -> None:
+    text = await (await client.get(f"/viewstream/metadata/{stream}?format=ts")).text()
+    master = m3u8.loads(text)
+    assert re.search(r"^#EXT-X-VERSION:3$", text, re.M)
+    for p in master.playlists:
+        media_text = (await fetch(client, p.uri)).decode()
+        playlist = m3u8.loads(media_text)
+        assert playlist.playlist_type == "event"
+        assert playlist.version == 3
+        assert not playlist.is_endlist
+        assert playlist.media_sequence == 0
+        assert len(playlist.segments) == 3
+        assert all(s.init_section is None for s in playlist.segments)
+        assert all(s.program_date_time is not None for s in playlist.segments)
+        gaps = [(b.program_date_time - a.program_date_time).total_seconds()
+                for a, b in zip(playlist.segments, playlist.segments[1:], strict=False)]
+        assert gaps == pytest.approx([s.duration for s in playlist.segments[:-1]], abs=0.002)
+        assert all(round_half_up(s.duration) <= playlist.target_duration
+                   for s in playlist.segments)
+
+
+async def test_fmp4_media_playlist(client: TestClient, stream: str) -> None:
+    text = (await fetch(client, f"/hls/{stream}/fmp4/240p/index.m3u8")).decode()
+    playlist = m3u8.loads(text)
+    assert playlist.version == 6
+    assert playlist.target_duration == 2
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
+    assert text.count("#EXT-X-MAP") == 1
+    init = playlist.segments[0].init_section.uri
+    assert re.fullmatch(r"init-[0-9a-f]{12}\.mp4", init)
+    data = await fetch(client, f"/hls/{stream}/fmp4/240p/{init}")
+    assert data[4:8] == b"ftyp"
+
+
+async def test_playlists_on_disk_match_what_is_served(client: TestClient, stream: str) -> None:
+    root = client.app[CONFIG].data_dir / "hls" / stream
+    assert (root / "fmp4" / "master.m3u8").is_file()
+    assert (root / "ts" / "master.m3u8").is_file()
+    for packaging in ("fmp4", "ts"):
+        for rung in ("240p", "144p"):
+            served = await fetch(client, f"/hls/{stream}/{packaging}/{rung}/index.m3u8")
+            assert (root / packaging / rung / "index.m3u8").read_bytes() == served
+    disk_master = m3u8.loads((root / "fmp4" / "master.m3u8").read_text())
+    assert sorted(p.uri for p in disk_master.playlists) == ["144p/index.m3u8", "240p/index.m3u8"]
+    assert not list(root.rglob(".tmp-*")), "no temp files left behind"
+
+
+async def test_segment_headers_cache_and_ranges(client: TestClient, stream: str) -> None:
+    url = f"/hls/{stream}/ts/240p/seg000001.ts"
+    resp = await client.get(url)
+    whole = await resp.read()
+    assert resp.headers["Content-Type"] == "video/mp2t"
+    assert "immutable" in resp.headers["Cache-Control"]
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    resp = await client.get(url, headers={"Range": "bytes=100-299"})
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == f"bytes 100-299/{len(whole)}"
+    assert await resp.read() == whole[100:300]
+    resp = await client.get(url, headers={"Range": "bytes=-188"})
+    assert resp.status == 206
+    assert await resp.read() == whole[-188:]
+    resp = await client.get(url, headers={"Range": f"bytes={len(whole) + 10}-"})
+    assert resp.status == 416
+    m4s = await client.get(f"/hls/{stream}/fmp4/144p/seg000000.m4s")
+    assert m4s.headers["Content-Type"] == "video/iso.segment"
+    assert (await client.get(f"/hls/{stream}/ts/240p/seg000099.ts")).status == 404
+    assert (await client.get(f"/hls/{stream}/ts/240p/..%2f..%2fmanifest.json")).status == 404
+    preflight = await client.options(url, headers={"Origin": "http://elsewhere.example",
+                                                   "Access-Control-Request-Headers": "range"})
+    assert preflight.status == 204
+    assert "Range" in preflight.headers["Access-Control-Allow-Headers"]
+
+
+async def test_recent_segments_come_from_ram_older_from_disk(client: TestClient,
+                                                             stream: str) -> None:
+    cache = client.app[CACHE]
+    hits = cache.hits
+    key = f"hls/{stream}/ts/240p/seg000002.ts"
+    await fetch(client, "/" + key)
+    assert cache.hits == hits + 1
+    cache.discard(key)  # as if evicted: the disk copy serves it, with ranges
+    misses = cache.misses
+    resp = await client.get("/" + key, headers={"Range": "bytes=0-187"})
+    assert resp.status == 206
+    assert cache.misses == misses + 1
+    assert await resp.read() == client.app[STORE].store.get(key)[:188]
+
+
+async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path: Path) -> None:
+    resp = await client.get(f"/viewstream/{stream}", params={
+        "timestamp": "3.5", "format": "mp4", "resolution": "240p", "lang": "en"})
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "video/mp4"
+    assert resp.headers["X-Segment-Sequence"] == "1"
+    assert float(resp.headers["X-Segment-Start"]) == pytest.approx(2.0)
+    clip = tmp_path / "t.mp4"
+    clip.write_bytes(await resp.read())
+    probe = ffprobe(clip, "-show_streams", "-show_format")
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (320, 240)
+    assert float(probe["format"]["duration"]) > 1.9
+
+    resp = await client.get(f"/viewstream/{stream}",
+                            params={"timestamp": "0", "format": "ts", "resolution": "200p"})
+    assert resp.status == 200
+    assert resp.headers["X-Resolution"] == "144p"  # the nearest rung below
+    clip = tmp_path / "t.ts"
+    clip.write_bytes(await resp.read())
+    video = ffprobe(clip, "-show_streams", "-select_streams", "v")["streams"][0]
+    assert (video["width"], video["height"]) == (192, 144)
+
+
+@pytest.mark.parametrize(("params", "status", "code"), [
+    ({"timestamp": "abc"}, 400, "bad_request"),
+    ({"timestamp": "-1"}, 400, "bad_request"),
+    ({"timestamp": "nan"}, 400, "bad_request"),
+    ({"timestamp": "60"}, 404, "not_found"),
+    ({"timestamp": "1", "format": "avi"}, 400, "bad_request"),
+    ({"timestamp": "1", "resolution": "huge"}, 400, "bad_request"),
+    ({"timestamp": "1", "resolution": "100p"}, 404, "not_found"),
+    ({"timestamp": "1", "lang": "not a language"}, 400, "bad_request"),
+])
+async def test_viewstream_errors(client: TestClient, stream: str, params: dict[str, str],
+                                 status: int, code: str) -> None:
+    resp = await client.get(f"/viewstream/{stream}", params=params)
+    body = await resp.json()
+    assert resp.status == status, body
+    assert body["error"] == code
+    assert body["message"]
+
+
+async def test_unknown_stream_and_nothing_published(client: TestClient) -> None:
+    for url in ("/viewstream/metadata/nope", "/viewstream/nope?timestamp=0",
+                "/api/videos/nope", "/hls/nope/fmp4/240p/index.m3u8"):
+        resp = await client.get(url)
+        assert resp.status == 404, url
+        assert (await resp.json())["error"] == "not_found"
+    assert (await client.get("/viewstream/metadata/bad%20id")).status == 400
+
+
+async def test_api_and_pages(client: TestClient, stream: str) -> None:
+    videos = (await (await client.get("/api/videos")).json())["videos"]
+    assert [v["videoId"] for v in videos] == [stream]
+    v = videos[0]
+    assert v["state"] == "live"
+    assert v["durationS"] == pytest.approx(6.0, abs=0.01)
+    assert v["links"]["player"] == f"/player.html?v={stream}"
+    thumb = await client.get(v["links"]["thumbnail"])
+    assert thumb.status == 200
+    assert (await thumb.read())[:2] == b"\xff\xd8"  # a JPEG
+    for page in ("/", "/player.html"):
+        resp = await client.get(page)
+        assert resp.status == 200
+        assert "text/html" in resp.headers["Content-Type"]
