@@ -45,7 +45,7 @@ def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]
     return middleware
 
 
-def _eof_received(self: web_protocol.RequestHandler) -> bool | None:  # type: ignore[type-arg]
+def _eof_received(self: web_protocol.RequestHandler) -> bool | None:
     """Answer clients that half-close after their body, as `ffmpeg -method PUT` does.
 
     aiohttp closes the whole connection on a client's FIN (aio-libs/aiohttp#3659), so ffmpeg's
@@ -62,8 +62,9 @@ def allow_half_close() -> None:
     web_protocol.RequestHandler.eof_received = _eof_received  # type: ignore[method-assign,assignment]
 
 
-def create_app(config: Config, *, clock: Clock | None = None,
-               jobs: JobQueue | None = None) -> web.Application:
+def create_app(
+    config: Config, *, clock: Clock | None = None, jobs: JobQueue | None = None
+) -> web.Application:
     """The streamd web application for this configuration."""
     allow_half_close()
     app = web.Application(
@@ -75,8 +76,7 @@ def create_app(config: Config, *, clock: Clock | None = None,
     store = AsyncStore(FileStore(config.data_dir))
     app[STORE] = store
     app[CACHE] = SegmentCache(config.cache.max_bytes)
-    app[JOBS] = jobs or LocalJobQueue(config.worker_count,
-                                      logging.getLogger().getEffectiveLevel())
+    app[JOBS] = jobs or LocalJobQueue(config.worker_count, logging.getLogger().getEffectiveLevel())
     app[SCHEDULER] = Scheduler(config, store, app[JOBS], app[CACHE], app[CLOCK])
     app.add_routes(ingest.routes())
     app.add_routes(serve.routes())
@@ -89,8 +89,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     shutil.rmtree(incoming, ignore_errors=True)  # bodies of requests cut off by a stop
     await app[JOBS].start()
     await app[SCHEDULER].start()
-    log.info("streamd ready: data in %s, %d transcode workers", app[CONFIG].data_dir,
-             app[CONFIG].worker_count)
+    log.info(
+        "streamd ready: data in %s, %d transcode workers",
+        app[CONFIG].data_dir,
+        app[CONFIG].worker_count,
+    )
     yield
     await app[SCHEDULER].close()
     await app[JOBS].close()

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streamd.config import load_config, settings_markdown
+from streamd.config import load_config, settings_markdown, settings_toml
 from streamd.errors import StreamdError
 
 
@@ -24,12 +24,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     from streamd.app import create_app
 
-    config = load_config(_config_path(args.config), overrides={
-        "host": args.host, "port": args.port, "data_dir": args.data_dir})
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    web.run_app(create_app(config), host=config.host, port=config.port,
-                access_log=None, print=lambda _: None)
+    config = load_config(
+        _config_path(args.config),
+        overrides={"host": args.host, "port": args.port, "data_dir": args.data_dir},
+    )
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        access_log=None,
+        print=lambda _: None,
+    )
     return 0
 
 
@@ -37,11 +45,19 @@ def _push(args: argparse.Namespace) -> int:
     from streamd.client import push_file
 
     logging.basicConfig(level=logging.WARNING)
-    report = asyncio.run(push_file(Path(args.file), args.server, args.video,
-                                   realtime=args.realtime,
-                                   segment_duration_s=args.segment_duration))
-    print(f"pushed {report.segments} segments ({report.duration_s:.1f} s of video) "
-          f"in {report.elapsed_s:.1f} s")
+    report = asyncio.run(
+        push_file(
+            Path(args.file),
+            args.server,
+            args.video,
+            realtime=args.realtime,
+            segment_duration_s=args.segment_duration,
+        )
+    )
+    print(
+        f"pushed {report.segments} segments ({report.duration_s:.1f} s of video) "
+        f"in {report.elapsed_s:.1f} s"
+    )
     return 0
 
 
@@ -62,14 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--realtime", action="store_true", help="pace uploads like a live event")
     push.add_argument("--segment-duration", type=float, default=2.0)
     push.set_defaults(run=_push)
-    settings = sub.add_parser("settings", help="print the settings table (Markdown)")
-    settings.set_defaults(run=lambda _: print(settings_markdown(), end="") or 0)
+    settings = sub.add_parser("settings", help="print every setting (Markdown table or TOML)")
+    settings.add_argument("--toml", action="store_true", help="as a default config.toml")
+    settings.set_defaults(
+        run=lambda a: print(settings_toml() if a.toml else settings_markdown(), end="") or 0
+    )
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
     except StreamdError as exc:
-        print(f"streamd: {exc.message}" + (f" ({exc.detail})" if exc.detail else ""),
-              file=sys.stderr)
+        print(
+            f"streamd: {exc.message}" + (f" ({exc.detail})" if exc.detail else ""), file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -44,7 +44,8 @@ class UploadConfig:
     probe_timeout_s: float = setting(20.0, "Longest time to inspect an upload before refusing.")
     idle_timeout_s: float = setting(30.0, "An upload that sends nothing for this long is cut.")
     gap_timeout_s: float = setting(
-        30.0, "How long a live stream waits for a missing segment before going on without it.")
+        30.0, "How long a live stream waits for a missing segment before going on without it."
+    )
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,11 @@ class Setting:
 
 def _section_types() -> dict[str, type]:
     hints = get_type_hints(Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Config)
-            if dataclasses.is_dataclass(hints[f.name])}
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Config)
+        if dataclasses.is_dataclass(hints[f.name])
+    }
 
 
 def settings() -> Iterator[Setting]:
@@ -111,14 +115,15 @@ def settings() -> Iterator[Setting]:
         yield Setting(None, f.name, hints[f.name], _default(f), f.metadata["help"])
     for section, cls in sections.items():
         sub_hints = get_type_hints(cls)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls):
             yield Setting(section, f.name, sub_hints[f.name], _default(f), f.metadata["help"])
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    assert not isinstance(f.default_factory, dataclasses._MISSING_TYPE)
+    return f.default_factory()
 
 
 def _coerce(s: Setting, value: Any, source: str) -> Any:
@@ -179,8 +184,7 @@ def load_config(
             values[key] = _coerce(known[key], value, "command line")
     top = {k: v for k, v in values.items() if "." not in k}
     subs = {
-        name: cls(**{k.split(".", 1)[1]: v for k, v in values.items()  # type: ignore[operator]
-                     if k.startswith(name + ".")})
+        name: cls(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")})
         for name, cls in sections.items()
     }
     return Config(**top, **subs)
@@ -193,3 +197,30 @@ def settings_markdown() -> str:
         default = ", ".join(s.default) if isinstance(s.default, list) else s.default
         rows.append(f"| `{s.toml_key}` | `{s.env_var}` | `{default}` | {s.help} |")
     return "\n".join(rows) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def settings_toml() -> str:
+    """The default config.toml: every setting, its default and its help text."""
+    lines = [
+        "# streamd settings. Each can also be set from the environment, e.g.",
+        "# STREAMD_PORT=9000 or STREAMD_TRANSCODE_LADDER=720p:2800k,360p:800k.",
+        "# Regenerate with: streamd settings --toml > config.toml",
+        "",
+    ]
+    section = None
+    for s in settings():
+        if s.section != section:
+            section = s.section
+            lines += ["", f"[{section}]"]
+        lines += [f"# {s.help}", f"{s.name} = {_toml_value(s.default)}"]
+    return "\n".join(lines) + "\n"

@@ -112,8 +112,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             level = logging.ERROR
         else:  # a viewer's 404 is routine; a refused upload is worth a warning
             level = logging.INFO if request.method in ("GET", "HEAD") else logging.WARNING
-        log.log(level, "%s %s -> %d %s: %s (%s)", request.method, request.path,
-                exc.http_status, exc.code, exc.message, exc.detail or "")
+        log.log(
+            level,
+            "%s %s -> %d %s: %s (%s)",
+            request.method,
+            request.path,
+            exc.http_status,
+            exc.code,
+            exc.message,
+            exc.detail or "",
+        )
         return json_error(exc.http_status, exc.code, exc.message, exc.detail)
     except web.HTTPException as exc:
         if exc.status < 400:

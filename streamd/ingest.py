@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiofiles
+import aiofiles.os
 from aiohttp import BodyPartReader, web
 
 from streamd import layout
@@ -51,8 +52,9 @@ def _extension(head: bytes, filename: str | None) -> str:
     return next((ext for magic, ext in _SNIFF if head.startswith(magic)), "bin")
 
 
-async def _receive(request: web.Request, directory: Path, max_bytes: int,
-                   idle_s: float) -> Received:
+async def _receive(
+    request: web.Request, directory: Path, max_bytes: int, idle_s: float
+) -> Received:
     """Stream the body (raw, or the `file` part of a multipart form) to a temp file."""
     fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
     path = Path(name)
@@ -61,6 +63,7 @@ async def _receive(request: web.Request, directory: Path, max_bytes: int,
     segment_field = None
     try:
         async with aiofiles.open(fd, "wb") as out:
+
             async def write(chunk: bytes) -> None:
                 nonlocal size, head
                 size += len(chunk)
@@ -97,32 +100,45 @@ async def _receive(request: web.Request, directory: Path, max_bytes: int,
                         break
                     await write(chunk)
     except TimeoutError as exc:
-        path.unlink(missing_ok=True)
+        await _discard(path)
         raise RequestTimeout("the upload stalled", f"no data for {idle_s:g} s") from exc
     except BaseException:
-        path.unlink(missing_ok=True)
+        await _discard(path)
         raise
     if size == 0:
-        path.unlink(missing_ok=True)
+        await _discard(path)
         raise BadRequest("empty upload", "send the segment's bytes as the request body")
     return Received(path, digest.hexdigest(), size, _extension(head, filename), segment_field)
 
 
+async def _discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await aiofiles.os.remove(path)
+
+
 def _number(request: web.Request, received: Received) -> int | None:
-    for source, value in (("X-Segment-Number header", request.headers.get("X-Segment-Number")),
-                          ("segment query", request.query.get("segment")),
-                          ("segment form field", received.segment_field)):
+    for source, value in (
+        ("X-Segment-Number header", request.headers.get("X-Segment-Number")),
+        ("segment query", request.query.get("segment")),
+        ("segment form field", received.segment_field),
+    ):
         if value is None or value == "":
             continue
         if not value.isdigit() or len(value) > 9:
-            raise BadRequest(f"bad segment number {value[:20]!r} in the {source}",
-                             "a whole number from 0")
+            raise BadRequest(
+                f"bad segment number {value[:20]!r} in the {source}", "a whole number from 0"
+            )
         return int(value)
     return None
 
 
-async def _accept(app: web.Application, video_id: str, number: int | None,
-                  received: Received, prefix_keys: tuple[str, ...] = ()) -> web.Response:
+async def _accept(
+    app: web.Application,
+    video_id: str,
+    number: int | None,
+    received: Received,
+    prefix_keys: tuple[str, ...] = (),
+) -> web.Response:
     sched, store, config = app[SCHEDULER], app[STORE], app[CONFIG]
     stream = sched.stream_for_upload(video_id)
     try:
@@ -130,8 +146,14 @@ async def _accept(app: web.Application, video_id: str, number: int | None,
             number = stream.next_number() if number is None else number
             existing = sched.existing_upload(stream, number, received.sha256)
             if existing is not None:
-                return web.json_response({"videoId": video_id, "segment": number,
-                                          "state": existing.state, "duplicate": True})
+                return web.json_response(
+                    {
+                        "videoId": video_id,
+                        "segment": number,
+                        "state": existing.state,
+                        "duplicate": True,
+                    }
+                )
             if prefix_keys:
                 parts = [await store.get(k) for k in prefix_keys]
                 async with aiofiles.open(received.path, "rb") as f:
@@ -141,18 +163,34 @@ async def _accept(app: web.Application, video_id: str, number: int | None,
             info = await app[JOBS].probe(source, config.upload.probe_timeout_s)
             key = layout.upload_key(video_id, number, received.extension)
             await store.put_file(key, received.path)
-            upload = Upload(number, received.sha256, received.size_bytes, (*prefix_keys, key),
-                            app[CLOCK].wall_s(), source=info.as_json())
+            upload = Upload(
+                number,
+                received.sha256,
+                received.size_bytes,
+                (*prefix_keys, key),
+                app[CLOCK].wall_s(),
+                source=info.as_json(),
+            )
             await sched.add_upload(stream, upload)
     except BaseException:
         if not stream.uploads and not stream.segments:
             sched.streams.pop(video_id, None)  # never keep a stream that got nothing
         raise
-    log.info("%s upload %d accepted: %d bytes, %s %dx%d %s, %s", video_id, number,
-             received.size_bytes, info.container.split(",")[0], info.geometry.width,
-             info.geometry.height, info.video_codec, upload.state)
-    return web.json_response({"videoId": video_id, "segment": number, "state": upload.state,
-                              "source": info.as_json()}, status=202)
+    log.info(
+        "%s upload %d accepted: %d bytes, %s %dx%d %s, %s",
+        video_id,
+        number,
+        received.size_bytes,
+        info.container.split(",")[0],
+        info.geometry.width,
+        info.geometry.height,
+        info.video_codec,
+        upload.state,
+    )
+    return web.json_response(
+        {"videoId": video_id, "segment": number, "state": upload.state, "source": info.as_json()},
+        status=202,
+    )
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -160,19 +198,26 @@ async def upload(request: web.Request) -> web.Response:
     video_id = layout.check_video_id(request.match_info["video_id"])
     sched, config = request.app[SCHEDULER], request.app[CONFIG]
     sched.refuse_if_ended(video_id)
-    received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes,
-                              config.upload.idle_timeout_s)
+    received = await _receive(
+        request, sched.incoming_dir(), config.upload.max_bytes, config.upload.idle_timeout_s
+    )
     try:
         return await _accept(request.app, video_id, _number(request, received), received)
     finally:
-        received.path.unlink(missing_ok=True)
+        await _discard(received.path)
 
 
 async def end(request: web.Request) -> web.Response:
     """POST /upload/{videoId}/end: no more segments; playlists get EXT-X-ENDLIST."""
     stream = await request.app[SCHEDULER].end(request.match_info["video_id"])
-    return web.json_response({"videoId": stream.video_id, "state": "ended" if stream.ended
-                              else "ending", "segments": len(stream.segments)}, status=202)
+    return web.json_response(
+        {
+            "videoId": stream.video_id,
+            "state": "ended" if stream.ended else "ending",
+            "segments": len(stream.segments),
+        },
+        status=202,
+    )
 
 
 async def ffmpeg_put(request: web.Request) -> web.Response:
@@ -182,9 +227,13 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
     sched, config = request.app[SCHEDULER], request.app[CONFIG]
     if name.endswith(".m3u8"):
         text = (await request.content.read(1 << 20)).decode("utf-8", "replace")
-        numbers = [int(m["number"]) for line in text.splitlines()
-                   if line and not line.startswith("#")
-                   and (m := _FFMPEG_SEGMENT.match(line.strip().rsplit("/", 1)[-1]))]
+        numbers = [
+            int(m["number"])
+            for line in text.splitlines()
+            if line
+            and not line.startswith("#")
+            and (m := _FFMPEG_SEGMENT.match(line.strip().rsplit("/", 1)[-1]))
+        ]
         ended = "#EXT-X-ENDLIST" in text
         if ended and numbers:
             await sched.end_after(video_id, max(numbers))
@@ -192,11 +241,14 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
     match = _FFMPEG_SEGMENT.match(name)
     init = match is None and name.endswith(".mp4")
     if match is None and not init:
-        raise BadRequest(f"cannot tell the segment number from {name[:80]!r}",
-                         "name segments like index12.ts, or POST to /upload/{videoId}")
+        raise BadRequest(
+            f"cannot tell the segment number from {name[:80]!r}",
+            "name segments like index12.ts, or POST to /upload/{videoId}",
+        )
     sched.refuse_if_ended(video_id)
-    received = await _receive(request, sched.incoming_dir(), config.upload.max_bytes,
-                              config.upload.idle_timeout_s)
+    received = await _receive(
+        request, sched.incoming_dir(), config.upload.max_bytes, config.upload.idle_timeout_s
+    )
     try:
         stream = sched.stream_for_upload(video_id)
         if init:
@@ -216,7 +268,7 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
             prefix = (stream.ingest_init,)
         return await _accept(request.app, video_id, int(match["number"]), received, prefix)
     finally:
-        received.path.unlink(missing_ok=True)
+        await _discard(received.path)
 
 
 async def ffmpeg_delete(request: web.Request) -> web.Response:

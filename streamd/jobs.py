@@ -85,6 +85,9 @@ class _Worker:
         self.pool = make()
         self.busy = 0
 
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in getattr(self.pool, "_processes", {}).values())
+
     def replace(self) -> None:
         self.kill()
         self.pool = self._make()
@@ -107,25 +110,32 @@ class LocalJobQueue:
         self._size = workers
         self._workers: list[_Worker] = []
         self._prober: _Worker | None = None
-        self._listeners: dict[int, tuple[asyncio.AbstractEventLoop,
-                                         Callable[[JobProgress | None], None]]] = {}
+        self._listeners: dict[
+            int, tuple[asyncio.AbstractEventLoop, Callable[[JobProgress | None], None]]
+        ] = {}
         self._ids = itertools.count()
         self._reader: threading.Thread | None = None
 
     def _make_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init,
-                                   initargs=(self._progress, self._log_level))
+        return ProcessPoolExecutor(
+            1,
+            mp_context=self._ctx,
+            initializer=_worker_init,
+            initargs=(self._progress, self._log_level),
+        )
 
     async def start(self) -> None:
         self._workers = [_Worker(self._make_pool) for _ in range(self._size)]
         self._prober = _Worker(self._make_pool)
-        self._reader = threading.Thread(target=self._read_progress, name="job-progress",
-                                        daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_progress, name="job-progress", daemon=True
+        )
         self._reader.start()
         # Spawn the processes now, so the first upload doesn't pay for interpreter start-up.
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(w.pool, int, 0)
-                               for w in [*self._workers, self._prober]))
+        await asyncio.gather(
+            *(loop.run_in_executor(w.pool, int, 0) for w in [*self._workers, self._prober])
+        )
 
     def _read_progress(self) -> None:
         while True:
@@ -151,15 +161,15 @@ class LocalJobQueue:
         self._progress.close()
 
     def healthy(self) -> bool:
-        return bool(self._workers) and all(
-            all(p.is_alive() for p in getattr(w.pool, "_processes", {}).values())
-            for w in self._workers
-        )
+        return bool(self._workers) and all(w.alive() for w in self._workers)
 
     async def transcode(
         self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
     ) -> TranscodeResult:
         worker = min(self._workers, key=lambda w: w.busy)
+        if not worker.alive():  # died while idle (killed, out of memory): start afresh
+            log.warning("replacing a dead idle worker")
+            worker.replace()
         job_id = next(self._ids)
         loop = asyncio.get_running_loop()
         drained = asyncio.Event()
@@ -174,10 +184,12 @@ class LocalJobQueue:
         worker.busy += 1
         try:
             result: TranscodeResult = await loop.run_in_executor(
-                worker.pool, _run_transcode, job_id, job)
+                worker.pool, _run_transcode, job_id, job
+            )
         except BrokenProcessPool as exc:
-            log.error("worker died transcoding %s upload %d; replacing it",
-                      job.video_id, job.upload)
+            log.error(
+                "worker died transcoding %s upload %d; replacing it", job.video_id, job.upload
+            )
             self._listeners.pop(job_id, None)
             worker.replace()
             raise TranscodeError("the transcode worker crashed", repr(exc)) from exc
@@ -202,12 +214,13 @@ class LocalJobQueue:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(self._prober.pool, probe, source), timeout_s)
+                loop.run_in_executor(self._prober.pool, probe, source), timeout_s
+            )
         except TimeoutError as exc:
             self._prober.replace()
-            raise UnsupportedMedia("inspecting the upload took too long",
-                                   f"gave up after {timeout_s:g} s") from exc
+            raise UnsupportedMedia(
+                "inspecting the upload took too long", f"gave up after {timeout_s:g} s"
+            ) from exc
         except BrokenProcessPool as exc:
             self._prober.replace()
             raise UnsupportedMedia("the upload crashed the media inspector", repr(exc)) from exc
-

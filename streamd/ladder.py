@@ -26,7 +26,9 @@ class RungSpec:
     def parse(cls, text: str) -> RungSpec:
         m = _SPEC.match(text)
         if not m:
-            raise ConfigError(f"bad ladder rung {text!r}", "expected NAMEp:BITRATE, e.g. 720p:2800k")
+            raise ConfigError(
+                f"bad ladder rung {text!r}", "expected NAMEp:BITRATE, e.g. 720p:2800k"
+            )
         scale = {"": 1, "k": 1000, "m": 1_000_000}[m.group(3).lower()]
         lines, bitrate = int(m.group(1)), int(float(m.group(2)) * scale)
         if lines < 16 or lines % 2 or bitrate < 10_000:

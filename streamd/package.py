@@ -10,6 +10,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 
@@ -50,7 +51,7 @@ class SegmentMedia:
         return self.duration_90k / VIDEO_HZ
 
 
-def _packet(p: EncodedPacket, stream: av.stream.Stream, hz: int) -> av.Packet:
+def _packet(p: EncodedPacket, stream: av.stream.Stream, hz: int) -> av.Packet[Any]:
     out = av.Packet(p.data)
     out.stream = stream
     out.time_base = Fraction(1, hz)

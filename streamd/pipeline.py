@@ -1,4 +1,5 @@
-"""A stream's transcode pipeline: decoded frames in, segment packets out, state kept between uploads.
+"""A stream's transcode pipeline: decoded frames in, segment packets out, state kept between
+uploads.
 
 Every rung is encoded from the same frames and the same cut decisions, so all rungs share
 segment boundaries and each segment starts with an IDR frame. Timestamps run on across
@@ -34,10 +35,14 @@ AUDIO_SYNC_TOLERANCE = 96  # samples (2 ms) of timestamp jitter tolerated before
 
 # H.264 Annex A: level -> (max macroblocks/s, max frame size in MBs, max bitrate kbit/s, High).
 _H264_LEVELS = [
-    ("3.0", 40_500, 1_620, 12_500), ("3.1", 108_000, 3_600, 17_500),
-    ("3.2", 216_000, 5_120, 25_000), ("4.0", 245_760, 8_192, 25_000),
-    ("4.1", 245_760, 8_192, 62_500), ("4.2", 522_240, 8_704, 62_500),
-    ("5.0", 589_824, 22_080, 168_750), ("5.1", 983_040, 36_864, 300_000),
+    ("3.0", 40_500, 1_620, 12_500),
+    ("3.1", 108_000, 3_600, 17_500),
+    ("3.2", 216_000, 5_120, 25_000),
+    ("4.0", 245_760, 8_192, 25_000),
+    ("4.1", 245_760, 8_192, 62_500),
+    ("4.2", 522_240, 8_704, 62_500),
+    ("5.0", 589_824, 22_080, 168_750),
+    ("5.1", 983_040, 36_864, 300_000),
     ("5.2", 2_073_600, 36_864, 300_000),
 ]
 
@@ -89,11 +94,17 @@ class PipelineState:
 
     def resumed_at(self, next_segment: int, time_s: float) -> PipelineState:
         """Where to go on after a failed upload whose first segments were published."""
-        audio = (TIMELINE_ORIGIN_S + round(time_s * AUDIO_HZ / AAC_FRAME) * AAC_FRAME
-                 / AUDIO_HZ) * AUDIO_HZ
-        return replace(self, next_segment=next_segment,
-                       video_pts_90k=round((TIMELINE_ORIGIN_S + time_s) * VIDEO_HZ),
-                       audio_base_sample=int(audio), audio_emit_from=int(audio), audio_carry=b"")
+        audio = (
+            TIMELINE_ORIGIN_S + round(time_s * AUDIO_HZ / AAC_FRAME) * AAC_FRAME / AUDIO_HZ
+        ) * AUDIO_HZ
+        return replace(
+            self,
+            next_segment=next_segment,
+            video_pts_90k=round((TIMELINE_ORIGIN_S + time_s) * VIDEO_HZ),
+            audio_base_sample=int(audio),
+            audio_emit_from=int(audio),
+            audio_carry=b"",
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,8 +134,9 @@ class PipelineState:
         )
 
 
-def _encoded(p: av.Packet) -> EncodedPacket:
-    assert p.pts is not None and p.dts is not None
+def _encoded(p: av.Packet[Any]) -> EncodedPacket:
+    assert p.pts is not None
+    assert p.dts is not None
     return EncodedPacket(bytes(p), int(p.pts), int(p.dts), int(p.duration or 0), p.is_keyframe)
 
 
@@ -168,7 +180,7 @@ class AudioTrack:
         cc.bit_rate = self.bitrate_bps
         cc.time_base = Fraction(1, AUDIO_HZ)
         cc.open()
-        return cc  # type: ignore[return-value]
+        return cc
 
     def encode_ready(self) -> list[EncodedPacket]:
         """Feed every whole frame beyond the pre-roll carry; return packets to keep."""
@@ -180,7 +192,8 @@ class AudioTrack:
         while self.end - self.fed_until >= AAC_FRAME:
             i = self.fed_until - self.base
             frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(self.buffer[:, i : i + AAC_FRAME]), format="fltp",
+                np.ascontiguousarray(self.buffer[:, i : i + AAC_FRAME]),
+                format="fltp",
                 layout="stereo",
             )
             frame.sample_rate = AUDIO_HZ
@@ -191,7 +204,7 @@ class AudioTrack:
             self.fed_until += AAC_FRAME
         return out
 
-    def _keep(self, packets: list[av.Packet]) -> list[EncodedPacket]:
+    def _keep(self, packets: list[av.Packet[Any]]) -> list[EncodedPacket]:
         kept = [_encoded(p) for p in packets if p.pts is not None and p.pts >= self.emit_from]
         if kept:
             self.emit_from = kept[-1].pts + AAC_FRAME
@@ -257,19 +270,25 @@ class StreamPipeline:
     def begin_upload(self, duration_s: float, geometry: Geometry, frame_rate: float) -> None:
         """Plan the cuts of an upload of this length (and, on the first one, the ladder)."""
         if not self.state.rungs:
-            rungs = plan_ladder(list(self.settings.ladder), geometry,
-                                self.settings.audio_bitrate_bps)
-            levels = tuple(h264_level(r.width, r.height, frame_rate, int(r.video_bitrate_bps
-                                                                         * 1.2)) for r in rungs)
-            self.state = replace(self.state, rungs=tuple(rungs), levels=levels,
-                                 frame_rate=round(frame_rate, 3))
+            rungs = plan_ladder(
+                list(self.settings.ladder), geometry, self.settings.audio_bitrate_bps
+            )
+            levels = tuple(
+                h264_level(r.width, r.height, frame_rate, int(r.video_bitrate_bps * 1.2))
+                for r in rungs
+            )
+            self.state = replace(
+                self.state, rungs=tuple(rungs), levels=levels, frame_rate=round(frame_rate, 3)
+            )
         frame_s = 1 / frame_rate if frame_rate > 0 else 1 / 30
         parts = max(1, math.ceil(duration_s / self.settings.max_part_s(frame_s) - 1e-9))
         start, total = self.state.video_pts_90k, round(duration_s * VIDEO_HZ)
         self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
         self.upload_end_90k = start + total
-        self.encoders = [self._open_encoder(r, level, frame_rate)
-                         for r, level in zip(self.state.rungs, self.state.levels, strict=True)]
+        self.encoders = [
+            self._open_encoder(r, level, frame_rate)
+            for r, level in zip(self.state.rungs, self.state.levels, strict=True)
+        ]
         self.assembly = _Assembly(self.state.next_segment, seen_pts=[-1] * len(self.encoders))
         self._open_segment(start)
         self.first_frame = True
@@ -279,7 +298,7 @@ class StreamPipeline:
         cc.width, cc.height = rung.width, rung.height
         cc.pix_fmt = "yuv420p"
         cc.time_base = Fraction(1, VIDEO_HZ)
-        cc.framerate = Fraction(frame_rate).limit_denominator(1001) if frame_rate else 30
+        cc.framerate = Fraction(frame_rate or 30).limit_denominator(1001)
         cc.bit_rate = rung.video_bitrate_bps
         cc.thread_type = "FRAME"
         cc.thread_count = self.settings.encoder_threads
@@ -304,8 +323,9 @@ class StreamPipeline:
         for rung, (frame, enc) in enumerate(zip(frames, self.encoders, strict=True)):
             frame.pts = pts_90k
             frame.time_base = Fraction(1, VIDEO_HZ)
-            frame.pict_type = av.video.frame.PictureType.I if new_segment else \
-                av.video.frame.PictureType.NONE
+            frame.pict_type = (
+                av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
+            )
             for p in enc.encode(frame):
                 self._add_video(rung, _encoded(p))
         self._encode_audio()
@@ -382,12 +402,14 @@ class StreamPipeline:
                 if min(a.seen_pts) < nxt or a.seen_audio < nxt_audio:
                     return
             end = self.upload_end_90k if last else a.starts_90k[i + 1]
-            self.on_segment(SegmentMedia(
-                sequence=a.first_sequence + i,
-                start_90k=a.starts_90k[i],
-                duration_90k=end - a.starts_90k[i],
-                video=tuple(tuple(v) for v in a.video[i]),
-                audio=tuple(a.audio[i]),
-            ))
+            self.on_segment(
+                SegmentMedia(
+                    sequence=a.first_sequence + i,
+                    start_90k=a.starts_90k[i],
+                    duration_90k=end - a.starts_90k[i],
+                    video=tuple(tuple(v) for v in a.video[i]),
+                    audio=tuple(a.audio[i]),
+                )
+            )
             a.video[i], a.audio[i] = [], []
             a.released += 1

@@ -29,12 +29,14 @@ def open_media(source: Path | bytes) -> av.container.InputContainer:
     """Open an upload (a path, or bytes held in RAM) as a media file and nothing else."""
     target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
-        return av.open(target, mode="r", container_options=dict(SAFE_OPTIONS))
+        container = av.open(target, mode="r", container_options=dict(SAFE_OPTIONS))
     except av.FFmpegError as exc:
         raise UnsupportedMedia(
             "not a media file streamd accepts",
             f"{exc}; accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI",
         ) from exc
+    assert isinstance(container, av.container.InputContainer)
+    return container
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,8 @@ def probe(source: Path | bytes) -> SourceInfo:
             raise UnsupportedMedia("the upload has no video stream")
         vstream = container.streams.video[0]
         astream = container.streams.audio[0] if container.streams.audio else None
-        frame = None
         try:
-            for frame in container.decode(vstream):
-                break
+            frame = next(container.decode(vstream), None)
         except av.FFmpegError as exc:
             raise UnsupportedMedia("the video does not decode", str(exc)) from exc
         if frame is None:

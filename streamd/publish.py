@@ -15,12 +15,14 @@ def media_playlist(stream: Stream, packaging: str, rung: str, target_s: float) -
     for seg in stream.segments:
         out = seg.rung(rung)
         pdt = None if stream.start_wall_s is None else stream.start_wall_s + seg.start_s
-        segments.append(MediaSegment(
-            uri=layout.segment_name(seg.sequence, packaging),
-            duration_s=seg.duration_s,
-            program_date_time_s=pdt,
-            map_uri=out.init if packaging == "fmp4" else None,
-        ))
+        segments.append(
+            MediaSegment(
+                uri=layout.segment_name(seg.sequence, packaging),
+                duration_s=seg.duration_s,
+                program_date_time_s=pdt,
+                map_uri=out.init if packaging == "fmp4" else None,
+            )
+        )
     return MediaPlaylist(tuple(segments), math.ceil(target_s), ended=stream.ended)
 
 
@@ -30,18 +32,20 @@ def master_playlist(stream: Stream, packaging: str, base_uri: str = "") -> Maste
     variants = []
     for rung in stream.rungs:
         peak, average = stream.bandwidth(rung.name, packaging)
-        variants.append(Variant(
-            uri=f"{base_uri}{rung.name}/index.m3u8",
-            bandwidth_bps=peak,
-            average_bandwidth_bps=average,
-            width=rung.width,
-            height=rung.height,
-            frame_rate=stream.frame_rate,
-            codecs=last.rung(rung.name).codecs,
-        ))
+        variants.append(
+            Variant(
+                uri=f"{base_uri}{rung.name}/index.m3u8",
+                bandwidth_bps=peak,
+                average_bandwidth_bps=average,
+                width=rung.width,
+                height=rung.height,
+                frame_rate=stream.frame_rate,
+                codecs=last.rung(rung.name).codecs,
+            )
+        )
     # Players start with the first variant: a middle rung starts fast and looks decent.
     start = (len(variants) - 1) // 2
-    ordered = [variants[start], *variants[:start], *variants[start + 1:]]
+    ordered = [variants[start], *variants[:start], *variants[start + 1 :]]
     return MasterPlaylist(tuple(ordered), version=6 if packaging == "fmp4" else 3)
 
 
@@ -62,5 +66,6 @@ def render_all(stream: Stream, target_s: float) -> dict[str, str]:
             out[key] = media_playlist(stream, packaging, rung.name, target_s).render()
     for packaging in layout.PACKAGINGS:
         out[layout.master_key(stream.video_id, packaging)] = master_playlist(
-            stream, packaging).render()
+            stream, packaging
+        ).render()
     return out

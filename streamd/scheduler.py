@@ -33,16 +33,22 @@ log = logging.getLogger("streamd.scheduler")
 class Scheduler:
     """Owns every stream: accepts uploads, runs their transcodes, publishes segments."""
 
-    def __init__(self, config: Config, store: AsyncStore, jobs: JobQueue,
-                 cache: SegmentCache, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, store: AsyncStore, jobs: JobQueue, cache: SegmentCache, clock: Clock
+    ) -> None:
         self.config = config
         self.store = store
         self.jobs = jobs
         self.cache = cache
         self.clock = clock
         tc = config.transcode
-        self.settings = EncodeSettings(tuple(parse_ladder(tc.ladder)), tc.segment_duration_s,
-                                       tc.preset, tc.audio_bitrate_bps, tc.encoder_threads)
+        self.settings = EncodeSettings(
+            tuple(parse_ladder(tc.ladder)),
+            tc.segment_duration_s,
+            tc.preset,
+            tc.audio_bitrate_bps,
+            tc.encoder_threads,
+        )
         self.streams: dict[str, Stream] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
 
@@ -65,10 +71,14 @@ class Scheduler:
             stream.refresh_states()
             self.streams[stream.video_id] = stream
             await self._write_playlists(stream)
-            pending = sum(1 for u in stream.uploads.values() if u.state not in (PUBLISHED,
-                                                                                 FAILED))
-            log.info("loaded %s: %d segments published, %d uploads to do, %s",
-                     stream.video_id, len(stream.segments), pending, stream.state)
+            pending = sum(1 for u in stream.uploads.values() if u.state not in (PUBLISHED, FAILED))
+            log.info(
+                "loaded %s: %d segments published, %d uploads to do, %s",
+                stream.video_id,
+                len(stream.segments),
+                pending,
+                stream.state,
+            )
             if not stream.ended:
                 self._start_runner(stream)
 
@@ -112,11 +122,13 @@ class Scheduler:
             if stream.next_upload is not None and number < stream.next_upload:
                 raise SegmentConflict(
                     f"segment {number} comes after the stream moved past it",
-                    f"the stream is at segment {stream.next_upload}")
+                    f"the stream is at segment {stream.next_upload}",
+                )
             return None
         if up.sha256 != sha256:
-            raise SegmentConflict(f"segment {number} was already uploaded with other bytes",
-                                  f"sha256 {up.sha256}")
+            raise SegmentConflict(
+                f"segment {number} was already uploaded with other bytes", f"sha256 {up.sha256}"
+            )
         return up
 
     async def add_upload(self, stream: Stream, upload: Upload) -> None:
@@ -167,8 +179,7 @@ class Scheduler:
                 try:
                     await self._transcode(stream, upload)
                 except Exception as exc:  # a bug must not stop the stream for good
-                    log.exception("%s upload %d: unexpected error", stream.video_id,
-                                  upload.number)
+                    log.exception("%s upload %d: unexpected error", stream.video_id, upload.number)
                     async with stream.lock:
                         self._fail(stream, upload, TranscodeError("internal error", repr(exc)))
                         await self._persist(stream)
@@ -176,35 +187,52 @@ class Scheduler:
             if stream.ending:
                 async with stream.lock:
                     if stream.skip_gap():
-                        log.warning("%s: ending, skipping to held upload %s",
-                                    stream.video_id, stream.next_upload)
+                        log.warning(
+                            "%s: ending, skipping to held upload %s",
+                            stream.video_id,
+                            stream.next_upload,
+                        )
                         continue
                     stream.ended = True
                     await self._write_playlists(stream)
                     await self._persist(stream)
-                log.info("%s ended: %d segments, %.1f s", stream.video_id,
-                         len(stream.segments), stream.duration_s)
+                log.info(
+                    "%s ended: %d segments, %.1f s",
+                    stream.video_id,
+                    len(stream.segments),
+                    stream.duration_s,
+                )
                 return
             waiting_on_gap = stream.counts()[HELD] > 0 or stream.end_after is not None
             try:
-                await asyncio.wait_for(stream.wake.wait(),
-                                       gap_timeout if waiting_on_gap else None)
+                await asyncio.wait_for(stream.wake.wait(), gap_timeout if waiting_on_gap else None)
             except TimeoutError:
                 async with stream.lock:
                     missing = stream.next_upload
                     if stream.skip_gap():
-                        log.warning("%s: upload %s missing for %g s, going on without it",
-                                    stream.video_id, missing, gap_timeout)
+                        log.warning(
+                            "%s: upload %s missing for %g s, going on without it",
+                            stream.video_id,
+                            missing,
+                            gap_timeout,
+                        )
                     elif stream.end_after is not None:
-                        log.warning("%s: upload %d never came, ending", stream.video_id,
-                                    stream.end_after)
+                        log.warning(
+                            "%s: upload %d never came, ending", stream.video_id, stream.end_after
+                        )
                         stream.ending = True
 
     async def _transcode(self, stream: Stream, upload: Upload) -> None:
         upload.state = TRANSCODING
-        job = TranscodeJob(stream.video_id, upload.number, upload.keys, stream.pipeline,
-                           self.settings, self.store.store.spec(),
-                           publish_from=len(stream.segments))
+        job = TranscodeJob(
+            stream.video_id,
+            upload.number,
+            upload.keys,
+            stream.pipeline,
+            self.settings,
+            self.store.store.spec(),
+            publish_from=len(stream.segments),
+        )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
         while True:
@@ -239,13 +267,15 @@ class Scheduler:
 
     def _fail(self, stream: Stream, upload: Upload, exc: StreamdError) -> None:
         """Mark an upload failed and go on after it, keeping what it did publish."""
-        log.error("%s upload %d failed: %s (%s)", stream.video_id, upload.number,
-                  exc.message, exc.detail)
+        log.error(
+            "%s upload %d failed: %s (%s)", stream.video_id, upload.number, exc.message, exc.detail
+        )
         upload.state, upload.error = FAILED, f"{exc.message}: {exc.detail or ''}"
         if len(stream.segments) > stream.pipeline.next_segment:
             last = stream.segments[-1]
-            stream.pipeline = stream.pipeline.resumed_at(len(stream.segments),
-                                                         last.start_s + last.duration_s)
+            stream.pipeline = stream.pipeline.resumed_at(
+                len(stream.segments), last.start_s + last.duration_s
+            )
         self._advance(stream)
 
     async def _publish(self, stream: Stream, upload: Upload, seg: PublishedSegment) -> None:
@@ -263,13 +293,22 @@ class Scheduler:
             await self._warm_cache(stream, seg)
             await self._persist(stream)
             await self._write_playlists(stream)
-        log.info("%s segment %d published (%.3f s at %.3f s) %.0f ms after upload %d arrived",
-                 stream.video_id, seg.sequence, seg.duration_s, seg.start_s,
-                 1000 * (now - upload.received_wall_s), upload.number)
+        log.info(
+            "%s segment %d published (%.3f s at %.3f s) %.0f ms after upload %d arrived",
+            stream.video_id,
+            seg.sequence,
+            seg.duration_s,
+            seg.start_s,
+            1000 * (now - upload.received_wall_s),
+            upload.number,
+        )
 
     async def _warm_cache(self, stream: Stream, seg: PublishedSegment) -> None:
-        keys = [layout.segment_key(stream.video_id, packaging, r.name, seg.sequence)
-                for packaging in layout.PACKAGINGS for r in seg.rungs]
+        keys = [
+            layout.segment_key(stream.video_id, packaging, r.name, seg.sequence)
+            for packaging in layout.PACKAGINGS
+            for r in seg.rungs
+        ]
         keys += [layout.init_key(stream.video_id, r.name, r.init) for r in seg.rungs]
         datas = await asyncio.gather(*(self.store.get(k) for k in keys))
         for key, data in zip(keys, datas, strict=True):

@@ -19,8 +19,13 @@ from streamd.streams import Stream
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_DIR = ROOT / "static"
 HLS_JS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
-CONTENT_TYPES = {".ts": "video/mp2t", ".m4s": "video/iso.segment", ".mp4": "video/mp4",
-                 ".jpg": "image/jpeg", ".m3u8": MIME}
+CONTENT_TYPES = {
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".m3u8": MIME,
+}
 _OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
@@ -43,15 +48,18 @@ def _playlist_headers(request: web.Request, stream: Stream) -> dict[str, str]:
 
 def _playlist_response(request: web.Request, stream: Stream, text: str) -> web.Response:
     # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
-    return web.Response(body=text.encode(), content_type=MIME,
-                        headers=_playlist_headers(request, stream))
+    return web.Response(
+        body=text.encode(), content_type=MIME, headers=_playlist_headers(request, stream)
+    )
 
 
 def _published(request: web.Request) -> Stream:
     stream = request.app[SCHEDULER].get(request.match_info["video_id"])
     if not stream.segments:
-        raise NotFound(f"stream {stream.video_id!r} has nothing published yet",
-                       "its first segment is still being transcoded")
+        raise NotFound(
+            f"stream {stream.video_id!r} has nothing published yet",
+            "its first segment is still being transcoded",
+        )
     return stream
 
 
@@ -62,8 +70,9 @@ async def master(request: web.Request) -> web.Response:
     return _playlist_response(request, stream, text)
 
 
-def bytes_response(request: web.Request, data: bytes, content_type: str,
-                   headers: dict[str, str]) -> web.Response:
+def bytes_response(
+    request: web.Request, data: bytes, content_type: str, headers: dict[str, str]
+) -> web.Response:
     """A response for bytes in RAM, honouring a Range header like a file server would."""
     headers = {**headers, "Accept-Ranges": "bytes"}
     try:
@@ -74,11 +83,11 @@ def bytes_response(request: web.Request, data: bytes, content_type: str,
         return web.Response(body=data, content_type=content_type, headers=headers)
     start, stop, _ = rng.indices(len(data))
     if start >= stop:
-        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range":
-                                                          f"bytes */{len(data)}"})
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{len(data)}"})
     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
-    return web.Response(body=data[start:stop], status=206, content_type=content_type,
-                        headers=headers)
+    return web.Response(
+        body=data[start:stop], status=206, content_type=content_type, headers=headers
+    )
 
 
 async def hls_object(request: web.Request) -> web.StreamResponse:
@@ -126,8 +135,9 @@ def _pick_rung(stream: Stream, resolution: str | None) -> str:
     for rung in rungs:
         if min(rung.width, rung.height) <= wanted:
             return rung.name
-    raise NotFound(f"no rung at or below {wanted}p",
-                   "available: " + ", ".join(r.name for r in rungs))
+    raise NotFound(
+        f"no rung at or below {wanted}p", "available: " + ", ".join(r.name for r in rungs)
+    )
 
 
 async def view(request: web.Request) -> web.Response:
@@ -141,16 +151,16 @@ async def view(request: web.Request) -> web.Response:
     try:
         time_s = float(q.get("timestamp", "0"))
     except ValueError as exc:
-        raise BadRequest(f"bad timestamp {q.get('timestamp')!r}", "seconds from the start")\
-            from exc
+        raise BadRequest(f"bad timestamp {q.get('timestamp')!r}", "seconds from the start") from exc
     if not math.isfinite(time_s) or time_s < 0:
         raise BadRequest(f"bad timestamp {time_s!r}", "seconds from the start, 0 or more")
     rung = _pick_rung(stream, q.get("resolution"))
     seg = stream.segment_at(time_s)
     if seg is None:
         when = "beyond the end of the stream" if stream.ended else "not published yet"
-        raise NotFound(f"timestamp {time_s:g} s is {when}",
-                       f"published: 0 to {stream.duration_s:g} s")
+        raise NotFound(
+            f"timestamp {time_s:g} s is {when}", f"published: 0 to {stream.duration_s:g} s"
+        )
     store, cache = request.app[STORE], request.app[CACHE]
     keys = [layout.segment_key(stream.video_id, packaging, rung, seg.sequence)]
     if packaging == "fmp4":
@@ -166,7 +176,7 @@ async def view(request: web.Request) -> web.Response:
         "X-Segment-Duration": f"{seg.duration_s:.3f}",
         "X-Resolution": rung,
         "Content-Disposition": f'inline; filename="{stream.video_id}-{seg.sequence}-{rung}.'
-                               f'{"mp4" if packaging == "fmp4" else "ts"}"',
+        f'{"mp4" if packaging == "fmp4" else "ts"}"',
     }
     content_type = "video/mp4" if packaging == "fmp4" else "video/mp2t"
     return bytes_response(request, b"".join(parts), content_type, headers)
@@ -183,8 +193,6 @@ async def api_video(request: web.Request) -> web.Response:
 
 def _static(path: Path, content_type: str | None = None) -> web.RouteDef:
     async def handler(request: web.Request) -> web.FileResponse:
-        if not path.is_file():
-            raise NotFound(f"{path.name} is missing", "run the setup (npm ci) first")
         headers = {"Cache-Control": "no-cache"}
         if content_type:
             headers["Content-Type"] = content_type

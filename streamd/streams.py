@@ -18,14 +18,22 @@ from streamd.ladder import Rung
 from streamd.pipeline import PipelineState
 from streamd.transcode import PublishedSegment, RungOutput
 
-HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED = "held", "queued", "transcoding", "published", \
-    "failed"
+HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED = (
+    "held",
+    "queued",
+    "transcoding",
+    "published",
+    "failed",
+)
 UPLOAD_STATES = (HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED)
 
 
 def iso(wall_s: float) -> str:
-    return datetime.fromtimestamp(wall_s, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(wall_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 @dataclass
@@ -71,8 +79,14 @@ class Segment:
         return next(r for r in self.rungs if r.name == name)
 
     def to_json(self) -> list[Any]:
-        return [self.sequence, self.start_s, self.duration_s, self.upload,
-                self.published_wall_s, [list(asdict(r).values()) for r in self.rungs]]
+        return [
+            self.sequence,
+            self.start_s,
+            self.duration_s,
+            self.upload,
+            self.published_wall_s,
+            [list(asdict(r).values()) for r in self.rungs],
+        ]
 
     @classmethod
     def from_json(cls, d: list[Any]) -> Segment:
@@ -159,8 +173,10 @@ class Stream:
 
     def bandwidth(self, rung: str, packaging: str) -> tuple[int, int]:
         """(peak, average) bit rate of a rung's published segments, audio included."""
-        sizes = [(s.duration_s, s.rung(rung).ts_bytes if packaging == "ts"
-                  else s.rung(rung).fmp4_bytes) for s in self.segments]
+        sizes = [
+            (s.duration_s, s.rung(rung).ts_bytes if packaging == "ts" else s.rung(rung).fmp4_bytes)
+            for s in self.segments
+        ]
         sizes = [(d, b) for d, b in sizes if d > 0]
         if not sizes:
             return 0, 0
@@ -178,9 +194,16 @@ class Stream:
         rungs = []
         for r in self.rungs:
             peak, avg = self.bandwidth(r.name, "fmp4")
-            rungs.append({"name": r.name, "width": r.width, "height": r.height,
-                          "bandwidthBps": peak, "averageBandwidthBps": avg,
-                          "codecs": last.rung(r.name).codecs if last else None})
+            rungs.append(
+                {
+                    "name": r.name,
+                    "width": r.width,
+                    "height": r.height,
+                    "bandwidthBps": peak,
+                    "averageBandwidthBps": avg,
+                    "codecs": last.rung(r.name).codecs if last else None,
+                }
+            )
         return {
             "videoId": vid,
             "state": self.state,
@@ -200,11 +223,21 @@ class Stream:
         }
 
     def detail(self) -> dict[str, Any]:
-        return {**self.summary(), "uploadList": [
-            {"number": u.number, "state": u.state, "percent": round(u.percent, 1),
-             "sizeBytes": u.size_bytes, "receivedAt": iso(u.received_wall_s),
-             "error": u.error, "source": u.source}
-            for u in sorted(self.uploads.values(), key=lambda u: u.number)]}
+        return {
+            **self.summary(),
+            "uploadList": [
+                {
+                    "number": u.number,
+                    "state": u.state,
+                    "percent": round(u.percent, 1),
+                    "sizeBytes": u.size_bytes,
+                    "receivedAt": iso(u.received_wall_s),
+                    "error": u.error,
+                    "source": u.source,
+                }
+                for u in sorted(self.uploads.values(), key=lambda u: u.number)
+            ],
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {

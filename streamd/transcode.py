@@ -19,6 +19,7 @@ import av.filter
 
 from streamd import layout
 from streamd.errors import UnsupportedMedia
+from streamd.ladder import Rung
 from streamd.package import (
     VIDEO_HZ,
     SegmentMedia,
@@ -28,7 +29,6 @@ from streamd.package import (
     mux,
     split_fmp4,
 )
-from streamd.ladder import Rung
 from streamd.pipeline import TIMELINE_ORIGIN_S, EncodeSettings, PipelineState, StreamPipeline
 from streamd.probe import SourceInfo, frame_geometry, open_media, stream_sar
 from streamd.store import Store, open_store
@@ -130,11 +130,18 @@ class _Rotator:
 
     def __init__(self, frame: av.VideoFrame, rotation_deg: int) -> None:
         self.graph = av.filter.Graph()
-        src = self.graph.add_buffer(width=frame.width, height=frame.height,
-                                    format=frame.format.name, time_base=Fraction(1, VIDEO_HZ))
+        src = self.graph.add_buffer(
+            width=frame.width,
+            height=frame.height,
+            format=frame.format,
+            time_base=Fraction(1, VIDEO_HZ),
+        )
         # FFmpeg's rotation is counter-clockwise; undo it as ffmpeg's autorotate does.
-        chain = {90: [("transpose", "cclock")], 270: [("transpose", "clock")],
-                 180: [("hflip", ""), ("vflip", "")]}[rotation_deg]
+        chain = {
+            90: [("transpose", "cclock")],
+            270: [("transpose", "clock")],
+            180: [("hflip", ""), ("vflip", "")],
+        }[rotation_deg]
         node = src
         for name, arg in chain:
             nxt = self.graph.add(name, arg)
@@ -166,8 +173,9 @@ def _thumbnail(frame: av.VideoFrame) -> bytes:
 class _Publisher:
     """Packages each finished segment into TS and fMP4 for every rung and stores them."""
 
-    def __init__(self, job: TranscodeJob, store: Store, report: Report,
-                 pipeline: Callable[[], PipelineState]) -> None:
+    def __init__(
+        self, job: TranscodeJob, store: Store, report: Report, pipeline: Callable[[], PipelineState]
+    ) -> None:
         self.job, self.store, self.report, self.pipeline_state = job, store, report, pipeline
         self.written_inits: set[str] = set()
         self.count = 0
@@ -184,10 +192,10 @@ class _Publisher:
         for rung, packets in zip(state.rungs, seg.video, strict=True):
             if not packets:
                 raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
-            ts = mux("mpegts", packets, seg.audio, rung.width, rung.height,
-                     rung.audio_bitrate_bps)
-            init, fragment = split_fmp4(mux("mp4", packets, seg.audio, rung.width, rung.height,
-                                            rung.audio_bitrate_bps))
+            ts = mux("mpegts", packets, seg.audio, rung.width, rung.height, rung.audio_bitrate_bps)
+            init, fragment = split_fmp4(
+                mux("mp4", packets, seg.audio, rung.width, rung.height, rung.audio_bitrate_bps)
+            )
             name = init_name(init)
             if name not in self.written_inits:
                 key = layout.init_key(vid, rung.name, name)
@@ -198,19 +206,33 @@ class _Publisher:
                 self.written_inits.add(name)
             self.store.put(layout.segment_key(vid, "ts", rung.name, seg.sequence), ts)
             self.store.put(layout.segment_key(vid, "fmp4", rung.name, seg.sequence), fragment)
-            outputs.append(RungOutput(rung.name, len(ts), len(fragment), name,
-                                      codecs_string(avc_codecs(packets[0].data))))
-        published = PublishedSegment(seg.sequence, round(start_s, 6), seg.duration_s,
-                                     self.job.upload, tuple(outputs), state.rungs,
-                                     state.frame_rate)
+            outputs.append(
+                RungOutput(
+                    rung.name,
+                    len(ts),
+                    len(fragment),
+                    name,
+                    codecs_string(avc_codecs(packets[0].data)),
+                )
+            )
+        published = PublishedSegment(
+            seg.sequence,
+            round(start_s, 6),
+            seg.duration_s,
+            self.job.upload,
+            tuple(outputs),
+            state.rungs,
+            state.frame_rate,
+        )
         self.report(JobProgress(self.progress, published))
 
 
 class _Upload:
     """One upload going through the pipeline: timestamps rebased onto the stream's timeline."""
 
-    def __init__(self, job: TranscodeJob, store: Store, report: Report,
-                 span: tuple[Fraction, Fraction]) -> None:
+    def __init__(
+        self, job: TranscodeJob, store: Store, report: Report, span: tuple[Fraction, Fraction]
+    ) -> None:
         self.job, self.store = job, store
         self.first_s, end_s = span
         self.duration_s = float(end_s - self.first_s)
@@ -239,8 +261,10 @@ class _Upload:
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
         upright = self.rotator(frame) if self.rotator else frame
-        scaled = [upright.reformat(r.width, r.height, "yuv420p", interpolation="BICUBIC")
-                  for r in self.pipeline.state.rungs]
+        scaled = [
+            upright.reformat(r.width, r.height, "yuv420p", interpolation="BICUBIC")
+            for r in self.pipeline.state.rungs
+        ]
         if self.frames == 0:
             self.store.put(layout.thumbnail_key(self.job.video_id), _thumbnail(scaled[-1]))
         self.pipeline.push_video(scaled, pts)
@@ -294,11 +318,15 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
                     if info is None:
                         ac = a_s.codec_context if a_s else None
                         info = SourceInfo(
-                            c.format.name, vs.codec_context.name,
+                            c.format.name,
+                            vs.codec_context.name,
                             frame_geometry(frame, stream_sar(vs)),
-                            float(vs.average_rate or vs.guessed_rate or 30), upload.duration_s,
-                            ac.name if ac else None, ac.sample_rate if ac else None,
-                            ac.channels if ac else None)
+                            float(vs.average_rate or vs.guessed_rate or 30),
+                            upload.duration_s,
+                            ac.name if ac else None,
+                            ac.sample_rate if ac else None,
+                            ac.channels if ac else None,
+                        )
                         upload.begin(info, frame)
                     upload.video(frame)
         except av.FFmpegError as exc:
@@ -307,8 +335,15 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         raise UnsupportedMedia("the upload holds no decodable video frames")
     state = replace(upload.finish(), input_audio_tail=audio_tail)
     elapsed = time.monotonic() - started
-    log.info("transcoded %s upload %d: %.2f s of %dx%d in %.2f s (%.2fx realtime), %d segments",
-             job.video_id, job.upload, upload.duration_s, info.geometry.width,
-             info.geometry.height, elapsed, upload.duration_s / elapsed if elapsed else 0,
-             upload.publisher.count)
+    log.info(
+        "transcoded %s upload %d: %.2f s of %dx%d in %.2f s (%.2fx realtime), %d segments",
+        job.video_id,
+        job.upload,
+        upload.duration_s,
+        info.geometry.width,
+        info.geometry.height,
+        elapsed,
+        upload.duration_s / elapsed if elapsed else 0,
+        upload.publisher.count,
+    )
     return TranscodeResult(state, info, upload.duration_s, elapsed, upload.publisher.count)

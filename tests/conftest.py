@@ -42,13 +42,38 @@ class MediaFactory:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def __call__(self, ext: str = "mp4", *, size: str = "320x240", rate: int = 30,
-                 duration_s: float = 2.0, vcodec: str = "libx264",
-                 acodec: str | None = "aac", sample_rate: int = 48000, gop: int | None = None,
-                 extra: tuple[str, ...] = (), start_s: float = 0.0, tone_hz: int = 440,
-                 noise: bool = False) -> Path:
-        key = json.dumps([ext, size, rate, duration_s, vcodec, acodec, sample_rate, gop, extra,
-                          start_s, tone_hz, noise])
+    def __call__(
+        self,
+        ext: str = "mp4",
+        *,
+        size: str = "320x240",
+        rate: int = 30,
+        duration_s: float = 2.0,
+        vcodec: str = "libx264",
+        acodec: str | None = "aac",
+        sample_rate: int = 48000,
+        gop: int | None = None,
+        extra: tuple[str, ...] = (),
+        start_s: float = 0.0,
+        tone_hz: int = 440,
+        noise: bool = False,
+    ) -> Path:
+        key = json.dumps(
+            [
+                ext,
+                size,
+                rate,
+                duration_s,
+                vcodec,
+                acodec,
+                sample_rate,
+                gop,
+                extra,
+                start_s,
+                tone_hz,
+                noise,
+            ]
+        )
         path = self.root / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.{ext}"
         if path.exists():
             return path
@@ -57,8 +82,12 @@ class MediaFactory:
             src += ",noise=alls=30:allf=t"
         cmd = [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", src]
         if acodec:
-            cmd += ["-f", "lavfi", "-i",
-                    f"sine=f={tone_hz}:r={sample_rate}:d={duration_s + start_s}"]
+            cmd += [
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=f={tone_hz}:r={sample_rate}:d={duration_s + start_s}",
+            ]
         if start_s:
             cmd += ["-ss", str(start_s)]
         cmd += ["-c:v", vcodec, "-pix_fmt", "yuv420p", "-g", str(gop or rate)]
@@ -80,9 +109,24 @@ class MediaFactory:
             tmp = out.with_suffix(".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            run([FFMPEG, "-v", "error", "-i", str(source), "-c", "copy", "-f", "segment",
-                 "-segment_time", str(segment_s), "-reset_timestamps", "0",
-                 str(tmp / f"part%03d.{ext}")])
+            run(
+                [
+                    FFMPEG,
+                    "-v",
+                    "error",
+                    "-i",
+                    str(source),
+                    "-c",
+                    "copy",
+                    "-f",
+                    "segment",
+                    "-segment_time",
+                    str(segment_s),
+                    "-reset_timestamps",
+                    "0",
+                    str(tmp / f"part%03d.{ext}"),
+                ]
+            )
             tmp.rename(out)
         return sorted(out.glob(f"part*.{ext}"))
 
@@ -120,17 +164,20 @@ async def client(make_client: AppClient) -> TestClient:
     return await make_client()
 
 
-async def upload(client: TestClient, video_id: str, path: Path, number: int | None = None,
-                 expect: int = 202) -> dict[str, Any]:
+async def upload(
+    client: TestClient, video_id: str, path: Path, number: int | None = None, expect: int = 202
+) -> dict[str, Any]:
     headers = {"X-Segment-Number": str(number)} if number is not None else {}
-    resp = await client.post(f"/upload/{video_id}", data=path.read_bytes(), headers=headers)
-    body = await resp.json()
+    with path.open("rb") as f:
+        resp = await client.post(f"/upload/{video_id}", data=f, headers=headers)
+        body = await resp.json()
     assert resp.status == expect, body
     return body  # type: ignore[no-any-return]
 
 
-async def wait_for(client: TestClient, video_id: str,
-                   done: Callable[[dict[str, Any]], bool], timeout_s: float = 60) -> dict[str, Any]:
+async def wait_for(
+    client: TestClient, video_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+) -> dict[str, Any]:
     """Poll the stream's API until `done` holds (no sleeps standing in for waiting)."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, Any] = {}

@@ -22,10 +22,16 @@ async def _play(url: str, *args: str) -> dict[str, object]:
     node = shutil.which("node")
     assert node, "node is needed for the browser test"
     proc = await asyncio.create_subprocess_exec(
-        node, str(DRIVER), "--url", url, *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "CHROMIUM_PATH": os.environ.get("CHROMIUM_PATH",
-                                                           "/usr/bin/chromium")})
+        node,
+        str(DRIVER),
+        "--url",
+        url,
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CHROMIUM_PATH": os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")},
+    )
     out, err = await proc.communicate()
     lines = out.decode().strip().splitlines()
     assert lines, err.decode()[-2000:]
@@ -49,14 +55,16 @@ async def test_player_plays_and_switches_rung(client: TestClient, media: MediaFa
     assert result["live"] is True  # EVENT playlist, not ended: played as live with DVR
 
 
-async def test_player_plays_an_ended_stream_from_the_start(client: TestClient,
-                                                           media: MediaFactory) -> None:
+async def test_player_plays_an_ended_stream_from_the_start(
+    client: TestClient, media: MediaFactory
+) -> None:
     parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
     for i, part in enumerate(parts):
         await upload(client, "vod", part, number=i)
     await client.post("/upload/vod/end")
     await wait_for(client, "vod", lambda v: v["state"] == "ended")
-    result = await _play(str(client.make_url("/player.html?v=vod")), "--min-time", "3",
-                         "--timeout", "60")
+    result = await _play(
+        str(client.make_url("/player.html?v=vod")), "--min-time", "3", "--timeout", "60"
+    )
     assert result["ok"], result
     assert result["live"] is False

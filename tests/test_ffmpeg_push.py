@@ -15,18 +15,44 @@ pytestmark = pytest.mark.slow
 
 def _ffmpeg_hls(url: str, seconds: int, *extra: str, realtime: bool = True) -> list[str]:
     return [
-        FFMPEG, "-v", "error", *(["-re"] if realtime else []),
-        "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={seconds}",
-        "-f", "lavfi", "-i", f"sine=f=440:r=48000:d={seconds}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-f", "hls", "-hls_time", "1", *extra, "-method", "PUT", url,
+        FFMPEG,
+        "-v",
+        "error",
+        *(["-re"] if realtime else []),
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s=320x240:r=30:d={seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=f=440:r=48000:d={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        *extra,
+        "-method",
+        "PUT",
+        url,
     ]
 
 
 async def test_live_ffmpeg_push_over_put(client: TestClient) -> None:
     url = str(client.make_url("/upload/camera/index.m3u8"))
-    proc = await asyncio.create_subprocess_exec(*_ffmpeg_hls(url, 6),
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *_ffmpeg_hls(url, 6), stderr=asyncio.subprocess.PIPE
+    )
     seen: list[int] = []
     while proc.returncode is None:
         resp = await client.get("/hls/camera/ts/240p/index.m3u8")
@@ -55,7 +81,8 @@ async def test_ffmpeg_fmp4_push(client: TestClient) -> None:
     url = str(client.make_url("/upload/cmafcam/index.m3u8"))
     proc = await asyncio.create_subprocess_exec(
         *_ffmpeg_hls(url, 4, "-hls_segment_type", "fmp4", realtime=False),
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
     info = await wait_for(client, "cmafcam", lambda v: v["state"] == "ended")

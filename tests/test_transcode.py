@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,8 +28,9 @@ FORMATS = [
 ]
 
 
-async def _segments(client: TestClient, video_id: str, packaging: str, rung: str,
-                    tmp_path: Path) -> list[Path]:
+async def _segments(
+    client: TestClient, video_id: str, packaging: str, rung: str, tmp_path: Path
+) -> list[Path]:
     """Download a rung's media playlist and segments (fMP4: init prepended to each)."""
     text = (await fetch(client, f"/hls/{video_id}/{packaging}/{rung}/index.m3u8")).decode()
     playlist = m3u8.loads(text)
@@ -36,8 +38,7 @@ async def _segments(client: TestClient, video_id: str, packaging: str, rung: str
     for seg in playlist.segments:
         data = await fetch(client, f"/hls/{video_id}/{packaging}/{rung}/{seg.uri}")
         if packaging == "fmp4":
-            data = await fetch(client, f"/hls/{video_id}/fmp4/{rung}/{seg.init_section.uri}") \
-                + data
+            data = await fetch(client, f"/hls/{video_id}/fmp4/{rung}/{seg.init_section.uri}") + data
         path = tmp_path / f"{video_id}-{rung}-{seg.uri}.{'mp4' if packaging == 'fmp4' else 'ts'}"
         path.write_bytes(data)
         out.append(path)
@@ -47,15 +48,25 @@ async def _segments(client: TestClient, video_id: str, packaging: str, rung: str
 def _frames(path: Path) -> list[tuple[float, bool]]:
     """(pts seconds, keyframe) of every video packet, decode order."""
     with av.open(str(path)) as c:
-        return [(float(p.pts * p.time_base), p.is_keyframe) for p in c.demux(video=0)
-                if p.pts is not None]
+        return [
+            (float(p.pts * p.time_base), p.is_keyframe)
+            for p in c.demux(video=0)
+            if p.pts is not None
+        ]
 
 
-@pytest.mark.parametrize(("ext", "vcodec", "acodec", "extra"), FORMATS,
-                         ids=[f"{e}-{v}-{a}" for e, v, a, _ in FORMATS])
-async def test_container_and_codec_matrix(client: TestClient, media: MediaFactory,
-                                          tmp_path: Path, ext: str, vcodec: str,
-                                          acodec: str | None, extra: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("ext", "vcodec", "acodec", "extra"), FORMATS, ids=[f"{e}-{v}-{a}" for e, v, a, _ in FORMATS]
+)
+async def test_container_and_codec_matrix(
+    client: TestClient,
+    media: MediaFactory,
+    tmp_path: Path,
+    ext: str,
+    vcodec: str,
+    acodec: str | None,
+    extra: tuple[str, ...],
+) -> None:
     clip = media(ext, vcodec=vcodec, acodec=acodec, duration_s=1.0, extra=extra)
     vid = f"fmt-{ext}-{vcodec}-{acodec}".replace("lib", "")
     await upload(client, vid, clip, number=0)
@@ -79,18 +90,25 @@ async def test_container_and_codec_matrix(client: TestClient, media: MediaFactor
             assert len(frames) == 30
 
 
-async def test_rungs_taller_than_the_source_are_dropped(make_client: AppClient,
-                                                        media: MediaFactory) -> None:
-    client = await make_client(transcode=TranscodeConfig(
-        ladder=["1080p:5000k", "720p:2800k", "480p:1400k", "360p:800k"], workers=2))
+async def test_rungs_taller_than_the_source_are_dropped(
+    make_client: AppClient, media: MediaFactory
+) -> None:
+    client = await make_client(
+        transcode=TranscodeConfig(
+            ladder=["1080p:5000k", "720p:2800k", "480p:1400k", "360p:800k"], workers=2
+        )
+    )
     await upload(client, "small", media("mp4", size="854x480", duration_s=1.0), number=0)
     info = await wait_for(client, "small", published(1))
     assert [(r["name"], r["width"], r["height"]) for r in info["rungs"]] == [
-        ("480p", 854, 480), ("360p", 640, 360)]
+        ("480p", 854, 480),
+        ("360p", 640, 360),
+    ]
 
 
-async def test_rotation_and_aspect_are_applied(client: TestClient, media: MediaFactory,
-                                               tmp_path: Path) -> None:
+async def test_rotation_and_aspect_are_applied(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
     src = media("mp4", duration_s=1.0)
     rotated = tmp_path / "rotated.mp4"
     with av.open(str(src)) as inp, av.open(str(rotated), "w") as out:
@@ -119,8 +137,12 @@ async def test_rotation_and_aspect_are_applied(client: TestClient, media: MediaF
 
 async def test_vfr_source(client: TestClient, media: MediaFactory, tmp_path: Path) -> None:
     # Frames at irregular times: the output keeps them (no frame-rate conversion).
-    clip = media("mkv", duration_s=2.0, rate=30,
-                 extra=("-vf", "setpts='N/30/TB+if(gt(N,20),0.2/TB,0)'", "-fps_mode", "vfr"))
+    clip = media(
+        "mkv",
+        duration_s=2.0,
+        rate=30,
+        extra=("-vf", "setpts='N/30/TB+if(gt(N,20),0.2/TB,0)'", "-fps_mode", "vfr"),
+    )
     await upload(client, "vfr", clip, number=0)
     await wait_for(client, "vfr", published(1))
     segs = await _segments(client, "vfr", "ts", "240p", tmp_path)
@@ -130,8 +152,9 @@ async def test_vfr_source(client: TestClient, media: MediaFactory, tmp_path: Pat
     assert len(pts) == 60
 
 
-async def test_continuity_across_uploads(client: TestClient, media: MediaFactory,
-                                         tmp_path: Path) -> None:
+async def test_continuity_across_uploads(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
     """Three 2 s uploads cut from one recording join seamlessly in every rung."""
     parts = media.split(media("mp4", duration_s=6, gop=30, sample_rate=44100), 2.0)
     for i, part in enumerate(parts):
@@ -157,8 +180,9 @@ async def test_continuity_across_uploads(client: TestClient, media: MediaFactory
                 joined = tmp_path / f"joined-{rung}.ts"
                 joined.write_bytes(b"".join(s.read_bytes() for s in segs))
                 _check_audio_joins(joined)
-    assert len({tuple(round(s, 4) for s in v) for v in boundaries.values()}) == 1, \
+    assert len({tuple(round(s, 4) for s in v) for v in boundaries.values()}) == 1, (
         "all rungs share segment boundaries"
+    )
 
 
 def _tfdt(path: Path, track: int) -> int:
@@ -168,8 +192,8 @@ def _tfdt(path: Path, track: int) -> int:
     def boxes(start: int, end: int) -> list[tuple[bytes, int, int]]:
         out = []
         while start < end:
-            size = int.from_bytes(data[start:start + 4], "big")
-            out.append((data[start + 4:start + 8], start, size))
+            size = int.from_bytes(data[start : start + 4], "big")
+            out.append((data[start + 4 : start + 8], start, size))
             start += size
         return out
 
@@ -180,10 +204,10 @@ def _tfdt(path: Path, track: int) -> int:
             if kind2 != b"traf":
                 continue
             inner = dict((k, o) for k, o, _ in boxes(off2 + 8, off2 + size2))
-            if int.from_bytes(data[inner[b"tfhd"] + 12:inner[b"tfhd"] + 16], "big") == track:
+            if int.from_bytes(data[inner[b"tfhd"] + 12 : inner[b"tfhd"] + 16], "big") == track:
                 o = inner[b"tfdt"]
                 width = 8 if data[o + 8] == 1 else 4
-                return int.from_bytes(data[o + 12:o + 12 + width], "big")
+                return int.from_bytes(data[o + 12 : o + 12 + width], "big")
     raise AssertionError("no tfdt")
 
 
@@ -191,8 +215,7 @@ def _check_audio_joins(path: Path) -> None:
     with av.open(str(path)) as c:
         packets = [p for p in c.demux(audio=0) if p.pts is not None]
         tb = packets[0].time_base
-        steps = {int((b.pts - a.pts) * tb * 48000) for a, b in zip(packets, packets[1:],
-                                                                    strict=False)}
+        steps = {int((b.pts - a.pts) * tb * 48000) for a, b in itertools.pairwise(packets)}
         assert steps == {1024}, f"audio packets must follow each other exactly: {steps}"
     with av.open(str(path)) as c:
         x = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
@@ -201,9 +224,9 @@ def _check_audio_joins(path: Path) -> None:
     assert d2.max() < 10 * np.percentile(d2, 99.9), "audible step at an upload join"
 
 
-async def test_long_upload_is_cut_into_target_length_segments(client: TestClient,
-                                                             media: MediaFactory,
-                                                             tmp_path: Path) -> None:
+async def test_long_upload_is_cut_into_target_length_segments(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
     await upload(client, "long", media("mp4", duration_s=7.0, gop=90), number=0)
     await wait_for(client, "long", published(1))
     playlist = m3u8.loads((await fetch(client, "/hls/long/ts/240p/index.m3u8")).decode())

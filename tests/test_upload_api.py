@@ -24,8 +24,9 @@ from tests.conftest import (
 )
 
 
-async def test_raw_upload_is_accepted_stored_and_published(client: TestClient,
-                                                           media: MediaFactory) -> None:
+async def test_raw_upload_is_accepted_stored_and_published(
+    client: TestClient, media: MediaFactory
+) -> None:
     clip = media("mp4")
     body = await upload(client, "cam1", clip)
     assert body["videoId"] == "cam1"
@@ -40,20 +41,17 @@ async def test_raw_upload_is_accepted_stored_and_published(client: TestClient,
     assert [r["name"] for r in info["rungs"]] == ["240p", "144p"]
 
 
-async def test_multipart_upload_with_segment_field(client: TestClient,
-                                                   media: MediaFactory) -> None:
+async def test_multipart_upload_with_segment_field(client: TestClient, media: MediaFactory) -> None:
     clip = media("mp4")
     form = aiohttp.FormData()
     form.add_field("segment", "5")
-    form.add_field("file", clip.read_bytes(), filename="seg5.mp4",
-                   content_type="video/mp4")
+    form.add_field("file", clip.read_bytes(), filename="seg5.mp4", content_type="video/mp4")
     resp = await client.post("/upload/form", data=form)
     assert resp.status == 202, await resp.text()
     assert (await resp.json())["segment"] == 5
 
 
-async def test_numbering_from_header_query_or_next(client: TestClient,
-                                                   media: MediaFactory) -> None:
+async def test_numbering_from_header_query_or_next(client: TestClient, media: MediaFactory) -> None:
     clip, clip2, clip3 = media("mp4"), media("mp4", tone_hz=880), media("mp4", tone_hz=660)
     assert (await upload(client, "n", clip, number=3))["segment"] == 3
     resp = await client.post("/upload/n?segment=4", data=clip2.read_bytes())
@@ -61,8 +59,9 @@ async def test_numbering_from_header_query_or_next(client: TestClient,
     assert (await upload(client, "n", clip3))["segment"] == 5  # no number: the next one
 
 
-async def test_retry_is_a_noop_and_other_bytes_conflict(client: TestClient,
-                                                        media: MediaFactory) -> None:
+async def test_retry_is_a_noop_and_other_bytes_conflict(
+    client: TestClient, media: MediaFactory
+) -> None:
     clip, other = media("mp4"), media("mp4", tone_hz=1000)
     await upload(client, "r", clip, number=0)
     again = await upload(client, "r", clip, number=0, expect=200)
@@ -76,7 +75,8 @@ async def test_retry_is_a_noop_and_other_bytes_conflict(client: TestClient,
 
 
 async def test_out_of_order_segments_are_held_then_published_in_order(
-        client: TestClient, media: MediaFactory) -> None:
+    client: TestClient, media: MediaFactory
+) -> None:
     parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
     assert len(parts) == 3
     await upload(client, "ooo", parts[0], number=0)
@@ -95,8 +95,9 @@ async def test_out_of_order_segments_are_held_then_published_in_order(
     assert starts[-1] == pytest.approx(6.0, abs=0.05)
 
 
-async def test_end_closes_playlists_and_refuses_more(client: TestClient,
-                                                     media: MediaFactory) -> None:
+async def test_end_closes_playlists_and_refuses_more(
+    client: TestClient, media: MediaFactory
+) -> None:
     clip = media("mp4")
     await upload(client, "e", clip, number=0)
     resp = await client.post("/upload/e/end")
@@ -119,9 +120,9 @@ async def test_invalid_video_id_is_400(client: TestClient, video_id: str) -> Non
     assert "A-Z" in body["detail"]
 
 
-async def test_bad_inputs_get_json_errors_and_lose_nothing(client: TestClient,
-                                                           media: MediaFactory,
-                                                           tmp_path: Path) -> None:
+async def test_bad_inputs_get_json_errors_and_lose_nothing(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
     clip = media("mp4")
     await upload(client, "bad", clip, number=0)
     await wait_for(client, "bad", published(1))
@@ -139,8 +140,9 @@ async def test_bad_inputs_get_json_errors_and_lose_nothing(client: TestClient,
         assert resp.status == status, (name, body)
         assert body["error"] == code, (name, body)
         assert body["message"], name
-    resp = await client.post("/upload/bad", data=clip.read_bytes(),
-                             headers={"X-Segment-Number": "one"})
+    resp = await client.post(
+        "/upload/bad", data=clip.read_bytes(), headers={"X-Segment-Number": "one"}
+    )
     assert resp.status == 400
     audio_only = tmp_path / "a.m4a"
     run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(audio_only)])

@@ -46,12 +46,15 @@ async def test_master_playlist(client: TestClient, stream: str) -> None:
         assert p.absolute_uri.endswith(f"/hls/{stream}/fmp4/{info.resolution[1]}p/index.m3u8")
         assert (await client.get(p.uri)).status == 200
     # Bandwidth is measured from the real segments: the bigger rung needs more.
-    assert by_res[(320, 240)].stream_info.average_bandwidth > \
-        by_res[(192, 144)].stream_info.average_bandwidth
+    assert (
+        by_res[(320, 240)].stream_info.average_bandwidth
+        > by_res[(192, 144)].stream_info.average_bandwidth
+    )
 
 
-async def test_codecs_match_the_encoded_stream(client: TestClient, stream: str,
-                                               tmp_path: Path) -> None:
+async def test_codecs_match_the_encoded_stream(
+    client: TestClient, stream: str, tmp_path: Path
+) -> None:
     master = m3u8.loads(await (await client.get(f"/viewstream/metadata/{stream}")).text())
     for p in master.playlists:
         rung = p.uri.split("/")[-2]
@@ -76,11 +79,12 @@ async def test_ts_master_and_media_playlists(client: TestClient, stream: str) ->
         assert len(playlist.segments) == 3
         assert all(s.init_section is None for s in playlist.segments)
         assert all(s.program_date_time is not None for s in playlist.segments)
-        gaps = [(b.program_date_time - a.program_date_time).total_seconds()
-                for a, b in zip(playlist.segments, playlist.segments[1:], strict=False)]
+        gaps = [
+            (b.program_date_time - a.program_date_time).total_seconds()
+            for a, b in zip(playlist.segments, playlist.segments[1:], strict=False)
+        ]
         assert gaps == pytest.approx([s.duration for s in playlist.segments[:-1]], abs=0.002)
-        assert all(round_half_up(s.duration) <= playlist.target_duration
-                   for s in playlist.segments)
+        assert all(round_half_up(s.duration) <= playlist.target_duration for s in playlist.segments)
 
 
 async def test_fmp4_media_playlist(client: TestClient, stream: str) -> None:
@@ -129,14 +133,17 @@ async def test_segment_headers_cache_and_ranges(client: TestClient, stream: str)
     assert m4s.headers["Content-Type"] == "video/iso.segment"
     assert (await client.get(f"/hls/{stream}/ts/240p/seg000099.ts")).status == 404
     assert (await client.get(f"/hls/{stream}/ts/240p/..%2f..%2fmanifest.json")).status == 404
-    preflight = await client.options(url, headers={"Origin": "http://elsewhere.example",
-                                                   "Access-Control-Request-Headers": "range"})
+    preflight = await client.options(
+        url,
+        headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Headers": "range"},
+    )
     assert preflight.status == 204
     assert "Range" in preflight.headers["Access-Control-Allow-Headers"]
 
 
-async def test_recent_segments_come_from_ram_older_from_disk(client: TestClient,
-                                                             stream: str) -> None:
+async def test_recent_segments_come_from_ram_older_from_disk(
+    client: TestClient, stream: str
+) -> None:
     cache = client.app[CACHE]
     hits = cache.hits
     key = f"hls/{stream}/ts/240p/seg000002.ts"
@@ -151,8 +158,10 @@ async def test_recent_segments_come_from_ram_older_from_disk(client: TestClient,
 
 
 async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path: Path) -> None:
-    resp = await client.get(f"/viewstream/{stream}", params={
-        "timestamp": "3.5", "format": "mp4", "resolution": "240p", "lang": "en"})
+    resp = await client.get(
+        f"/viewstream/{stream}",
+        params={"timestamp": "3.5", "format": "mp4", "resolution": "240p", "lang": "en"},
+    )
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "video/mp4"
     assert resp.headers["X-Segment-Sequence"] == "1"
@@ -164,8 +173,9 @@ async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path
     assert (video["width"], video["height"]) == (320, 240)
     assert float(probe["format"]["duration"]) > 1.9
 
-    resp = await client.get(f"/viewstream/{stream}",
-                            params={"timestamp": "0", "format": "ts", "resolution": "200p"})
+    resp = await client.get(
+        f"/viewstream/{stream}", params={"timestamp": "0", "format": "ts", "resolution": "200p"}
+    )
     assert resp.status == 200
     assert resp.headers["X-Resolution"] == "144p"  # the nearest rung below
     clip = tmp_path / "t.ts"
@@ -174,18 +184,22 @@ async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path
     assert (video["width"], video["height"]) == (192, 144)
 
 
-@pytest.mark.parametrize(("params", "status", "code"), [
-    ({"timestamp": "abc"}, 400, "bad_request"),
-    ({"timestamp": "-1"}, 400, "bad_request"),
-    ({"timestamp": "nan"}, 400, "bad_request"),
-    ({"timestamp": "60"}, 404, "not_found"),
-    ({"timestamp": "1", "format": "avi"}, 400, "bad_request"),
-    ({"timestamp": "1", "resolution": "huge"}, 400, "bad_request"),
-    ({"timestamp": "1", "resolution": "100p"}, 404, "not_found"),
-    ({"timestamp": "1", "lang": "not a language"}, 400, "bad_request"),
-])
-async def test_viewstream_errors(client: TestClient, stream: str, params: dict[str, str],
-                                 status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"timestamp": "abc"}, 400, "bad_request"),
+        ({"timestamp": "-1"}, 400, "bad_request"),
+        ({"timestamp": "nan"}, 400, "bad_request"),
+        ({"timestamp": "60"}, 404, "not_found"),
+        ({"timestamp": "1", "format": "avi"}, 400, "bad_request"),
+        ({"timestamp": "1", "resolution": "huge"}, 400, "bad_request"),
+        ({"timestamp": "1", "resolution": "100p"}, 404, "not_found"),
+        ({"timestamp": "1", "lang": "not a language"}, 400, "bad_request"),
+    ],
+)
+async def test_viewstream_errors(
+    client: TestClient, stream: str, params: dict[str, str], status: int, code: str
+) -> None:
     resp = await client.get(f"/viewstream/{stream}", params=params)
     body = await resp.json()
     assert resp.status == status, body
@@ -194,8 +208,12 @@ async def test_viewstream_errors(client: TestClient, stream: str, params: dict[s
 
 
 async def test_unknown_stream_and_nothing_published(client: TestClient) -> None:
-    for url in ("/viewstream/metadata/nope", "/viewstream/nope?timestamp=0",
-                "/api/videos/nope", "/hls/nope/fmp4/240p/index.m3u8"):
+    for url in (
+        "/viewstream/metadata/nope",
+        "/viewstream/nope?timestamp=0",
+        "/api/videos/nope",
+        "/hls/nope/fmp4/240p/index.m3u8",
+    ):
         resp = await client.get(url)
         assert resp.status == 404, url
         assert (await resp.json())["error"] == "not_found"

@@ -1,0 +1,147 @@
+"""Survive a restart: SIGKILL mid-transcode, start again, nothing published or accepted lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import m3u8
+import pytest
+
+from tests.conftest import TEST_LADDER, MediaFactory
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`streamd serve` as its own process, as an operator runs it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {
+            **os.environ,
+            "STREAMD_TRANSCODE_LADDER": ",".join(TEST_LADDER),
+            "STREAMD_TRANSCODE_WORKERS": "1",
+        }
+        command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
+        log = self.data_dir.parent / "server.log"
+        self.proc = await asyncio.create_subprocess_exec(
+            *command,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+        )
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline:
+                try:
+                    async with s.get(self.url + "/api/videos") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("server did not start")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = Server(tmp_path / "data")
+    srv.data_dir.mkdir()
+    await srv.start()
+    yield srv
+    if srv.proc and srv.proc.returncode is None:
+        srv.proc.terminate()
+        await srv.proc.wait()
+
+
+async def _video(s: aiohttp.ClientSession, srv: Server, vid: str) -> dict[str, Any]:
+    async with s.get(f"{srv.url}/api/videos/{vid}") as r:
+        return await r.json()  # type: ignore[no-any-return]
+
+
+async def _until(
+    s: aiohttp.ClientSession,
+    srv: Server,
+    vid: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 60,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = await _video(s, srv, vid)
+        if done(v):
+            return v
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out: {v}")
+
+
+async def test_kill_9_mid_transcode_loses_nothing(server: Server, media: MediaFactory) -> None:
+    first = media("mp4", duration_s=2, gop=30)
+    long = media("mp4", size="640x480", duration_s=40, gop=30, tone_hz=500)
+    last = media("mp4", duration_s=2, gop=30, tone_hz=700)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{server.url}/upload/event", data=first.open("rb")) as r:
+            assert r.status == 202
+        await _until(s, server, "event", lambda v: v["segments"] == 1)
+        async with s.post(f"{server.url}/upload/event", data=long.open("rb")) as r:
+            assert (await r.json())["segment"] == 1
+        async with s.post(f"{server.url}/upload/event", data=last.open("rb")) as r:
+            assert (await r.json())["segment"] == 2
+        # Kill while upload 1 is transcoding, after some of its segments were published.
+        v = await _until(
+            s, server, "event", lambda v: v["segments"] >= 3 and v["uploads"]["transcoding"] == 1
+        )
+        async with s.get(f"{server.url}/hls/event/ts/240p/index.m3u8") as r:
+            before = m3u8.loads(await r.text())
+        seen = {}
+        for seg in before.segments:
+            async with s.get(f"{server.url}/hls/event/ts/240p/{seg.uri}") as r:
+                seen[seg.uri] = await r.read()
+    await server.kill()
+
+    await server.start()
+    async with aiohttp.ClientSession() as s:
+        v = await _video(s, server, "event")
+        assert v["segments"] >= len(before.segments), "published segments survive"
+        v = await _until(s, server, "event", lambda v: v["uploads"]["published"] == 3)
+        assert v["uploads"]["failed"] == 0
+        assert v["durationS"] == pytest.approx(44.0, abs=0.05)
+        async with s.get(f"{server.url}/hls/event/ts/240p/index.m3u8") as r:
+            after = m3u8.loads(await r.text())
+        uris = [seg.uri for seg in after.segments]
+        assert uris[: len(before.segments)] == [seg.uri for seg in before.segments]
+        assert len(set(uris)) == len(uris)
+        assert sum(seg.duration for seg in after.segments) == pytest.approx(44.0, abs=0.05)
+        for uri, data in seen.items():
+            async with s.get(f"{server.url}/hls/event/ts/240p/{uri}") as r:
+                assert await r.read() == data, f"{uri} changed across the restart"
+        # The stream goes on with the next number.
+        async with s.post(f"{server.url}/upload/event", data=first.open("rb")) as r:
+            assert (await r.json())["segment"] == 3
+        await _until(s, server, "event", lambda v: v["uploads"]["published"] == 4)
