@@ -22,6 +22,9 @@
   let lastOk = null;
 
   // ---------- helpers ----------
+  const { clock, fmtMbps, humanKey, fmtExtra } = window.streamdFormat;
+  const fmtDuration = (s) => (s == null || !isFinite(s) ? '–' : clock(s));
+
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
     if (attrs) {
@@ -35,16 +38,6 @@
     for (const c of children) if (c != null) e.append(c);
     return e;
   }
-  function fmtDuration(s) {
-    if (s == null || !isFinite(s)) return '–';
-    s = Math.max(0, Math.floor(s));
-    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-    return (h ? h + ':' + String(m).padStart(2, '0') : String(m)) + ':' + String(sec).padStart(2, '0');
-  }
-  function fmtMbps(bps) {
-    if (!bps || !isFinite(bps)) return '?';
-    return bps >= 1e6 ? (bps / 1e6).toFixed(1) + ' Mbps' : Math.round(bps / 1e3) + ' kbps';
-  }
   function ago(iso) {
     const t = Date.parse(iso);
     if (!isFinite(t)) return '';
@@ -53,17 +46,6 @@
     if (d < 3600) return Math.round(d / 60) + ' min ago';
     if (d < 86400) return Math.round(d / 3600) + ' h ago';
     return new Date(t).toLocaleDateString();
-  }
-  function humanKey(k) {
-    return k.replace(/([a-z0-9])([A-Z])/g, '$1 $2').replace(/^./, (c) => c.toUpperCase());
-  }
-  // Render an extra (not-yet-known) numeric field with a unit guessed from its name.
-  function fmtExtra(k, v) {
-    if (/Bps$/.test(k)) return [humanKey(k.replace(/Bps$/, '')), fmtMbps(v)];
-    if (/S$/.test(k)) return [humanKey(k.replace(/S$/, '')), (Math.round(v * 100) / 100) + ' s'];
-    if (/Ms$/.test(k)) return [humanKey(k.replace(/Ms$/, '')), Math.round(v) + ' ms'];
-    if (/Factor$/.test(k)) return [humanKey(k), (Math.round(v * 100) / 100) + '×'];
-    return [humanKey(k), String(Math.round(v * 1000) / 1000)];
   }
   function extraRows(s) {
     const rows = [];

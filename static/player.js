@@ -51,6 +51,8 @@
     muted: svg('<path d="M4 9v6h4l5 5V4L8 9H4z"/><path d="M16 9l5 6M21 9l-5 6" stroke="currentColor" stroke-width="2"/>'),
     fullscreen: svg('<path d="M4 4h6v2H6v4H4zM14 4h6v6h-2V6h-4zM4 14h2v4h4v2H4zM18 14h2v6h-6v-2h4z"/>'),
   };
+  const { clock, fmtMbps, humanKey, fmtExtra } = window.streamdFormat;
+
   function setIcon(btn, name) {
     if (btn.dataset.icon !== name) {
       btn.innerHTML = ICONS[name];
@@ -62,17 +64,6 @@
   setIcon(ui.mute, 'volume');
 
   // ---------- helpers ----------
-  function fmtTime(s) {
-    if (!isFinite(s) || s < 0) s = 0;
-    s = Math.floor(s);
-    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-    const mm = h ? String(m).padStart(2, '0') : String(m);
-    return (h ? h + ':' : '') + mm + ':' + String(sec).padStart(2, '0');
-  }
-  function fmtMbps(bps) {
-    if (!bps || !isFinite(bps)) return '?';
-    return bps >= 1e6 ? (bps / 1e6).toFixed(1) + ' Mbps' : Math.round(bps / 1e3) + ' kbps';
-  }
   function rungName(level) {
     if (!level) return '?';
     if (level.height) return level.height + 'p';
@@ -143,17 +134,6 @@
       if (cls) dd.className = cls;
       dl.append(dt, dd);
     }
-  }
-  function humanKey(k) {
-    return k.replace(/([a-z0-9])([A-Z])/g, '$1 $2').replace(/^./, (c) => c.toUpperCase());
-  }
-  // Label + value for an extra (not-yet-known) numeric API field, unit guessed from its name.
-  function fmtExtra(k, v) {
-    if (/Bps$/.test(k)) return [humanKey(k.replace(/Bps$/, '')), fmtMbps(v)];
-    if (/S$/.test(k)) return [humanKey(k.replace(/S$/, '')), (Math.round(v * 100) / 100) + ' s'];
-    if (/Ms$/.test(k)) return [humanKey(k.replace(/Ms$/, '')), Math.round(v) + ' ms'];
-    if (/Factor$/.test(k)) return [humanKey(k), (Math.round(v * 100) / 100) + '×'];
-    return [humanKey(k), String(Math.round(v * 1000) / 1000)];
   }
 
   // ---------- playback start ----------
@@ -409,8 +389,8 @@
       const buffered = Math.min(100, Math.max(played, (bufEnd - r.start) / span * 100));
       ui.seek.style.setProperty('--played', played.toFixed(2) + '%');
       ui.seek.style.setProperty('--buffered', buffered.toFixed(2) + '%');
-      ui.timePos.textContent = fmtTime((seeking ? +ui.seek.value : t) - r.start);
-      ui.timeEnd.textContent = fmtTime(span);
+      ui.timePos.textContent = clock((seeking ? +ui.seek.value : t) - r.start);
+      ui.timeEnd.textContent = clock(span);
     } else {
       ui.seek.disabled = true;
     }
@@ -455,7 +435,7 @@
 
   function refreshStats(r) {
     const rows = [['Engine', streamd.mode === 'hls.js' ? 'hls.js ' + (window.Hls && window.Hls.version || '') : 'native HLS']];
-    if (r) rows.push(['DVR window', fmtTime(r.end - r.start)]);
+    if (r) rows.push(['DVR window', clock(r.end - r.start)]);
     let ahead = 0;
     for (let i = 0; i < video.buffered.length; i++) {
       if (video.buffered.start(i) <= video.currentTime + 0.5 && video.buffered.end(i) >= video.currentTime) {
@@ -491,7 +471,7 @@
       if (s.state === 'ended') ended = true;
       const rows = [
         ['State', s.state || '?'],
-        ['Duration', s.durationS != null ? fmtTime(s.durationS) + ' (' + Number(s.durationS).toFixed(1) + ' s)' : '?'],
+        ['Duration', s.durationS != null ? clock(s.durationS) + ' (' + Number(s.durationS).toFixed(1) + ' s)' : '?'],
         ['Segments', s.segments != null ? String(s.segments) : '?'],
       ];
       if (Array.isArray(s.rungs) && s.rungs.length) {
