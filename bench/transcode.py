@@ -35,16 +35,57 @@ def make_source(out: Path, seconds: int, height: int) -> list[Path]:
     """A noisy 30 fps source with AAC, and the same cut into 2 s MPEG-TS segments."""
     width = height * 16 // 9
     src = out / "source.mp4"
-    subprocess.run([
-        FFMPEG, "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=30:d={seconds},noise=alls=20:allf=t",
-        "-f", "lavfi", "-i", f"sine=f=440:r=48000:d={seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-g", "60", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "192k", str(src)], check=True)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=s={width}x{height}:r=30:d={seconds},noise=alls=20:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=f=440:r=48000:d={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "18",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "192k",
+            str(src),
+        ],
+        check=True,
+    )
     seg_dir = out / "segments"
     seg_dir.mkdir()
-    subprocess.run([FFMPEG, "-v", "error", "-i", str(src), "-c", "copy", "-f", "segment",
-                    "-segment_time", "2", str(seg_dir / "seg%03d.ts")], check=True)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-i",
+            str(src),
+            "-c",
+            "copy",
+            "-f",
+            "segment",
+            "-segment_time",
+            "2",
+            str(seg_dir / "seg%03d.ts"),
+        ],
+        check=True,
+    )
     return sorted(seg_dir.glob("seg*.ts"))
 
 
@@ -82,16 +123,49 @@ def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int]:
     cmd = [FFMPEG, "-v", "error", "-y", "-i", str(source), "-filter_complex", split]
     for i, r in enumerate(rungs):
         kbps = r.video_bitrate_bps // 1000
-        cmd += ["-map", f"[o{i}]", "-map", "0:a",
-                f"-c:v:{i}", "libx264", f"-preset:v:{i}", config.transcode.preset,
-                f"-b:v:{i}", f"{kbps}k", f"-maxrate:v:{i}", f"{kbps * 6 // 5}k",
-                f"-bufsize:v:{i}", f"{kbps * 2}k", f"-profile:v:{i}", "high"]
-    cmd += ["-c:a", "aac", "-b:a", str(config.transcode.audio_bitrate_bps), "-ar", "48000",
-            "-ac", "2", "-force_key_frames", "expr:gte(t,n_forced*2)",
-            "-f", "hls", "-hls_time", "2", "-hls_segment_type", "fmp4",
-            "-hls_playlist_type", "event", "-master_pl_name", "master.m3u8",
-            "-var_stream_map", " ".join(f"v:{i},a:{i}" for i in range(n)),
-            str(out / "v%v" / "index.m3u8")]
+        cmd += [
+            "-map",
+            f"[o{i}]",
+            "-map",
+            "0:a",
+            f"-c:v:{i}",
+            "libx264",
+            f"-preset:v:{i}",
+            config.transcode.preset,
+            f"-b:v:{i}",
+            f"{kbps}k",
+            f"-maxrate:v:{i}",
+            f"{kbps * 6 // 5}k",
+            f"-bufsize:v:{i}",
+            f"{kbps * 2}k",
+            f"-profile:v:{i}",
+            "high",
+        ]
+    cmd += [
+        "-c:a",
+        "aac",
+        "-b:a",
+        str(config.transcode.audio_bitrate_bps),
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-force_key_frames",
+        "expr:gte(t,n_forced*2)",
+        "-f",
+        "hls",
+        "-hls_time",
+        "2",
+        "-hls_segment_type",
+        "fmp4",
+        "-hls_playlist_type",
+        "event",
+        "-master_pl_name",
+        "master.m3u8",
+        "-var_stream_map",
+        " ".join(f"v:{i},a:{i}" for i in range(n)),
+        str(out / "v%v" / "index.m3u8"),
+    ]
     started = time.monotonic()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -108,8 +182,18 @@ async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> t
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", str(data_dir), stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "streamd",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     peak = 0
     try:
         async with aiohttp.ClientSession() as http:
@@ -122,8 +206,11 @@ async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> t
                     await asyncio.sleep(0.1)
             started = time.monotonic()
             for i, seg in enumerate(segments):
-                async with http.post(f"{url}/upload/bench", data=seg.read_bytes(),
-                                     headers={"X-Segment-Number": str(i)}) as r:
+                async with http.post(
+                    f"{url}/upload/bench",
+                    data=seg.read_bytes(),
+                    headers={"X-Segment-Number": str(i)},
+                ) as r:
                     assert r.status == 202, await r.text()
             while True:
                 peak = max(peak, _rss_kb(_tree(proc.pid)))
@@ -145,17 +232,23 @@ def main() -> None:
     config = Config()
     with tempfile.TemporaryDirectory(prefix="bench-transcode-") as tmp:
         root = Path(tmp)
-        print(f"source: {args.seconds} s of {args.height}p30 with noise, ladder "
-              f"{', '.join(config.transcode.ladder)}, preset {config.transcode.preset}, "
-              f"{os.cpu_count()} cores")
+        print(
+            f"source: {args.seconds} s of {args.height}p30 with noise, ladder "
+            f"{', '.join(config.transcode.ladder)}, preset {config.transcode.preset}, "
+            f"{os.cpu_count()} cores"
+        )
         segments = make_source(root, args.seconds, args.height)
         (root / "ffmpeg").mkdir()
         ff_s, ff_rss = run_ffmpeg(root / "source.mp4", root / "ffmpeg", config)
         sd_s, sd_rss = asyncio.run(run_streamd(segments, root / "data", float(args.seconds)))
-    print(f"ffmpeg CLI : {ff_s:6.2f} s  {args.seconds / ff_s:5.2f}x realtime  "
-          f"peak RSS {ff_rss / 1024:6.0f} MB")
-    print(f"streamd    : {sd_s:6.2f} s  {args.seconds / sd_s:5.2f}x realtime  "
-          f"peak RSS {sd_rss / 1024:6.0f} MB")
+    print(
+        f"ffmpeg CLI : {ff_s:6.2f} s  {args.seconds / ff_s:5.2f}x realtime  "
+        f"peak RSS {ff_rss / 1024:6.0f} MB"
+    )
+    print(
+        f"streamd    : {sd_s:6.2f} s  {args.seconds / sd_s:5.2f}x realtime  "
+        f"peak RSS {sd_rss / 1024:6.0f} MB"
+    )
     print(f"speed ratio = ffmpeg_time / streamd_time = {ff_s / sd_s:.2f}")
     print(f"RSS ratio = streamd / ffmpeg = {sd_rss / ff_rss:.2f}")
 

@@ -93,17 +93,19 @@ class PipelineState:
         return self.video_pts_90k / VIDEO_HZ - TIMELINE_ORIGIN_S
 
     def resumed_at(self, next_segment: int, time_s: float) -> PipelineState:
-        """Where to go on after a failed upload whose first segments were published."""
-        audio = (
-            TIMELINE_ORIGIN_S + round(time_s * AUDIO_HZ / AAC_FRAME) * AAC_FRAME / AUDIO_HZ
-        ) * AUDIO_HZ
+        """Where to go on after a failed upload whose first segments were published.
+
+        Its audio carry is lost with it, so the next upload starts a fresh AAC encoder at the
+        video's time: at worst a frame of audio gap or overlap at this one join.
+        """
         return replace(
             self,
             next_segment=next_segment,
             video_pts_90k=round((TIMELINE_ORIGIN_S + time_s) * VIDEO_HZ),
-            audio_base_sample=int(audio),
-            audio_emit_from=int(audio),
+            audio_base_sample=TIMELINE_ORIGIN_S * AUDIO_HZ + round(time_s * AUDIO_HZ),
+            audio_emit_from=TIMELINE_ORIGIN_S * AUDIO_HZ + round(time_s * AUDIO_HZ),
             audio_carry=b"",
+            input_audio_tail=b"",
         )
 
     def to_json(self) -> dict[str, Any]:
