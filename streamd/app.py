@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web, web_protocol
 
-from streamd import ingest, serve
-from streamd.appkeys import CACHE, CLOCK, CONFIG, JOBS, SCHEDULER, STORE
+from streamd import ingest, ops, serve
+from streamd.appkeys import CACHE, CLOCK, CONFIG, JOBS, METRICS, SCHEDULER, STORE
 from streamd.cache import SegmentCache
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
 from streamd.errors import Handler, error_middleware
 from streamd.jobs import JobQueue, LocalJobQueue
+from streamd.metrics import Metrics
 from streamd.scheduler import Scheduler
 from streamd.store import AsyncStore, FileStore
 
@@ -68,7 +69,11 @@ def create_app(
     """The streamd web application for this configuration."""
     allow_half_close()
     app = web.Application(
-        middlewares=[cors_middleware(config.http.cors_origin), error_middleware],
+        middlewares=[
+            ops.metrics_middleware,
+            cors_middleware(config.http.cors_origin),
+            error_middleware,
+        ],
         client_max_size=1 << 20,
     )
     app[CONFIG] = config
@@ -76,10 +81,15 @@ def create_app(
     store = AsyncStore(FileStore(config.data_dir))
     app[STORE] = store
     app[CACHE] = SegmentCache(config.cache.max_bytes)
-    app[JOBS] = jobs or LocalJobQueue(config.worker_count, logging.getLogger().getEffectiveLevel())
-    app[SCHEDULER] = Scheduler(config, store, app[JOBS], app[CACHE], app[CLOCK])
+    app[JOBS] = jobs or LocalJobQueue(
+        config.worker_count, logging.getLogger().getEffectiveLevel(), config.log_format
+    )
+    app[METRICS] = Metrics()
+    app[SCHEDULER] = Scheduler(config, store, app[JOBS], app[CACHE], app[CLOCK], app[METRICS])
+    app[METRICS].add_gauges(lambda: ops.gauges(app))
     app.add_routes(ingest.routes())
     app.add_routes(serve.routes())
+    app.add_routes(ops.routes())
     app.cleanup_ctx.append(_services)
     return app
 

@@ -8,6 +8,7 @@ from streamd.cache import SegmentCache
 from streamd.clock import Clock
 from streamd.config import Config
 from streamd.jobs import JobQueue
+from streamd.metrics import Metrics
 from streamd.scheduler import Scheduler
 from streamd.store import AsyncStore
 
@@ -17,3 +18,4 @@ STORE = web.AppKey("store", AsyncStore)
 CACHE = web.AppKey("cache", SegmentCache)
 JOBS = web.AppKey("jobs", JobQueue)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+METRICS = web.AppKey("metrics", Metrics)

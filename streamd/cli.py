@@ -10,6 +10,7 @@ from pathlib import Path
 
 from streamd.config import load_config, settings_markdown, settings_toml
 from streamd.errors import StreamdError
+from streamd.logs import setup_logging
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -26,11 +27,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_config(
         _config_path(args.config),
-        overrides={"host": args.host, "port": args.port, "data_dir": args.data_dir},
+        overrides={
+            "host": args.host,
+            "port": args.port,
+            "data_dir": args.data_dir,
+            "log_format": args.log_format,
+        },
     )
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format)
     web.run_app(
         create_app(config),
         host=config.host,
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
+    serve.add_argument("--log-format", choices=["text", "json"])
     serve.set_defaults(run=_serve)
     push = sub.add_parser("push", help="upload a local recording as a stream")
     push.add_argument("file")

@@ -66,6 +66,10 @@ class Config:
     port: int = setting(8080, "TCP port to listen on.")
     data_dir: Path = setting(Path("data"), "Where uploads, segments and playlists are kept.")
     log_level: str = setting("info", "debug, info, warning or error.")
+    log_format: str = setting("text", "text for people, json (one object per line) for shippers.")
+    min_free_bytes: int = setting(
+        1 << 30, "Below this much free space in the data dir, /readyz fails."
+    )
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

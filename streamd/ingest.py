@@ -20,8 +20,15 @@ import aiofiles.os
 from aiohttp import BodyPartReader, web
 
 from streamd import layout
-from streamd.appkeys import CLOCK, CONFIG, JOBS, SCHEDULER, STORE
-from streamd.errors import BadRequest, RequestTimeout, UnsupportedMedia, UploadTooLarge
+from streamd.appkeys import CLOCK, CONFIG, JOBS, METRICS, SCHEDULER, STORE
+from streamd.errors import (
+    BadRequest,
+    Handler,
+    RequestTimeout,
+    StreamdError,
+    UnsupportedMedia,
+    UploadTooLarge,
+)
 from streamd.streams import Upload
 
 log = logging.getLogger("streamd.ingest")
@@ -140,12 +147,14 @@ async def _accept(
     prefix_keys: tuple[str, ...] = (),
 ) -> web.Response:
     sched, store, config = app[SCHEDULER], app[STORE], app[CONFIG]
+    arrived_wall_s = app[CLOCK].wall_s()  # the body is in: publish delays count from here
     stream = sched.stream_for_upload(video_id)
     try:
         async with stream.lock:
             number = stream.next_number() if number is None else number
             existing = sched.existing_upload(stream, number, received.sha256)
             if existing is not None:
+                app[METRICS].uploads.labels("duplicate").inc()
                 return web.json_response(
                     {
                         "videoId": video_id,
@@ -168,10 +177,12 @@ async def _accept(
                 received.sha256,
                 received.size_bytes,
                 (*prefix_keys, key),
-                app[CLOCK].wall_s(),
+                arrived_wall_s,
                 source=info.as_json(),
             )
             await sched.add_upload(stream, upload)
+            app[METRICS].uploads.labels("accepted").inc()
+            app[METRICS].upload_bytes.inc(received.size_bytes)
     except BaseException:
         if not stream.uploads and not stream.segments:
             sched.streams.pop(video_id, None)  # never keep a stream that got nothing
@@ -277,11 +288,24 @@ async def ffmpeg_delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _counted(handler: Handler) -> Handler:
+    """Count refused uploads by their error code (accepted ones are counted in _accept)."""
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StreamdError as exc:
+            request.app[METRICS].uploads.labels(exc.code).inc()
+            raise
+
+    return counted
+
+
 def routes() -> list[web.RouteDef]:
     return [
-        web.post("/upload/{video_id}", upload),
+        web.post("/upload/{video_id}", _counted(upload)),
         web.post("/upload/{video_id}/end", end),
-        web.put("/upload/{video_id}/{name}", ffmpeg_put),
-        web.post("/upload/{video_id}/{name}", ffmpeg_put),
+        web.put("/upload/{video_id}/{name}", _counted(ffmpeg_put)),
+        web.post("/upload/{video_id}/{name}", _counted(ffmpeg_put)),
         web.delete("/upload/{video_id}/{name}", ffmpeg_delete),
     ]

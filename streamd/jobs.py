@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from streamd.errors import TranscodeError, UnsupportedMedia
+from streamd.logs import setup_logging
 from streamd.probe import SourceInfo, probe
 from streamd.transcode import JobProgress, TranscodeJob, TranscodeResult, run_job
 
@@ -54,7 +55,7 @@ class JobQueue(Protocol):
 _progress_queue: Any = None
 
 
-def _worker_init(progress_queue: Any, log_level: int) -> None:
+def _worker_init(progress_queue: Any, log_level: int, log_format: str) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server to handle
@@ -62,7 +63,7 @@ def _worker_init(progress_queue: Any, log_level: int) -> None:
         # Die with the server, even on SIGKILL, instead of writing into a restarted one.
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level, log_format)
 
 
 def _run_transcode(job_id: int, job: TranscodeJob) -> TranscodeResult:
@@ -103,10 +104,13 @@ class _Worker:
 class LocalJobQueue:
     """Worker processes on this machine."""
 
-    def __init__(self, workers: int, log_level: int = logging.INFO) -> None:
+    def __init__(
+        self, workers: int, log_level: int = logging.INFO, log_format: str = "text"
+    ) -> None:
         self._ctx = multiprocessing.get_context("spawn")
         self._progress: Any = self._ctx.Queue()
         self._log_level = log_level
+        self._log_format = log_format
         self._size = workers
         self._workers: list[_Worker] = []
         self._prober: _Worker | None = None
@@ -121,7 +125,7 @@ class LocalJobQueue:
             1,
             mp_context=self._ctx,
             initializer=_worker_init,
-            initargs=(self._progress, self._log_level),
+            initargs=(self._progress, self._log_level, self._log_format),
         )
 
     async def start(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import bisect
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -267,6 +268,7 @@ class StreamPipeline:
         self.upload_end_90k = state.video_pts_90k
         self.first_frame = False
         self.audio_seen = False
+        self.rung_seconds: list[float] = []
 
     # -- an upload's life: begin, frames and audio, finish ------------------------------
     def begin_upload(self, duration_s: float, geometry: Geometry, frame_rate: float) -> None:
@@ -292,6 +294,7 @@ class StreamPipeline:
             for r, level in zip(self.state.rungs, self.state.levels, strict=True)
         ]
         self.assembly = _Assembly(self.state.next_segment, seen_pts=[-1] * len(self.encoders))
+        self.rung_seconds = [0.0] * len(self.encoders)
         self._open_segment(start)
         self.first_frame = True
 
@@ -328,7 +331,10 @@ class StreamPipeline:
             frame.pict_type = (
                 av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
             )
-            for p in enc.encode(frame):
+            started = time.perf_counter()
+            packets = enc.encode(frame)
+            self.rung_seconds[rung] += time.perf_counter() - started
+            for p in packets:
                 self._add_video(rung, _encoded(p))
         self._encode_audio()
 
@@ -348,7 +354,10 @@ class StreamPipeline:
     def finish_upload(self) -> PipelineState:
         """Drain encoders, release the upload's last segments, return the state to carry."""
         for rung, enc in enumerate(self.encoders):
-            for p in enc.encode(None):
+            started = time.perf_counter()
+            packets = enc.encode(None)
+            self.rung_seconds[rung] += time.perf_counter() - started
+            for p in packets:
                 self._add_video(rung, _encoded(p))
         self.encoders = []
         if not self.audio_seen:

@@ -21,6 +21,7 @@ from streamd.config import Config
 from streamd.errors import NotFound, SegmentConflict, StreamdError, StreamEnded, TranscodeError
 from streamd.jobs import JobQueue
 from streamd.ladder import parse_ladder
+from streamd.metrics import Metrics
 from streamd.pipeline import EncodeSettings
 from streamd.publish import render_all
 from streamd.store import AsyncStore
@@ -34,13 +35,20 @@ class Scheduler:
     """Owns every stream: accepts uploads, runs their transcodes, publishes segments."""
 
     def __init__(
-        self, config: Config, store: AsyncStore, jobs: JobQueue, cache: SegmentCache, clock: Clock
+        self,
+        config: Config,
+        store: AsyncStore,
+        jobs: JobQueue,
+        cache: SegmentCache,
+        clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.store = store
         self.jobs = jobs
         self.cache = cache
         self.clock = clock
+        self.metrics = metrics
         tc = config.transcode
         self.settings = EncodeSettings(
             tuple(parse_ladder(tc.ladder)),
@@ -256,6 +264,9 @@ class Scheduler:
                 upload.state, upload.percent = PUBLISHED, 100.0
                 upload.source = result.source.as_json()
                 stream.pipeline = result.state
+                stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
+                for rung, seconds in result.rung_seconds.items():
+                    self.metrics.transcode_seconds.labels(rung).inc(seconds)
                 self._advance(stream)
             await self._persist(stream)
 
@@ -271,6 +282,8 @@ class Scheduler:
             "%s upload %d failed: %s (%s)", stream.video_id, upload.number, exc.message, exc.detail
         )
         upload.state, upload.error = FAILED, f"{exc.message}: {exc.detail or ''}"
+        for rung in stream.rungs or self.settings.ladder:
+            self.metrics.segments_failed.labels(rung.name).inc()
         if len(stream.segments) > stream.pipeline.next_segment:
             last = stream.segments[-1]
             stream.pipeline = stream.pipeline.resumed_at(
@@ -290,17 +303,29 @@ class Scheduler:
                 stream.rungs, stream.frame_rate = seg.ladder, seg.frame_rate
             stream.segments.append(Segment.published(seg, now))
             stream.updated_wall_s = now
-            await self._warm_cache(stream, seg)
-            await self._persist(stream)
-            await self._write_playlists(stream)
+            # Viewers see it now (playlists are served from RAM); the disk follows.
+            stream.playlists = render_all(stream, self.settings.segment_duration_s)
+            delay_s = self.clock.wall_s() - upload.received_wall_s
+            stream.publish_delay_s = round(delay_s, 3)
+            self.metrics.publish_delay.observe(delay_s)
+            for rung in seg.rungs:
+                self.metrics.segments_published.labels(rung.name).inc()
+            await asyncio.gather(self._warm_cache(stream, seg), self._persist(stream))
+            await self._store_playlists(stream)
         log.info(
             "%s segment %d published (%.3f s at %.3f s) %.0f ms after upload %d arrived",
             stream.video_id,
             seg.sequence,
             seg.duration_s,
             seg.start_s,
-            1000 * (now - upload.received_wall_s),
+            1000 * delay_s,
             upload.number,
+            extra={
+                "stream": stream.video_id,
+                "segment": seg.sequence,
+                "upload": upload.number,
+                "publish_delay_ms": round(1000 * delay_s),
+            },
         )
 
     async def _warm_cache(self, stream: Stream, seg: PublishedSegment) -> None:
@@ -315,8 +340,11 @@ class Scheduler:
             self.cache.put(key, data)
 
     async def _write_playlists(self, stream: Stream) -> None:
-        # Served from RAM at once; on disk, media playlists go before the masters naming them.
         stream.playlists = render_all(stream, self.settings.segment_duration_s)
+        await self._store_playlists(stream)
+
+    async def _store_playlists(self, stream: Stream) -> None:
+        # Media playlists go before the masters that name them.
         for key, text in stream.playlists.items():
             await self.store.put(key, text.encode())
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from streamd import layout
-from streamd.appkeys import CACHE, CONFIG, SCHEDULER, STORE
+from streamd.appkeys import CACHE, CONFIG, METRICS, SCHEDULER, STORE
 from streamd.errors import BadRequest, NotFound
+from streamd.ops import client_id
 from streamd.playlist import MIME
 from streamd.publish import absolute_master
 from streamd.streams import Stream
@@ -53,8 +54,15 @@ def _playlist_response(request: web.Request, stream: Stream, text: str) -> web.R
     )
 
 
-def _published(request: web.Request) -> Stream:
+def _watched(request: web.Request) -> Stream:
+    """The stream a viewer asks for, counting the viewer."""
     stream = request.app[SCHEDULER].get(request.match_info["video_id"])
+    request.app[METRICS].viewers.saw(stream.video_id, client_id(request))
+    return stream
+
+
+def _published(request: web.Request) -> Stream:
+    stream = _watched(request)
     if not stream.segments:
         raise NotFound(
             f"stream {stream.video_id!r} has nothing published yet",
@@ -92,7 +100,7 @@ def bytes_response(
 
 async def hls_object(request: web.Request) -> web.StreamResponse:
     """GET /hls/{videoId}/{path}: media playlists, segments, init segments, thumbnail."""
-    stream = request.app[SCHEDULER].get(request.match_info["video_id"])
+    stream = _watched(request)
     path = request.match_info["path"]
     if not _OBJECT.match(path) or ".." in path:
         raise NotFound("no such object")
@@ -184,11 +192,20 @@ async def view(request: web.Request) -> web.Response:
 
 async def api_videos(request: web.Request) -> web.Response:
     streams = sorted(request.app[SCHEDULER].streams.values(), key=lambda s: -s.created_wall_s)
-    return web.json_response({"videos": [s.summary() for s in streams if s.uploads]})
+    viewers = request.app[METRICS].viewers
+    return web.json_response(
+        {
+            "videos": [
+                {**s.summary(), "viewers": viewers.count(s.video_id)} for s in streams if s.uploads
+            ]
+        }
+    )
 
 
 async def api_video(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SCHEDULER].get(request.match_info["video_id"]).detail())
+    stream = request.app[SCHEDULER].get(request.match_info["video_id"])
+    viewers = request.app[METRICS].viewers.count(stream.video_id)
+    return web.json_response({**stream.detail(), "viewers": viewers})
 
 
 def _static(path: Path, content_type: str | None = None) -> web.RouteDef:

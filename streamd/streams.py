@@ -110,6 +110,8 @@ class Stream:
     ingest_init: str | None = None  # fMP4 init segment ffmpeg pushed, for its .m4s uploads
     rungs: tuple[Rung, ...] = ()  # the published ladder
     frame_rate: float = 0.0
+    realtime_factor: float | None = None  # of the last upload's transcode (not persisted)
+    publish_delay_s: float | None = None  # of the last segment (not persisted)
     updated_wall_s: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     init_arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -212,6 +214,8 @@ class Stream:
             "durationS": self.duration_s,
             "segments": len(self.segments),
             "frameRate": self.frame_rate or None,
+            "realtimeFactor": self.realtime_factor,
+            "publishDelayS": self.publish_delay_s,
             "uploads": self.counts(),
             "rungs": rungs,
             "links": {

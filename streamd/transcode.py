@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -79,6 +80,7 @@ class TranscodeResult:
     media_duration_s: float
     elapsed_s: float
     segments: int
+    rung_seconds: dict[str, float]  # worker time per rung: scale + encode + mux
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class _Publisher:
     ) -> None:
         self.job, self.store, self.report, self.pipeline_state = job, store, report, pipeline
         self.written_inits: set[str] = set()
+        self.rung_seconds: defaultdict[int, float] = defaultdict(float)  # scale + mux, by rung
         self.count = 0
         self.progress = 0.0
 
@@ -189,13 +192,15 @@ class _Publisher:
         if seg.sequence < self.job.publish_from:
             return  # written before a restart; its bytes are already served
         outputs = []
-        for rung, packets in zip(state.rungs, seg.video, strict=True):
+        for i, (rung, packets) in enumerate(zip(state.rungs, seg.video, strict=True)):
             if not packets:
                 raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
+            started = time.perf_counter()
             ts = mux("mpegts", packets, seg.audio, rung.width, rung.height, rung.audio_bitrate_bps)
             init, fragment = split_fmp4(
                 mux("mp4", packets, seg.audio, rung.width, rung.height, rung.audio_bitrate_bps)
             )
+            self.rung_seconds[i] += time.perf_counter() - started
             name = init_name(init)
             if name not in self.written_inits:
                 key = layout.init_key(vid, rung.name, name)
@@ -261,10 +266,11 @@ class _Upload:
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
         upright = self.rotator(frame) if self.rotator else frame
-        scaled = [
-            upright.reformat(r.width, r.height, "yuv420p", interpolation="BICUBIC")
-            for r in self.pipeline.state.rungs
-        ]
+        scaled = []
+        for i, r in enumerate(self.pipeline.state.rungs):
+            started = time.perf_counter()
+            scaled.append(upright.reformat(r.width, r.height, "yuv420p", interpolation="BICUBIC"))
+            self.publisher.rung_seconds[i] += time.perf_counter() - started
         if self.frames == 0:
             self.store.put(layout.thumbnail_key(self.job.video_id), _thumbnail(scaled[-1]))
         self.pipeline.push_video(scaled, pts)
@@ -346,4 +352,10 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         upload.duration_s / elapsed if elapsed else 0,
         upload.publisher.count,
     )
-    return TranscodeResult(state, info, upload.duration_s, elapsed, upload.publisher.count)
+    rung_seconds = {
+        r.name: round(upload.publisher.rung_seconds[i] + upload.pipeline.rung_seconds[i], 4)
+        for i, r in enumerate(state.rungs)
+    }
+    return TranscodeResult(
+        state, info, upload.duration_s, elapsed, upload.publisher.count, rung_seconds
+    )

@@ -1,0 +1,119 @@
+"""What the server is doing, for Prometheus (`GET /metrics`) and the status page.
+
+One registry per app (no process-global state), so tests and several apps in one process
+each see their own counters. Gauges that are cheaper to read than to keep (queue depth,
+cache bytes, viewers) are computed at scrape time by a collector.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+VIEWER_WINDOW_S = 60.0
+PUBLISH_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class Viewers:
+    """Distinct clients seen per stream in the last minute (address + user agent)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seen: dict[str, dict[str, float]] = defaultdict(dict)
+        self._clock = clock
+
+    def saw(self, video_id: str, client: str) -> None:
+        self._seen[video_id][client] = self._clock()
+
+    def count(self, video_id: str) -> int:
+        horizon = self._clock() - VIEWER_WINDOW_S
+        clients = self._seen.get(video_id, {})
+        for client in [c for c, t in clients.items() if t < horizon]:
+            del clients[client]
+        return len(clients)
+
+    def streams(self) -> list[str]:
+        return list(self._seen)
+
+
+class _Gauges(Collector):
+    """Gauges read at scrape time from the objects that know them."""
+
+    def __init__(self, read: Callable[[], Iterator[Metric]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._read()
+
+
+class Metrics:
+    """Every counter and histogram streamd keeps."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.uploads = Counter(
+            "streamd_uploads", "Uploads received, by result.", ["result"], registry=r
+        )
+        self.upload_bytes = Counter(
+            "streamd_upload_bytes", "Bytes of accepted uploads.", registry=r
+        )
+        self.segments_published = Counter(
+            "streamd_segments_published",
+            "Output segments published, per rung.",
+            ["rung"],
+            registry=r,
+        )
+        self.segments_failed = Counter(
+            "streamd_segments_failed",
+            "Uploads that failed to transcode, per rung.",
+            ["rung"],
+            registry=r,
+        )
+        self.transcode_seconds = Counter(
+            "streamd_transcode_seconds",
+            "Worker time spent per rung (scale + encode + mux).",
+            ["rung"],
+            registry=r,
+        )
+        self.publish_delay = Histogram(
+            "streamd_publish_delay_seconds",
+            "From the end of an upload to its segment being in every rung's playlist.",
+            buckets=PUBLISH_DELAY_BUCKETS_S,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "streamd_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.viewers = Viewers()
+
+    def add_gauges(self, read: Callable[[], Iterator[Metric]]) -> None:
+        self.registry.register(_Gauges(read))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def gauge(
+    name: str,
+    documentation: str,
+    values: dict[tuple[str, ...], float],
+    labels: tuple[str, ...] = (),
+) -> GaugeMetricFamily:
+    """A gauge family from {label values: value}."""
+    family = GaugeMetricFamily(name, documentation, labels=list(labels))
+    for label_values, value in values.items():
+        family.add_metric(list(label_values), value)
+    return family
+
+
+def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    """A counter kept elsewhere (e.g. the cache's own hit count), read at scrape time."""
+    return CounterMetricFamily(name, documentation, value=value)

@@ -1,0 +1,132 @@
+"""For operators: /metrics (Prometheus), /healthz (up), /readyz (able to take work)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
+
+from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, SCHEDULER
+from streamd.errors import Handler
+from streamd.metrics import counter, gauge
+
+
+def client_id(request: web.Request) -> str:
+    """Who is watching, as well as an origin server can tell: address and user agent."""
+    return f"{request.remote}|{request.headers.get('User-Agent', '')}"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by route pattern (not path, to keep the label set small)."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[METRICS].http_requests.labels(route, str(status)).inc()
+
+
+def gauges(app: web.Application) -> Iterator[Metric]:
+    """What /metrics reads at scrape time."""
+    sched, cache, metrics = app[SCHEDULER], app[CACHE], app[METRICS]
+    uploads: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for stream in sched.streams.values():
+        states[stream.state] += 1
+        uploads.update(u.state for u in stream.uploads.values())
+    yield gauge(
+        "streamd_queue_depth",
+        "Uploads waiting or being transcoded, by state.",
+        {(s,): uploads[s] for s in ("held", "queued", "transcoding")},
+        ("state",),
+    )
+    yield gauge(
+        "streamd_streams",
+        "Streams by state.",
+        {(s,): states[s] for s in ("waiting", "live", "ended")},
+        ("state",),
+    )
+    yield gauge(
+        "streamd_realtime_factor",
+        "Media seconds transcoded per second, last upload of each live stream.",
+        {
+            (s.video_id,): s.realtime_factor
+            for s in sched.streams.values()
+            if s.realtime_factor is not None and not s.ended
+        },
+        ("stream",),
+    )
+    yield gauge(
+        "streamd_viewers",
+        "Distinct clients that fetched from a stream in the last minute.",
+        {(vid,): metrics.viewers.count(vid) for vid in metrics.viewers.streams()},
+        ("stream",),
+    )
+    yield gauge("streamd_cache_bytes", "Bytes of segments held in RAM.", {(): cache.size_bytes})
+    yield gauge("streamd_cache_objects", "Segments held in RAM.", {(): len(cache)})
+    yield counter("streamd_cache_hits", "Segment reads served from RAM.", cache.hits)
+    yield counter("streamd_cache_misses", "Segment reads that went to disk.", cache.misses)
+    yield gauge(
+        "streamd_workers_healthy",
+        "1 when every transcode worker is alive.",
+        {(): 1.0 if app[JOBS].healthy() else 0.0},
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".readyz-") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError:
+        return False
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to take uploads: workers alive, data dir writable, free space above the mark."""
+    config = request.app[CONFIG]
+    writable = await asyncio.to_thread(_writable, config.data_dir)
+    try:
+        free = (await asyncio.to_thread(shutil.disk_usage, config.data_dir)).free
+    except OSError:
+        free = 0
+    checks = {
+        "workers": request.app[JOBS].healthy(),
+        "dataDirWritable": writable,
+        "freeSpace": free >= config.min_free_bytes,
+    }
+    ready = all(checks.values())
+    return web.json_response(
+        {"ready": ready, "checks": checks, "freeBytes": free}, status=200 if ready else 503
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)]
