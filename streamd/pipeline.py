@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import bisect
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -26,6 +25,7 @@ from typing import Any
 import av
 import numpy as np
 
+from streamd.encoder import RungEncoder, encoded, open_x264
 from streamd.ladder import Geometry, Rung, RungSpec, plan_ladder
 from streamd.package import AUDIO_HZ, VIDEO_HZ, EncodedPacket, SegmentMedia
 
@@ -137,12 +137,6 @@ class PipelineState:
         )
 
 
-def _encoded(p: av.Packet[Any]) -> EncodedPacket:
-    assert p.pts is not None
-    assert p.dts is not None
-    return EncodedPacket(bytes(p), int(p.pts), int(p.dts), int(p.duration or 0), p.is_keyframe)
-
-
 class AudioTrack:
     """Resampled stereo audio waiting to be AAC-encoded, kept in step with the video."""
 
@@ -208,7 +202,7 @@ class AudioTrack:
         return out
 
     def _keep(self, packets: list[av.Packet[Any]]) -> list[EncodedPacket]:
-        kept = [_encoded(p) for p in packets if p.pts is not None and p.pts >= self.emit_from]
+        kept = [encoded(p) for p in packets if p.pts is not None and p.pts >= self.emit_from]
         if kept:
             self.emit_from = kept[-1].pts + AAC_FRAME
         return kept
@@ -262,7 +256,7 @@ class StreamPipeline:
         self.settings = settings
         self.on_segment = on_segment
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
-        self.encoders: list[Any] = []
+        self.encoders: list[RungEncoder] = []
         self.assembly = _Assembly(state.next_segment)
         self.cuts_90k: list[int] = []
         self.upload_end_90k = state.video_pts_90k
@@ -290,33 +284,15 @@ class StreamPipeline:
         self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
         self.upload_end_90k = start + total
         self.encoders = [
-            self._open_encoder(r, level, frame_rate)
+            RungEncoder(
+                open_x264(r, level, frame_rate, self.settings.preset, self.settings.encoder_threads)
+            )
             for r, level in zip(self.state.rungs, self.state.levels, strict=True)
         ]
         self.assembly = _Assembly(self.state.next_segment, seen_pts=[-1] * len(self.encoders))
         self.rung_seconds = [0.0] * len(self.encoders)
         self._open_segment(start)
         self.first_frame = True
-
-    def _open_encoder(self, rung: Rung, level: str, frame_rate: float) -> Any:
-        cc = av.CodecContext.create("libx264", "w")
-        cc.width, cc.height = rung.width, rung.height
-        cc.pix_fmt = "yuv420p"
-        cc.time_base = Fraction(1, VIDEO_HZ)
-        cc.framerate = Fraction(frame_rate or 30).limit_denominator(1001)
-        cc.bit_rate = rung.video_bitrate_bps
-        cc.thread_type = "FRAME"
-        cc.thread_count = self.settings.encoder_threads
-        kbps = rung.video_bitrate_bps // 1000
-        cc.options = {
-            "preset": self.settings.preset,
-            "profile": "high",
-            "level": level,
-            "forced-idr": "1",
-            "x264-params": f"vbv-maxrate={kbps * 6 // 5}:vbv-bufsize={kbps * 2}",
-        }
-        cc.open()
-        return cc
 
     def push_video(self, frames: list[av.VideoFrame], pts_90k: int) -> None:
         """One source frame, already scaled to every rung, at its output time."""
@@ -325,17 +301,15 @@ class StreamPipeline:
         if cut:
             self._open_segment(pts_90k)
         new_segment, self.first_frame = cut or self.first_frame, False
-        for rung, (frame, enc) in enumerate(zip(frames, self.encoders, strict=True)):
+        picture = av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
+        for frame, enc in zip(frames, self.encoders, strict=True):
             frame.pts = pts_90k
             frame.time_base = Fraction(1, VIDEO_HZ)
-            frame.pict_type = (
-                av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
-            )
-            started = time.perf_counter()
-            packets = enc.encode(frame)
-            self.rung_seconds[rung] += time.perf_counter() - started
-            for p in packets:
-                self._add_video(rung, _encoded(p))
+            frame.pict_type = picture
+            enc.put(frame)
+        for rung, enc in enumerate(self.encoders):
+            for p in enc.take():
+                self._add_video(rung, p)
         self._encode_audio()
 
     def _encode_audio(self) -> None:
@@ -353,12 +327,12 @@ class StreamPipeline:
 
     def finish_upload(self) -> PipelineState:
         """Drain encoders, release the upload's last segments, return the state to carry."""
+        for enc in self.encoders:
+            enc.put(None)  # all drain at once
         for rung, enc in enumerate(self.encoders):
-            started = time.perf_counter()
-            packets = enc.encode(None)
-            self.rung_seconds[rung] += time.perf_counter() - started
-            for p in packets:
-                self._add_video(rung, _encoded(p))
+            for p in enc.finish():
+                self._add_video(rung, p)
+            self.rung_seconds[rung] += enc.busy_s
         self.encoders = []
         if not self.audio_seen:
             # A silent track keeps every segment's tracks the same; audio that merely ends
