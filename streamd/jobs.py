@@ -192,7 +192,9 @@ class LocalJobQueue:
             )
         except BrokenProcessPool as exc:
             log.error(
-                "worker died transcoding %s upload %d; replacing it", job.video_id, job.upload
+                "worker died transcoding %s uploads %s; replacing it",
+                job.video_id,
+                [i.upload for i in job.inputs],
             )
             self._listeners.pop(job_id, None)
             worker.replace()

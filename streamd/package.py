@@ -41,6 +41,7 @@ class SegmentMedia:
     """Everything one output segment holds, for every rung."""
 
     sequence: int
+    upload: int
     start_90k: int
     duration_90k: int
     video: tuple[tuple[EncodedPacket, ...], ...]  # per rung, in decode order

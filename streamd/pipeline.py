@@ -231,10 +231,11 @@ class AudioTrack:
 
 @dataclass
 class _Assembly:
-    """Packets of the segments of one upload, released as soon as each is complete."""
+    """Packets of the segments of one job, released as soon as each is complete."""
 
     first_sequence: int
     starts_90k: list[int] = field(default_factory=list)
+    uploads: list[int] = field(default_factory=list)  # the upload each segment comes from
     audio_starts: list[int] = field(default_factory=list)
     video: list[list[list[EncodedPacket]]] = field(default_factory=list)  # [segment][rung]
     audio: list[list[EncodedPacket]] = field(default_factory=list)
@@ -263,10 +264,18 @@ class StreamPipeline:
         self.first_frame = False
         self.audio_seen = False
         self.rung_seconds: list[float] = []
+        self.upload = -1
+        self.upload_first_segment = 0
 
     # -- an upload's life: begin, frames and audio, finish ------------------------------
-    def begin_upload(self, duration_s: float, geometry: Geometry, frame_rate: float) -> None:
-        """Plan the cuts of an upload of this length (and, on the first one, the ladder)."""
+    def begin_upload(
+        self, upload: int, duration_s: float, geometry: Geometry, frame_rate: float
+    ) -> None:
+        """Plan the cuts of an upload of this length (and, on the stream's first, the ladder).
+
+        Uploads given to one pipeline one after another share warm encoders: their segments
+        join exactly as when they arrive alone, without the encoders' start and drain.
+        """
         if not self.state.rungs:
             rungs = plan_ladder(
                 list(self.settings.ladder), geometry, self.settings.audio_bitrate_bps
@@ -283,20 +292,25 @@ class StreamPipeline:
         start, total = self.state.video_pts_90k, round(duration_s * VIDEO_HZ)
         self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
         self.upload_end_90k = start + total
-        self.encoders = [
-            RungEncoder(
-                open_x264(r, level, frame_rate, self.settings.preset, self.settings.encoder_threads)
-            )
-            for r, level in zip(self.state.rungs, self.state.levels, strict=True)
-        ]
-        self.assembly = _Assembly(self.state.next_segment, seen_pts=[-1] * len(self.encoders))
-        self.rung_seconds = [0.0] * len(self.encoders)
+        if not self.encoders:  # warm from the previous upload of this job otherwise
+            self.encoders = [
+                RungEncoder(
+                    open_x264(
+                        r, level, frame_rate, self.settings.preset, self.settings.encoder_threads
+                    )
+                )
+                for r, level in zip(self.state.rungs, self.state.levels, strict=True)
+            ]
+            self.assembly.seen_pts = [-1] * len(self.encoders)
+            self.rung_seconds = [0.0] * len(self.encoders)
+        self.upload = upload
+        self.upload_first_segment = len(self.assembly.starts_90k)
         self._open_segment(start)
         self.first_frame = True
 
     def push_video(self, frames: list[av.VideoFrame], pts_90k: int) -> None:
         """One source frame, already scaled to every rung, at its output time."""
-        opened = len(self.assembly.starts_90k)
+        opened = len(self.assembly.starts_90k) - self.upload_first_segment
         cut = opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
         if cut:
             self._open_segment(pts_90k)
@@ -325,8 +339,18 @@ class StreamPipeline:
         if self.encoders:  # before the first frame, audio only waits
             self._encode_audio()
 
-    def finish_upload(self) -> PipelineState:
-        """Drain encoders, release the upload's last segments, return the state to carry."""
+    def end_upload(self) -> None:
+        """The upload's frames are all in; the timeline moves to its end."""
+        if not self.audio_seen:
+            # A silent track keeps every segment's tracks the same; audio that merely ends
+            # early is left alone, since the next upload's audio picks up from its timestamps.
+            self.audio.pad_to(self._audio_at(self.upload_end_90k))
+        self.audio_seen = False
+        self.state = replace(self.state, video_pts_90k=self.upload_end_90k)
+        self._encode_audio()
+
+    def finish(self) -> PipelineState:
+        """Drain the encoders, release the last segments, return the state to carry."""
         for enc in self.encoders:
             enc.put(None)  # all drain at once
         for rung, enc in enumerate(self.encoders):
@@ -334,18 +358,12 @@ class StreamPipeline:
                 self._add_video(rung, p)
             self.rung_seconds[rung] += enc.busy_s
         self.encoders = []
-        if not self.audio_seen:
-            # A silent track keeps every segment's tracks the same; audio that merely ends
-            # early is left alone, since the next upload's audio picks up from its timestamps.
-            self.audio.pad_to(self._audio_at(self.upload_end_90k))
-        self.audio_seen = False
         for p in self.audio.finish():
             self._add_audio(p)
         self._release(final=True)
         self.state = replace(
             self.state,
             next_segment=self.assembly.first_sequence + self.assembly.released,
-            video_pts_90k=self.upload_end_90k,
             **self.audio.state(),
         )
         self.assembly = _Assembly(self.state.next_segment)
@@ -358,6 +376,7 @@ class StreamPipeline:
 
     def _open_segment(self, start_90k: int) -> None:
         a = self.assembly
+        a.uploads.append(self.upload)
         a.starts_90k.append(start_90k)
         a.audio_starts.append(self._audio_at(start_90k))
         a.video.append([[] for _ in self.encoders])
@@ -390,6 +409,7 @@ class StreamPipeline:
             self.on_segment(
                 SegmentMedia(
                     sequence=a.first_sequence + i,
+                    upload=a.uploads[i],
                     start_90k=a.starts_90k[i],
                     duration_90k=end - a.starts_90k[i],
                     video=tuple(tuple(v) for v in a.video[i]),

@@ -25,10 +25,22 @@ from streamd.metrics import Metrics
 from streamd.pipeline import EncodeSettings
 from streamd.publish import render_all
 from streamd.store import AsyncStore
-from streamd.streams import FAILED, HELD, PUBLISHED, TRANSCODING, Segment, Stream, Upload
-from streamd.transcode import JobProgress, PublishedSegment, TranscodeJob
+from streamd.streams import (
+    FAILED,
+    HELD,
+    PUBLISHED,
+    QUEUED,
+    TRANSCODING,
+    Segment,
+    Stream,
+    Upload,
+)
+from streamd.transcode import JobInput, JobProgress, PublishedSegment, TranscodeJob
 
 log = logging.getLogger("streamd.scheduler")
+# Queued uploads one job may take: enough to keep the encoders warm through a backlog,
+# few enough that a failure costs little to retry one by one.
+MAX_UPLOADS_PER_JOB = 8
 
 
 class Scheduler:
@@ -182,14 +194,20 @@ class Scheduler:
         gap_timeout = self.config.upload.gap_timeout_s
         while True:
             stream.wake.clear()
-            upload = stream.next_job()
-            if upload is not None:
+            batch = stream.next_jobs(
+                1 if stream.solo_until >= (stream.next_upload or 0) else MAX_UPLOADS_PER_JOB
+            )
+            if batch:
                 try:
-                    await self._transcode(stream, upload)
+                    await self._transcode(stream, batch)
                 except Exception as exc:  # a bug must not stop the stream for good
-                    log.exception("%s upload %d: unexpected error", stream.video_id, upload.number)
+                    log.exception(
+                        "%s uploads %s: unexpected error",
+                        stream.video_id,
+                        [u.number for u in batch],
+                    )
                     async with stream.lock:
-                        self._fail(stream, upload, TranscodeError("internal error", repr(exc)))
+                        self._fail(stream, batch, TranscodeError("internal error", repr(exc)))
                         await self._persist(stream)
                 continue
             if stream.ending:
@@ -230,12 +248,14 @@ class Scheduler:
                         )
                         stream.ending = True
 
-    async def _transcode(self, stream: Stream, upload: Upload) -> None:
-        upload.state = TRANSCODING
+    async def _transcode(self, stream: Stream, batch: list[Upload]) -> None:
+        """One job for a run of queued uploads: warm encoders carry from one to the next."""
+        by_number = {u.number: u for u in batch}
+        for u in batch:
+            u.state = TRANSCODING
         job = TranscodeJob(
             stream.video_id,
-            upload.number,
-            upload.keys,
+            tuple(JobInput(u.number, u.keys) for u in batch),
             stream.pipeline,
             self.settings,
             self.store.store.spec(),
@@ -248,9 +268,10 @@ class Scheduler:
             await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 item = getter.result()
-                upload.percent = item.percent
+                if item.upload in by_number:
+                    by_number[item.upload].percent = item.percent
                 if item.segment is not None:
-                    await self._publish(stream, upload, item.segment)
+                    await self._publish(stream, by_number[item.segment.upload], item.segment)
                 continue
             getter.cancel()
             if progress.empty():
@@ -259,25 +280,39 @@ class Scheduler:
             try:
                 result = task.result()
             except StreamdError as exc:
-                self._fail(stream, upload, exc)
+                self._fail(stream, batch, exc)
             else:
-                upload.state, upload.percent = PUBLISHED, 100.0
-                upload.source = result.source.as_json()
+                for u in batch:
+                    u.state, u.percent = PUBLISHED, 100.0
                 stream.pipeline = result.state
                 stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
                 for rung, seconds in result.rung_seconds.items():
                     self.metrics.transcode_seconds.labels(rung).inc(seconds)
-                self._advance(stream)
+                self._advance(stream, len(batch))
             await self._persist(stream)
 
-    def _advance(self, stream: Stream) -> None:
+    def _advance(self, stream: Stream, uploads: int = 1) -> None:
         assert stream.next_upload is not None
-        stream.next_upload += 1
+        stream.next_upload += uploads
         stream.refresh_states()
         stream.updated_wall_s = self.clock.wall_s()
 
-    def _fail(self, stream: Stream, upload: Upload, exc: StreamdError) -> None:
-        """Mark an upload failed and go on after it, keeping what it did publish."""
+    def _fail(self, stream: Stream, batch: list[Upload], exc: StreamdError) -> None:
+        """A job failed. Alone, its upload is marked failed and the stream goes on after it
+        (keeping what it did publish); in a run, the run is retried one upload at a time."""
+        numbers = [u.number for u in batch]
+        if len(batch) > 1:
+            log.warning(
+                "%s uploads %s failed together (%s); retrying one at a time",
+                stream.video_id,
+                numbers,
+                exc.message,
+            )
+            for u in batch:
+                u.state, u.percent = QUEUED, 0.0
+            stream.solo_until = batch[-1].number
+            return
+        upload = batch[0]
         log.error(
             "%s upload %d failed: %s (%s)", stream.video_id, upload.number, exc.message, exc.detail
         )

@@ -112,6 +112,7 @@ class Stream:
     frame_rate: float = 0.0
     realtime_factor: float | None = None  # of the last upload's transcode (not persisted)
     publish_delay_s: float | None = None  # of the last segment (not persisted)
+    solo_until: int = -1  # uploads up to this number go one per job (after a failed run)
     updated_wall_s: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     init_arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -146,9 +147,17 @@ class Stream:
             if number > n and up.state == QUEUED:
                 up.state = HELD
 
-    def next_job(self) -> Upload | None:
-        up = self.uploads.get(self.next_upload) if self.next_upload is not None else None
-        return up if up is not None and up.state in (QUEUED, TRANSCODING) else None
+    def next_jobs(self, limit: int) -> list[Upload]:
+        """The queued uploads from `next_upload` on, in an unbroken run of at most `limit`."""
+        run: list[Upload] = []
+        n = self.next_upload
+        while n is not None and len(run) < limit:
+            up = self.uploads.get(n)
+            if up is None or up.state not in (QUEUED, TRANSCODING):
+                break
+            run.append(up)
+            n += 1
+        return run
 
     def skip_gap(self) -> bool:
         """Jump over missing uploads to the first held one (on end, or after a timeout)."""

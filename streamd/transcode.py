@@ -39,12 +39,20 @@ THUMBNAIL_WIDTH = 320
 
 
 @dataclass(frozen=True)
+class JobInput:
+    """One upload of the job: its number and the objects that make it, concatenated
+    ((fMP4 init, fragment), or just the file)."""
+
+    upload: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TranscodeJob:
-    """Transcode one upload of a stream, starting from `state`."""
+    """Transcode consecutive uploads of a stream, starting from `state`."""
 
     video_id: str
-    upload: int
-    input_keys: tuple[str, ...]  # concatenated: (fMP4 init, fragment) or just the file
+    inputs: tuple[JobInput, ...]
     state: PipelineState
     settings: EncodeSettings
     store_spec: str
@@ -76,7 +84,6 @@ class PublishedSegment:
 @dataclass(frozen=True)
 class TranscodeResult:
     state: PipelineState
-    source: SourceInfo
     media_duration_s: float
     elapsed_s: float
     segments: int
@@ -85,8 +92,9 @@ class TranscodeResult:
 
 @dataclass(frozen=True)
 class JobProgress:
-    """Sent while a job runs: percent done, and each segment as soon as it is written."""
+    """Sent while a job runs: how far into which upload, and each segment once written."""
 
+    upload: int
     percent: float
     segment: PublishedSegment | None = None
 
@@ -199,6 +207,7 @@ class _Publisher:
         self.written_inits: set[str] = set()
         self.rung_seconds: defaultdict[int, float] = defaultdict(float)  # scale + mux, by rung
         self.count = 0
+        self.upload = -1  # the upload being decoded, and how far into it
         self.progress = 0.0
 
     def __call__(self, seg: SegmentMedia) -> None:
@@ -241,38 +250,44 @@ class _Publisher:
             seg.sequence,
             round(start_s, 6),
             seg.duration_s,
-            self.job.upload,
+            seg.upload,
             tuple(outputs),
             state.rungs,
             state.frame_rate,
         )
-        self.report(JobProgress(self.progress, published))
+        self.report(JobProgress(self.upload, self.progress, published))
 
 
 class _Upload:
     """One upload going through the pipeline: timestamps rebased onto the stream's timeline."""
 
     def __init__(
-        self, job: TranscodeJob, store: Store, report: Report, span: tuple[Fraction, Fraction]
+        self,
+        number: int,
+        video_id: str,
+        store: Store,
+        pipeline: StreamPipeline,
+        publisher: _Publisher,
+        span: tuple[Fraction, Fraction],
     ) -> None:
-        self.job, self.store = job, store
+        self.number, self.video_id, self.store = number, video_id, store
+        self.pipeline, self.publisher = pipeline, publisher
         self.first_s, end_s = span
         self.duration_s = float(end_s - self.first_s)
-        self.publisher = _Publisher(job, store, report, lambda: self.pipeline.state)
-        self.pipeline = StreamPipeline(job.state, job.settings, self.publisher)
-        self.start_90k = job.state.video_pts_90k
+        self.start_90k = pipeline.state.video_pts_90k
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
         self.rotator: _Rotator | None = None
         self.last_pts = self.start_90k - 1
         self.audio_started = False
         self.frames = 0
+        publisher.upload, publisher.progress = number, 0.0
 
     def _at_90k(self, frame: av.VideoFrame | av.AudioFrame) -> int | None:
         t = _time_s(frame.pts, frame.time_base)
         return None if t is None else self.start_90k + round((t - self.first_s) * VIDEO_HZ)
 
     def begin(self, info: SourceInfo, first: av.VideoFrame) -> None:
-        self.pipeline.begin_upload(self.duration_s, info.geometry, info.frame_rate)
+        self.pipeline.begin_upload(self.number, self.duration_s, info.geometry, info.frame_rate)
         if info.geometry.rotation_deg:
             self.rotator = _Rotator(first, info.geometry.rotation_deg)
 
@@ -289,7 +304,7 @@ class _Upload:
             scaled.append(_scale(upright, scaled, r.width, r.height))
             self.publisher.rung_seconds[i] += time.perf_counter() - started
         if self.frames == 0:
-            self.store.put(layout.thumbnail_key(self.job.video_id), _thumbnail(scaled[-1]))
+            self.store.put(layout.thumbnail_key(self.video_id), _thumbnail(scaled[-1]))
         self.pipeline.push_video(scaled, pts)
         self.frames += 1
         total = max(1, round(self.duration_s * VIDEO_HZ))
@@ -304,75 +319,104 @@ class _Upload:
             self.pipeline.push_audio(out.to_ndarray(), at)
             at = None
 
-    def finish(self) -> PipelineState:
+    def feed(self, source: Path | bytes, aac_tail: bytes) -> tuple[SourceInfo, bytes]:
+        """Decode the upload into the pipeline; returns what it held and its last AAC packet
+        (the next upload's decoder starts from it)."""
+        info: SourceInfo | None = None
+        with open_media(source) as c:
+            vs = c.streams.video[0]
+            a_s = c.streams.audio[0] if c.streams.audio else None
+            streams = [vs] if a_s is None else [vs, a_s]
+            for st in streams:
+                st.codec_context.thread_type = "AUTO"
+            aac = a_s is not None and a_s.codec_context.name == "aac"
+            if aac and aac_tail:
+                assert a_s is not None
+                with contextlib.suppress(av.FFmpegError):
+                    a_s.codec_context.decode(av.Packet(aac_tail))
+            try:
+                for packet in c.demux(*streams):
+                    if aac and packet.stream is a_s and packet.size:
+                        aac_tail = bytes(packet)
+                    for frame in packet.decode():
+                        if isinstance(frame, av.AudioFrame):
+                            self.audio(frame)
+                            continue
+                        assert isinstance(frame, av.VideoFrame)
+                        if info is None:
+                            info = _source_info(c, vs, a_s, frame, self.duration_s)
+                            self.begin(info, frame)
+                        self.video(frame)
+            except av.FFmpegError as exc:
+                raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
+        if info is None:
+            raise UnsupportedMedia("the upload holds no decodable video frames")
         if self.audio_started:
             self.audio(None)
-        return self.pipeline.finish_upload()
+        self.pipeline.end_upload()
+        return info, aac_tail if aac else b""
+
+
+def _source_info(
+    c: av.container.InputContainer,
+    vs: av.VideoStream,
+    a_s: av.AudioStream | None,
+    frame: av.VideoFrame,
+    duration_s: float,
+) -> SourceInfo:
+    ac = a_s.codec_context if a_s else None
+    return SourceInfo(
+        c.format.name,
+        vs.codec_context.name,
+        frame_geometry(frame, stream_sar(vs)),
+        float(vs.average_rate or vs.guessed_rate or 30),
+        duration_s,
+        ac.name if ac else None,
+        ac.sample_rate if ac else None,
+        ac.channels if ac else None,
+    )
 
 
 def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
-    """Decode the upload once, encode every rung, publish each segment as it completes."""
+    """Decode each upload once, encode every rung, publish each segment as it completes."""
     started = time.monotonic()
     store = open_store(job.store_spec)
-    source = _source(store, job.input_keys)
-    upload = _Upload(job, store, report, _video_span(source))
-    info: SourceInfo | None = None
-    with open_media(source) as c:
-        vs = c.streams.video[0]
-        a_s = c.streams.audio[0] if c.streams.audio else None
-        streams = [vs] if a_s is None else [vs, a_s]
-        for s in streams:
-            s.codec_context.thread_type = "AUTO"
-        aac = a_s is not None and a_s.codec_context.name == "aac"
-        if aac and job.state.input_audio_tail:
-            assert a_s is not None
-            with contextlib.suppress(av.FFmpegError):
-                a_s.codec_context.decode(av.Packet(job.state.input_audio_tail))
-        audio_tail = b""
-        try:
-            for packet in c.demux(*streams):
-                if aac and packet.stream is a_s and packet.size:
-                    audio_tail = bytes(packet)
-                for frame in packet.decode():
-                    if isinstance(frame, av.AudioFrame):
-                        upload.audio(frame)
-                        continue
-                    assert isinstance(frame, av.VideoFrame)
-                    if info is None:
-                        ac = a_s.codec_context if a_s else None
-                        info = SourceInfo(
-                            c.format.name,
-                            vs.codec_context.name,
-                            frame_geometry(frame, stream_sar(vs)),
-                            float(vs.average_rate or vs.guessed_rate or 30),
-                            upload.duration_s,
-                            ac.name if ac else None,
-                            ac.sample_rate if ac else None,
-                            ac.channels if ac else None,
-                        )
-                        upload.begin(info, frame)
-                    upload.video(frame)
-        except av.FFmpegError as exc:
-            raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
-    if info is None:
-        raise UnsupportedMedia("the upload holds no decodable video frames")
-    state = replace(upload.finish(), input_audio_tail=audio_tail)
+    pipeline: StreamPipeline
+    publisher = _Publisher(job, store, report, lambda: pipeline.state)
+    pipeline = StreamPipeline(job.state, job.settings, publisher)
+    aac_tail, media_s = job.state.input_audio_tail, 0.0
+    for inp in job.inputs:
+        source = _source(store, inp.keys)
+        upload = _Upload(inp.upload, job.video_id, store, pipeline, publisher, _video_span(source))
+        info, aac_tail = upload.feed(source, aac_tail)
+        media_s += upload.duration_s
+        log.info(
+            "%s upload %d decoded: %.2f s of %dx%d %s",
+            job.video_id,
+            inp.upload,
+            upload.duration_s,
+            info.geometry.width,
+            info.geometry.height,
+            info.video_codec,
+            extra={"stream": job.video_id, "upload": inp.upload},
+        )
+    state = replace(pipeline.finish(), input_audio_tail=aac_tail)
     elapsed = time.monotonic() - started
     log.info(
-        "transcoded %s upload %d: %.2f s of %dx%d in %.2f s (%.2fx realtime), %d segments",
+        "transcoded %s uploads %s: %.2f s in %.2f s (%.2fx realtime), %d segments",
         job.video_id,
-        job.upload,
-        upload.duration_s,
-        info.geometry.width,
-        info.geometry.height,
+        [i.upload for i in job.inputs],
+        media_s,
         elapsed,
-        upload.duration_s / elapsed if elapsed else 0,
-        upload.publisher.count,
+        media_s / elapsed if elapsed else 0,
+        publisher.count,
+        extra={
+            "stream": job.video_id,
+            "realtime_factor": round(media_s / elapsed, 3) if elapsed else None,
+        },
     )
     rung_seconds = {
-        r.name: round(upload.publisher.rung_seconds[i] + upload.pipeline.rung_seconds[i], 4)
+        r.name: round(publisher.rung_seconds[i] + pipeline.rung_seconds[i], 4)
         for i, r in enumerate(state.rungs)
     }
-    return TranscodeResult(
-        state, info, upload.duration_s, elapsed, upload.publisher.count, rung_seconds
-    )
+    return TranscodeResult(state, media_s, elapsed, publisher.count, rung_seconds)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import m3u8
@@ -12,7 +14,10 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from streamd.config import TranscodeConfig
+from streamd.app import create_app
+from streamd.config import Config, TranscodeConfig
+from streamd.jobs import LocalJobQueue
+from streamd.transcode import JobProgress, TranscodeJob, TranscodeResult
 from tests.conftest import AppClient, MediaFactory, fetch, ffprobe, published, upload, wait_for
 
 FORMATS = [
@@ -237,3 +242,40 @@ async def test_long_upload_is_cut_into_target_length_segments(
     segs = await _segments(client, "long", "ts", "144p", tmp_path)
     assert all(_frames(s)[0][1] for s in segs)
     assert Fraction(playlist.target_duration) == 2
+
+
+class RecordingQueue(LocalJobQueue):
+    """The real worker pool, noting which uploads each job carried."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=1)
+        self.jobs: list[list[int]] = []
+
+    async def transcode(
+        self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
+    ) -> TranscodeResult:
+        self.jobs.append([i.upload for i in job.inputs])
+        return await super().transcode(job, on_progress)
+
+
+async def test_a_backlog_runs_through_warm_encoders_and_joins_the_same(
+    aiohttp_client: Any, config: Config, media: MediaFactory, tmp_path: Path
+) -> None:
+    jobs = RecordingQueue()
+    client = await aiohttp_client(create_app(config, jobs=jobs))
+    parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
+    await upload(client, "backlog", parts[0], number=0)
+    await wait_for(client, "backlog", published(1))
+    for i in (2, 3, 1):  # 2 and 3 wait for 1, then all three are queued at once
+        await upload(client, "backlog", parts[i], number=i)
+    await wait_for(client, "backlog", published(4))
+    assert jobs.jobs == [[0], [1, 2, 3]]
+    segs = await _segments(client, "backlog", "ts", "240p", tmp_path)
+    assert len(segs) == 4
+    assert all(_frames(s)[0][1] for s in segs), "every segment starts with an IDR"
+    pts = sorted(t for s in segs for t, _ in _frames(s))
+    assert np.diff(pts).max() == pytest.approx(1 / 30, abs=1e-3)
+    assert len(pts) == 240
+    joined = tmp_path / "backlog.ts"
+    joined.write_bytes(b"".join(s.read_bytes() for s in segs))
+    _check_audio_joins(joined)
