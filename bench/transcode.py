@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.server import Server
 from streamd.config import Config
 from streamd.ladder import parse_ladder
 
@@ -33,6 +33,7 @@ FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 def make_source(out: Path, seconds: int, height: int) -> list[Path]:
     """A noisy 30 fps source with AAC, and the same cut into 2 s MPEG-TS segments."""
+    out.mkdir(exist_ok=True)
     width = height * 16 // 9
     src = out / "source.mp4"
     subprocess.run(
@@ -87,31 +88,6 @@ def make_source(out: Path, seconds: int, height: int) -> list[Path]:
         check=True,
     )
     return sorted(seg_dir.glob("seg*.ts"))
-
-
-def _rss_kb(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def _tree(pid: int) -> list[int]:
-    pids, frontier = [pid], [pid]
-    while frontier:
-        p = frontier.pop()
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        pids += map(int, children)
-        frontier += map(int, children)
-    return pids
 
 
 def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int]:
@@ -177,57 +153,71 @@ def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int]:
 
 async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> tuple[float, int]:
     """streamd fed 2 s uploads; returns (seconds to publish all, peak RSS kB of its tree)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamd",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     peak = 0
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"{url}/api/videos") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            started = time.monotonic()
-            for i, seg in enumerate(segments):
-                async with http.post(
-                    f"{url}/upload/bench",
-                    data=seg.read_bytes(),
-                    headers={"X-Segment-Number": str(i)},
-                ) as r:
-                    assert r.status == 202, await r.text()
-            while True:
-                peak = max(peak, _rss_kb(_tree(proc.pid)))
-                async with http.get(f"{url}/api/videos/bench") as r:
-                    v = await r.json()
-                if v["durationS"] >= media_s - 0.05:
-                    return time.monotonic() - started, peak
-                await asyncio.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+    async with Server(data_dir) as server, aiohttp.ClientSession() as http:
+        started = time.monotonic()
+        for i, seg in enumerate(segments):
+            async with http.post(
+                f"{server.url}/upload/bench",
+                data=seg.read_bytes(),
+                headers={"X-Segment-Number": str(i)},
+            ) as r:
+                assert r.status == 202, await r.text()
+        while (await server.video("bench")).get("durationS", 0) < media_s - 0.05:
+            peak = max(peak, server.rss_kb())
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        # End it, so players (ffmpeg for PSNR) read the playlists as complete, not live.
+        async with http.post(f"{server.url}/upload/bench/end") as r:
+            assert r.status == 202
+        await server.wait_ended("bench")
+        return elapsed, peak
+
+
+def psnr(encoded: Path, source: Path, width: int, height: int) -> float:
+    """Average PSNR (dB) of an encoded rung against the source scaled to its size."""
+    graph = (
+        f"[0:v]setpts=PTS-STARTPTS[out];[1:v]scale={width}:{height}:flags=bicubic,"
+        f"setpts=PTS-STARTPTS[ref];[out][ref]psnr"
+    )
+    out = subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-i",
+            str(encoded),
+            "-i",
+            str(source),
+            "-lavfi",
+            graph,
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    m = re.search(r"average:([\d.]+|inf)", out)
+    assert m, out[-500:]
+    return float(m.group(1))
+
+
+def rung_sizes(data_dir: Path) -> dict[str, tuple[int, int]]:
+    master = (data_dir / "hls" / "bench" / "ts" / "master.m3u8").read_text()
+    sizes = {}
+    for res, uri in re.findall(r"RESOLUTION=(\d+x\d+).*\n(\S+)", master):
+        w, h = res.split("x")
+        sizes[uri.split("/")[0]] = (int(w), int(h))
+    return sizes
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--no-capacity", action="store_true", help="skip the 720p live run")
     args = parser.parse_args()
     config = Config()
     with tempfile.TemporaryDirectory(prefix="bench-transcode-") as tmp:
@@ -241,16 +231,41 @@ def main() -> None:
         (root / "ffmpeg").mkdir()
         ff_s, ff_rss = run_ffmpeg(root / "source.mp4", root / "ffmpeg", config)
         sd_s, sd_rss = asyncio.run(run_streamd(segments, root / "data", float(args.seconds)))
-    print(
-        f"ffmpeg CLI : {ff_s:6.2f} s  {args.seconds / ff_s:5.2f}x realtime  "
-        f"peak RSS {ff_rss / 1024:6.0f} MB"
-    )
-    print(
-        f"streamd    : {sd_s:6.2f} s  {args.seconds / sd_s:5.2f}x realtime  "
-        f"peak RSS {sd_rss / 1024:6.0f} MB"
-    )
-    print(f"speed ratio = ffmpeg_time / streamd_time = {ff_s / sd_s:.2f}")
-    print(f"RSS ratio = streamd / ffmpeg = {sd_rss / ff_rss:.2f}")
+        print(
+            f"ffmpeg CLI : {ff_s:6.2f} s  {args.seconds / ff_s:5.2f}x realtime  "
+            f"peak RSS {ff_rss / 1024:6.0f} MB"
+        )
+        print(
+            f"streamd    : {sd_s:6.2f} s  {args.seconds / sd_s:5.2f}x realtime  "
+            f"peak RSS {sd_rss / 1024:6.0f} MB"
+        )
+        print(f"speed ratio = ffmpeg_time / streamd_time = {ff_s / sd_s:.2f}  (target >= 1.0)")
+        print(f"RSS ratio = streamd / ffmpeg = {sd_rss / ff_rss:.2f}  (target <= 1.5)")
+        ladder = [r.name for r in parse_ladder(config.transcode.ladder)]
+        for rung, (w, h) in sorted(
+            rung_sizes(root / "data").items(), key=lambda kv: ladder.index(kv[0])
+        ):
+            ours = psnr(
+                root / "data" / "hls" / "bench" / "ts" / rung / "index.m3u8",
+                root / "source.mp4",
+                w,
+                h,
+            )
+            theirs = psnr(
+                root / "ffmpeg" / f"v{ladder.index(rung)}" / "index.m3u8", root / "source.mp4", w, h
+            )
+            print(
+                f"PSNR {rung:>5}: streamd {ours:5.2f} dB, ffmpeg {theirs:5.2f} dB, "
+                f"difference {ours - theirs:+.2f} dB  (target >= -0.50)"
+            )
+        if not args.no_capacity:
+            live = make_source(root / "live", args.seconds, 720)
+            live_s, _ = asyncio.run(run_streamd(live, root / "data720", float(args.seconds)))
+            factor = args.seconds / live_s
+            print(
+                f"live 720p30 (720/480/360): {factor:.2f}x realtime on this machine -> "
+                f"about {int(factor)} simultaneous live stream(s) at real time"
+            )
 
 
 if __name__ == "__main__":

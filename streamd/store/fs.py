@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+OBJECT_MODE = 0o644
+
 
 class FileStore:
     """Objects as files under a root directory."""
@@ -26,6 +28,7 @@ class FileStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
         try:
+            os.fchmod(fd, OBJECT_MODE)  # mkstemp makes 0600; a web server must read these
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 if self.fsync:
@@ -39,6 +42,7 @@ class FileStore:
     def put_file(self, key: str, path: Path) -> None:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, OBJECT_MODE)
         if self.fsync:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())

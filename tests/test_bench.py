@@ -1,0 +1,50 @@
+"""Each benchmark still runs end to end (a few seconds' worth; the real runs are in bench/)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_transcode_bench_smoke() -> None:
+    out = _bench("bench.transcode", "--seconds", "2", "--height", "360", "--no-capacity")
+    assert "speed ratio = ffmpeg_time / streamd_time" in out
+    assert "PSNR  360p: streamd" in out
+
+
+def test_latency_bench_smoke() -> None:
+    out = _bench("bench.latency", "--seconds", "10")
+    assert "publish delay, ffmpeg -method PUT  : p50" in out
+    assert "publish delay, streamd push        : p50" in out
+    assert "hls.js behind real time (PDT)      : p50" in out
+
+
+HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
+
+
+@pytest.mark.skipif(
+    not (HAS_NGINX and shutil.which("wrk")), reason="needs wrk and nginx (.ci/run installs them)"
+)
+def test_serve_bench_smoke() -> None:
+    out = _bench("bench.serve", "--seconds", "1", "--connections", "8")
+    assert out.count("ratio streamd/nginx = ") == 2
