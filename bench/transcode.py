@@ -171,6 +171,9 @@ async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> t
         async with http.post(f"{server.url}/upload/bench/end") as r:
             assert r.status == 202
         await server.wait_ended("bench")
+        playlists = list((data_dir / "hls" / "bench" / "ts").glob("*/index.m3u8"))
+        while not all(p.read_text().rstrip().endswith("#EXT-X-ENDLIST") for p in playlists):
+            await asyncio.sleep(0.05)  # the files follow the API by a moment
         return elapsed, peak
 
 
