@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.media import FFMPEG, h264_aac, lavfi_source
 from bench.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
-FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
 def p95(values: list[float]) -> float:
@@ -51,31 +50,14 @@ def publish_delays(data_dir: Path, video_id: str) -> list[float]:
 
 def ffmpeg_720p30(seconds: int, *output: str, realtime: bool = True) -> list[str]:
     """A camera-like 720p30 source with a tone, encoded with 2 s GOPs, to `output`."""
+    encode = h264_aac("veryfast", "-b:v", "3M")
     return [
         FFMPEG,
         "-v",
         "error",
         *(["-re"] if realtime else []),
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=s=1280x720:r=30:d={seconds},noise=alls=8:allf=t",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=f=440:r=48000:d={seconds}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-b:v",
-        "3M",
-        "-g",
-        "60",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
+        *lavfi_source(1280, 720, seconds, noise=8),
+        *encode,
         *output,
     ]
 

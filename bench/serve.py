@@ -22,9 +22,9 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.media import FFMPEG, h264_aac, lavfi_source
 from bench.server import Server, free_port
 
-FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "wrk"
 
@@ -71,39 +71,18 @@ def wrk(url: str, connections: int, seconds: int) -> tuple[float, float]:
 
 
 async def make_stream(server: Server, root: Path, seconds: int) -> None:
-    src = root / "src.mp4"
+    encode = [*h264_aac("ultrafast"), "-f", "segment", "-segment_time", "2"]
     subprocess.run(
         [
             FFMPEG,
             "-v",
             "error",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=s=1280x720:r=30:d={seconds}",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=d={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-f",
-            "segment",
-            "-segment_time",
-            "2",
+            *lavfi_source(1280, 720, seconds),
+            *encode,
             str(root / "part%02d.ts"),
         ],
         check=True,
     )
-    del src
     async with aiohttp.ClientSession() as http:
         for i, part in enumerate(sorted(root.glob("part*.ts"))):
             async with http.post(

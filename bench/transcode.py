@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,10 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.media import FFMPEG, h264_aac, lavfi_source
 from bench.server import Server
 from streamd.config import Config
 from streamd.ladder import parse_ladder
-
-FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
 def make_source(out: Path, seconds: int, height: int) -> list[Path]:
@@ -36,34 +34,15 @@ def make_source(out: Path, seconds: int, height: int) -> list[Path]:
     out.mkdir(exist_ok=True)
     width = height * 16 // 9
     src = out / "source.mp4"
+    encode = [*h264_aac("veryfast", "-crf", "18"), "-b:a", "192k"]
     subprocess.run(
         [
             FFMPEG,
             "-v",
             "error",
             "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=s={width}x{height}:r=30:d={seconds},noise=alls=20:allf=t",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=f=440:r=48000:d={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "18",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "192k",
+            *lavfi_source(width, height, seconds, noise=20),
+            *encode,
             str(src),
         ],
         check=True,
