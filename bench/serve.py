@@ -83,14 +83,7 @@ async def make_stream(server: Server, root: Path, seconds: int) -> None:
         ],
         check=True,
     )
-    async with aiohttp.ClientSession() as http:
-        for i, part in enumerate(sorted(root.glob("part*.ts"))):
-            async with http.post(
-                f"{server.url}/upload/viewers",
-                data=part.read_bytes(),
-                headers={"X-Segment-Number": str(i)},
-            ) as r:
-                assert r.status == 202, await r.text()
+    await server.upload_segments("viewers", sorted(root.glob("part*.ts")))
     while (await server.video("viewers")).get("uploads", {}).get("published", 0) < seconds // 2:
         await asyncio.sleep(0.2)
 

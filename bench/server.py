@@ -104,6 +104,18 @@ class Server:
         ):
             return await r.json() if r.status == 200 else {}  # type: ignore[no-any-return]
 
+    async def upload_segments(self, video_id: str, segments: list[Path]) -> None:
+        """Upload files as segments 0, 1, 2... of a stream, as fast as they are taken."""
+        async with aiohttp.ClientSession() as http:
+            for i, seg in enumerate(segments):
+                async with http.post(
+                    f"{self.url}/upload/{video_id}",
+                    data=seg.read_bytes(),
+                    headers={"X-Segment-Number": str(i)},
+                ) as r:
+                    if r.status != 202:
+                        raise RuntimeError(f"upload {i} refused: {await r.text()}")
+
     async def wait_ended(self, video_id: str, timeout_s: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

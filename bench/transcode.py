@@ -135,13 +135,7 @@ async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> t
     peak = 0
     async with Server(data_dir) as server, aiohttp.ClientSession() as http:
         started = time.monotonic()
-        for i, seg in enumerate(segments):
-            async with http.post(
-                f"{server.url}/upload/bench",
-                data=seg.read_bytes(),
-                headers={"X-Segment-Number": str(i)},
-            ) as r:
-                assert r.status == 202, await r.text()
+        await server.upload_segments("bench", segments)
         while (await server.video("bench")).get("durationS", 0) < media_s - 0.05:
             peak = max(peak, server.rss_kb())
             await asyncio.sleep(0.05)

@@ -79,28 +79,35 @@ def stream_sar(stream: av.VideoStream) -> Fraction | None:
     return Fraction(sar) if sar else None
 
 
+def describe(
+    container: av.container.InputContainer, frame: av.VideoFrame, duration_s: float | None
+) -> SourceInfo:
+    """What an opened upload holds, given its first decoded picture."""
+    vs = container.streams.video[0]
+    ac = container.streams.audio[0].codec_context if container.streams.audio else None
+    return SourceInfo(
+        container=container.format.name,
+        video_codec=vs.codec_context.name,
+        geometry=frame_geometry(frame, stream_sar(vs)),
+        frame_rate=float(vs.average_rate or vs.guessed_rate or 30),
+        duration_s=duration_s,
+        audio_codec=ac.name if ac else None,
+        audio_sample_rate_hz=ac.sample_rate if ac else None,
+        audio_channels=ac.channels if ac else None,
+    )
+
+
 def probe(source: Path | bytes) -> SourceInfo:
     """Check an upload decodes and describe it; raises UnsupportedMedia otherwise."""
     with open_media(source) as container:
         if not container.streams.video:
             raise UnsupportedMedia("the upload has no video stream")
         vstream = container.streams.video[0]
-        astream = container.streams.audio[0] if container.streams.audio else None
         try:
             frame = next(container.decode(vstream), None)
         except av.FFmpegError as exc:
             raise UnsupportedMedia("the video does not decode", str(exc)) from exc
         if frame is None:
             raise UnsupportedMedia("the upload holds no video frames")
-        rate = vstream.average_rate or vstream.guessed_rate or Fraction(30)
         duration = container.duration / 1_000_000 if container.duration else None
-        return SourceInfo(
-            container=container.format.name,
-            video_codec=vstream.codec_context.name,
-            geometry=frame_geometry(frame, stream_sar(vstream)),
-            frame_rate=float(rate),
-            duration_s=duration,
-            audio_codec=astream.codec_context.name if astream else None,
-            audio_sample_rate_hz=astream.codec_context.sample_rate if astream else None,
-            audio_channels=astream.codec_context.channels if astream else None,
-        )
+        return describe(container, frame, duration)

@@ -339,7 +339,7 @@ class Scheduler:
             stream.segments.append(Segment.published(seg, now))
             stream.updated_wall_s = now
             # Viewers see it now (playlists are served from RAM); the disk follows.
-            stream.playlists = render_all(stream, self.settings.segment_duration_s)
+            self._render_playlists(stream)
             delay_s = self.clock.wall_s() - upload.received_wall_s
             stream.publish_delay_s = round(delay_s, 3)
             self.metrics.publish_delay.observe(delay_s)
@@ -374,8 +374,12 @@ class Scheduler:
         for key, data in zip(keys, datas, strict=True):
             self.cache.put(key, data)
 
-    async def _write_playlists(self, stream: Stream) -> None:
+    def _render_playlists(self, stream: Stream) -> None:
+        """Served from RAM at once (the disk copies follow in `_store_playlists`)."""
         stream.playlists = render_all(stream, self.settings.segment_duration_s)
+
+    async def _write_playlists(self, stream: Stream) -> None:
+        self._render_playlists(stream)
         await self._store_playlists(stream)
 
     async def _store_playlists(self, stream: Stream) -> None:

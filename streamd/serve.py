@@ -118,18 +118,23 @@ async def hls_object(request: web.Request) -> web.StreamResponse:
     else:
         headers = {"Cache-Control": f"public, max-age={http.segment_max_age_s}, immutable"}
     data = request.app[CACHE].get(key)
-    if data is not None:
-        return bytes_response(request, data, content_type, headers)
-    local = request.app[STORE].local_path(key)
-    if local is not None:
-        if not local.is_file():
-            raise NotFound(f"no object {path}")
+    if data is None and (local := request.app[STORE].local_path(key)) is not None:
+        # sendfile from disk; FileResponse answers 404 itself if the file is not there
         return web.FileResponse(local, headers={**headers, "Content-Type": content_type})
-    try:
-        data = await request.app[STORE].get(key)
-    except FileNotFoundError as exc:
-        raise NotFound(f"no object {path}") from exc
+    if data is None:
+        data = await _object_bytes(request, key)
     return bytes_response(request, data, content_type, headers)
+
+
+async def _object_bytes(request: web.Request, key: str) -> bytes:
+    """A published object from the RAM cache, else the store; 404 if it is in neither."""
+    data = request.app[CACHE].get(key)
+    if data is not None:
+        return data
+    try:
+        return await request.app[STORE].get(key)
+    except FileNotFoundError as exc:
+        raise NotFound(f"no object {key.split('/', 2)[-1]}") from exc
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:
@@ -169,14 +174,10 @@ async def view(request: web.Request) -> web.Response:
         raise NotFound(
             f"timestamp {time_s:g} s is {when}", f"published: 0 to {stream.duration_s:g} s"
         )
-    store, cache = request.app[STORE], request.app[CACHE]
     keys = [layout.segment_key(stream.video_id, packaging, rung, seg.sequence)]
     if packaging == "fmp4":
         keys.insert(0, layout.init_key(stream.video_id, rung, seg.rung(rung).init))
-    parts = []
-    for key in keys:
-        data = cache.get(key)
-        parts.append(data if data is not None else await store.get(key))
+    parts = [await _object_bytes(request, key) for key in keys]
     headers = {
         "Cache-Control": f"public, max-age={request.app[CONFIG].http.segment_max_age_s}",
         "X-Segment-Sequence": str(seg.sequence),

@@ -31,7 +31,7 @@ from streamd.package import (
     split_fmp4,
 )
 from streamd.pipeline import TIMELINE_ORIGIN_S, EncodeSettings, PipelineState, StreamPipeline
-from streamd.probe import SourceInfo, frame_geometry, open_media, stream_sar
+from streamd.probe import SourceInfo, describe, open_media
 from streamd.store import Store, open_store
 
 log = logging.getLogger("streamd.transcode")
@@ -338,7 +338,7 @@ class _Upload:
                             continue
                         assert isinstance(frame, av.VideoFrame)
                         if info is None:
-                            info = _source_info(c, vs, a_s, frame, self.duration_s)
+                            info = describe(c, frame, self.duration_s)
                             self.begin(info, frame)
                         self.video(frame)
             except av.FFmpegError as exc:
@@ -349,26 +349,6 @@ class _Upload:
             self.audio(None)
         self.pipeline.end_upload()
         return info, aac_tail if aac else b""
-
-
-def _source_info(
-    c: av.container.InputContainer,
-    vs: av.VideoStream,
-    a_s: av.AudioStream | None,
-    frame: av.VideoFrame,
-    duration_s: float,
-) -> SourceInfo:
-    ac = a_s.codec_context if a_s else None
-    return SourceInfo(
-        c.format.name,
-        vs.codec_context.name,
-        frame_geometry(frame, stream_sar(vs)),
-        float(vs.average_rate or vs.guessed_rate or 30),
-        duration_s,
-        ac.name if ac else None,
-        ac.sample_rate if ac else None,
-        ac.channels if ac else None,
-    )
 
 
 def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
