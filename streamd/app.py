@@ -13,7 +13,7 @@ from streamd.appkeys import CACHE, CLOCK, CONFIG, JOBS, METRICS, SCHEDULER, STOR
 from streamd.cache import SegmentCache
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
-from streamd.errors import Handler, error_middleware
+from streamd.errors import Handler, error_response
 from streamd.jobs import JobQueue, LocalJobQueue
 from streamd.metrics import Metrics
 from streamd.scheduler import Scheduler
@@ -23,27 +23,47 @@ log = logging.getLogger("streamd")
 CORS_PREFIXES = ("/hls/", "/viewstream/", "/api/", "/vendor/")
 
 
-def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]
-    """Let players on other origins fetch playlists and segments (with Range)."""
-    cors = {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-        "Access-Control-Allow-Headers": "Range, Content-Type",
-        "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
-        "Access-Control-Max-Age": "86400",
-    }
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, Content-Type",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def edge_middleware(cors_origin: str, metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
+    """What every request goes through, in one layer (aiohttp builds the middleware chain per
+    request, so each extra layer costs every playlist poll): failures become JSON errors,
+    players on other origins get CORS headers, and the request is counted by route."""
+    cors = {"Access-Control-Allow-Origin": cors_origin, **CORS_HEADERS}
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(CORS_PREFIXES):
-            return await handler(request)
-        if request.method == "OPTIONS":
-            return web.Response(status=204, headers=cors)
-        response = await handler(request)
-        response.headers.update(cors)
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        cross_origin = request.path.startswith(CORS_PREFIXES)
+        response: web.StreamResponse
+        if cross_origin and request.method == "OPTIONS":
+            response = web.Response(status=204, headers=cors)
+        else:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                try:
+                    response = error_response(request, exc)
+                except web.HTTPException as redirect:
+                    metrics.count_request(_route(request), redirect.status)
+                    raise
+            if cross_origin:
+                response.headers.update(cors)
+        metrics.count_request(_route(request), response.status)
         return response
 
-    return middleware
+    return edge
+
+
+def _route(request: web.Request) -> str:
+    """The route pattern (not the path, to keep the label set small)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 def _eof_received(self: web_protocol.RequestHandler) -> bool | None:
@@ -68,12 +88,9 @@ def create_app(
 ) -> web.Application:
     """The streamd web application for this configuration."""
     allow_half_close()
+    metrics = Metrics()
     app = web.Application(
-        middlewares=[
-            ops.metrics_middleware,
-            cors_middleware(config.http.cors_origin),
-            error_middleware,
-        ],
+        middlewares=[edge_middleware(config.http.cors_origin, metrics)],
         client_max_size=1 << 20,
     )
     app[CONFIG] = config
@@ -84,7 +101,7 @@ def create_app(
     app[JOBS] = jobs or LocalJobQueue(
         config.worker_count, logging.getLogger().getEffectiveLevel(), config.log_format
     )
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     app[SCHEDULER] = Scheduler(config, store, app[JOBS], app[CACHE], app[CLOCK], app[METRICS])
     app[METRICS].add_gauges(lambda: ops.gauges(app))
     app.add_routes(ingest.routes())

@@ -1,4 +1,4 @@
-"""Named failures of streamd, each mapped to one HTTP status in `error_middleware`.
+"""Named failures of streamd, each mapped to one HTTP status in `error_response`.
 
 Like PyAV's errors, each class also subclasses the builtin it resembles, so callers can
 catch either `StreamdError` or, say, `ValueError`.
@@ -102,12 +102,10 @@ def json_error(status: int, code: str, message: str, detail: str | None = None) 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a JSON error; the one place errors become HTTP."""
-    try:
-        return await handler(request)
-    except StreamdError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer to a failed request, logged at the level it deserves. Redirects and
+    other non-error HTTP exceptions are raised again."""
+    if isinstance(exc, StreamdError):
         if exc.http_status >= 500:
             level = logging.ERROR
         else:  # a viewer's 404 is routine; a refused upload is worth a warning
@@ -123,11 +121,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.detail or "",
         )
         return json_error(exc.http_status, exc.code, exc.message, exc.detail)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         log.warning("%s %s -> %d", request.method, request.path, exc.status)
         return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, exc.text)
-    except Exception as exc:
-        log.exception("%s %s -> 500", request.method, request.path)
-        return json_error(500, "internal_error", "internal server error", repr(exc))
+    log.error("%s %s -> 500", request.method, request.path, exc_info=exc)
+    return json_error(500, "internal_error", "internal server error", repr(exc))

@@ -7,6 +7,7 @@ cache bytes, viewers) are computed at scrape time by a collector.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -86,13 +87,24 @@ class Metrics:
             buckets=PUBLISH_DELAY_BUCKETS_S,
             registry=r,
         )
-        self.http_requests = Counter(
+        # A plain counter read at scrape time: a labelled prometheus Counter takes a lock and
+        # a label lookup on every request, a cost every playlist poll would pay.
+        self.http_requests: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.viewers = Viewers()
+        self.registry.register(_Gauges(self._http))
+
+    def count_request(self, route: str, status: int) -> None:
+        self.http_requests[route, status] += 1
+
+    def _http(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
             "streamd_http_requests",
             "HTTP requests by route and status.",
-            ["route", "status"],
-            registry=r,
+            labels=["route", "status"],
         )
-        self.viewers = Viewers()
+        for (route, status), n in sorted(self.http_requests.items()):
+            family.add_metric([route, str(status)], n)
+        yield family
 
     def add_gauges(self, read: Callable[[], Iterator[Metric]]) -> None:
         self.registry.register(_Gauges(read))

@@ -15,30 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import Metric
 
 from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, SCHEDULER
-from streamd.errors import Handler
 from streamd.metrics import counter, gauge
 
 
 def client_id(request: web.Request) -> str:
     """Who is watching, as well as an origin server can tell: address and user agent."""
     return f"{request.remote}|{request.headers.get('User-Agent', '')}"
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request by route pattern (not path, to keep the label set small)."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        request.app[METRICS].http_requests.labels(route, str(status)).inc()
 
 
 def gauges(app: web.Application) -> Iterator[Metric]:

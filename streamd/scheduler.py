@@ -376,7 +376,8 @@ class Scheduler:
 
     def _render_playlists(self, stream: Stream) -> None:
         """Served from RAM at once (the disk copies follow in `_store_playlists`)."""
-        stream.playlists = render_all(stream, self.settings.segment_duration_s)
+        rendered = render_all(stream, self.settings.segment_duration_s)
+        stream.playlists = {key: text.encode() for key, text in rendered.items()}
 
     async def _write_playlists(self, stream: Stream) -> None:
         self._render_playlists(stream)
@@ -384,8 +385,8 @@ class Scheduler:
 
     async def _store_playlists(self, stream: Stream) -> None:
         # Media playlists go before the masters that name them.
-        for key, text in stream.playlists.items():
-            await self.store.put(key, text.encode())
+        for key, body in stream.playlists.items():
+            await self.store.put(key, body)
 
     async def _persist(self, stream: Stream) -> None:
         data = json.dumps(stream.to_json(), separators=(",", ":")).encode()

@@ -41,16 +41,11 @@ def _packaging(value: str | None) -> str:
     raise BadRequest(f"unknown format {value!r}", "use mp4 (fMP4/CMAF) or ts")
 
 
-def _playlist_headers(request: web.Request, stream: Stream) -> dict[str, str]:
-    http = request.app[CONFIG].http
-    age = 3600 if stream.ended else http.live_playlist_max_age_s
-    return {"Cache-Control": f"public, max-age={age}"}
-
-
-def _playlist_response(request: web.Request, stream: Stream, text: str) -> web.Response:
+def _playlist_response(request: web.Request, stream: Stream, body: bytes) -> web.Response:
+    age = 3600 if stream.ended else request.app[CONFIG].http.live_playlist_max_age_s
     # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
     return web.Response(
-        body=text.encode(), content_type=MIME, headers=_playlist_headers(request, stream)
+        body=body, headers={"Content-Type": MIME, "Cache-Control": f"public, max-age={age}"}
     )
 
 
@@ -75,7 +70,7 @@ async def master(request: web.Request) -> web.Response:
     """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts)."""
     stream = _published(request)
     text = absolute_master(stream, _packaging(request.query.get("format")))
-    return _playlist_response(request, stream, text)
+    return _playlist_response(request, stream, text.encode())
 
 
 def bytes_response(
@@ -102,16 +97,17 @@ async def hls_object(request: web.Request) -> web.StreamResponse:
     """GET /hls/{videoId}/{path}: media playlists, segments, init segments, thumbnail."""
     stream = _watched(request)
     path = request.match_info["path"]
+    key = f"hls/{stream.video_id}/{path}"
+    # Playlists first, and without parsing the path: every viewer polls them.
+    body = stream.playlists.get(key)
+    if body is not None:
+        return _playlist_response(request, stream, body)
     if not _OBJECT.match(path) or ".." in path:
         raise NotFound("no such object")
-    key = f"hls/{stream.video_id}/{path}"
-    suffix = Path(path).suffix
-    content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
+    suffix = "." + path.rpartition(".")[2]
     if suffix == ".m3u8":
-        text = stream.playlists.get(key)
-        if text is None:
-            raise NotFound(f"no playlist {path}")
-        return _playlist_response(request, stream, text)
+        raise NotFound(f"no playlist {path}")
+    content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
     http = request.app[CONFIG].http
     if suffix == ".jpg":
         headers = {"Cache-Control": "no-cache"}

@@ -117,7 +117,7 @@ class Stream:
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     init_arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    playlists: dict[str, str] = field(default_factory=dict, repr=False)
+    playlists: dict[str, bytes] = field(default_factory=dict, repr=False)  # encoded once
 
     @property
     def state(self) -> str:
