@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from streamd.config import load_config, settings_markdown, settings_toml
@@ -20,7 +21,7 @@ def _config_path(given: str | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
+def event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when it is there: ~25% more small responses per second than asyncio's loop."""
     try:
         import uvloop
@@ -44,14 +45,30 @@ def _serve(args: argparse.Namespace) -> int:
         },
     )
     setup_logging(config.log_level, config.log_format)
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        access_log=None,
-        print=lambda _: None,
-        loop=_event_loop(),
-    )
+    edges = config.http_processes if config.http_processes > 1 else 0
+    with tempfile.TemporaryDirectory(prefix="streamd-") as run_dir:
+        # With edges, they alone take the port and the primary listens on a unix socket.
+        socket_path = str(Path(run_dir) / "primary.sock") if edges else None
+        if socket_path:
+            from streamd.edge import start_edges
+
+            processes = start_edges(config, socket_path, edges)
+        try:
+            web.run_app(
+                create_app(config),
+                host=None if edges else config.host,
+                port=None if edges else config.port,
+                path=socket_path,
+                access_log=None,
+                print=lambda _: None,
+                loop=event_loop(),
+            )
+        finally:
+            if socket_path:
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.join(5)
     return 0
 
 

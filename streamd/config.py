@@ -58,6 +58,9 @@ class HttpConfig:
     live_playlist_max_age_s: int = setting(1, "Cache-Control max-age of live playlists.")
     segment_max_age_s: int = setting(31_536_000, "Cache-Control max-age of segments.")
     cors_origin: str = setting("*", "Access-Control-Allow-Origin for players on other origins.")
+    processes: int = setting(
+        1, "Processes answering HTTP on the port (SO_REUSEPORT); 0 means one per CPU core."
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ class Config:
     @property
     def worker_count(self) -> int:
         return self.transcode.workers or (os.cpu_count() or 1)
+
+    @property
+    def http_processes(self) -> int:
+        return self.http.processes or (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,11 @@ class StorageError(StreamdError, OSError):
     code = "storage_error"
 
 
+class Unavailable(StreamdError, ConnectionError):
+    http_status = 503
+    code = "unavailable"
+
+
 class TranscodeError(StreamdError, RuntimeError):
     code = "transcode_failed"
 
@@ -102,7 +107,7 @@ def json_error(status: int, code: str, message: str, detail: str | None = None) 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(request: web.Request, exc: Exception) -> web.Response:
+def error_response(request: web.BaseRequest, exc: Exception) -> web.Response:
     """The JSON answer to a failed request, logged at the level it deserves. Redirects and
     other non-error HTTP exceptions are raised again."""
     if isinstance(exc, StreamdError):

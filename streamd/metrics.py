@@ -40,6 +40,14 @@ class Viewers:
     def streams(self) -> list[str]:
         return list(self._seen)
 
+    def seen_since(self, t: float) -> dict[str, list[str]]:
+        """Clients seen at or after `t` (this Viewers' clock), by stream."""
+        out = {v: [c for c, at in clients.items() if at >= t] for v, clients in self._seen.items()}
+        return {v: clients for v, clients in out.items() if clients}
+
+    def now(self) -> float:
+        return self._clock()
+
 
 class _Gauges(Collector):
     """Gauges read at scrape time from the objects that know them."""

@@ -18,9 +18,12 @@ from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, SCHEDULER
 from streamd.metrics import counter, gauge
 
 
-def client_id(request: web.Request) -> str:
-    """Who is watching, as well as an origin server can tell: address and user agent."""
-    return f"{request.remote}|{request.headers.get('User-Agent', '')}"
+def client_id(request: web.BaseRequest) -> str:
+    """Who is watching, as well as an origin server can tell: address and user agent.
+    (Requests an edge process passed on arrive over a unix socket, which has no address,
+    with the viewer's in X-Forwarded-For; from TCP that header is not trusted.)"""
+    remote = request.remote or request.headers.get("X-Forwarded-For", "")
+    return f"{remote}|{request.headers.get('User-Agent', '')}"
 
 
 def gauges(app: web.Application) -> Iterator[Metric]:

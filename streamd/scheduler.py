@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from streamd import layout
@@ -70,6 +71,8 @@ class Scheduler:
             tc.encoder_threads,
         )
         self.streams: dict[str, Stream] = {}
+        # Called with each stream whose playlists changed (edge processes follow them).
+        self.listeners: set[Callable[[Stream], None]] = set()
         self._runners: dict[str, asyncio.Task[None]] = {}
 
     # -- lifetime --------------------------------------------------------------------------
@@ -378,6 +381,8 @@ class Scheduler:
         """Served from RAM at once (the disk copies follow in `_store_playlists`)."""
         rendered = render_all(stream, self.settings.segment_duration_s)
         stream.playlists = {key: text.encode() for key, text in rendered.items()}
+        for listener in self.listeners:
+            listener(stream)
 
     async def _write_playlists(self, stream: Stream) -> None:
         self._render_playlists(stream)

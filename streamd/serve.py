@@ -6,16 +6,23 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from streamd import layout
-from streamd.appkeys import CACHE, CONFIG, METRICS, SCHEDULER, STORE
+from streamd.appkeys import CONFIG, HLS, METRICS, SCHEDULER
 from streamd.errors import BadRequest, NotFound
 from streamd.ops import client_id
 from streamd.playlist import MIME
-from streamd.publish import absolute_master
-from streamd.streams import Stream
+
+if TYPE_CHECKING:
+    from streamd.appkeys import PlaylistIndex, Playlists
+    from streamd.cache import SegmentCache
+    from streamd.config import HttpConfig
+    from streamd.metrics import Viewers
+    from streamd.store import AsyncStore
+    from streamd.streams import Stream
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_DIR = ROOT / "static"
@@ -27,6 +34,7 @@ CONTENT_TYPES = {
     ".jpg": "image/jpeg",
     ".m3u8": MIME,
 }
+ENDED_MAX_AGE = "public, max-age=3600"
 _OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
@@ -39,14 +47,6 @@ def _packaging(value: str | None) -> str:
     if fmt == "ts":
         return "ts"
     raise BadRequest(f"unknown format {value!r}", "use mp4 (fMP4/CMAF) or ts")
-
-
-def _playlist_response(request: web.Request, stream: Stream, body: bytes) -> web.Response:
-    age = 3600 if stream.ended else request.app[CONFIG].http.live_playlist_max_age_s
-    # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
-    return web.Response(
-        body=body, headers={"Content-Type": MIME, "Cache-Control": f"public, max-age={age}"}
-    )
 
 
 def _watched(request: web.Request) -> Stream:
@@ -68,13 +68,15 @@ def _published(request: web.Request) -> Stream:
 
 async def master(request: web.Request) -> web.Response:
     """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts)."""
+    from streamd.publish import absolute_master  # here: edges never need it, nor PyAV
+
     stream = _published(request)
     text = absolute_master(stream, _packaging(request.query.get("format")))
-    return _playlist_response(request, stream, text.encode())
+    return request.app[HLS].playlist_response(stream, text.encode())
 
 
 def bytes_response(
-    request: web.Request, data: bytes, content_type: str, headers: dict[str, str]
+    request: web.BaseRequest, data: bytes, content_type: str, headers: dict[str, str]
 ) -> web.Response:
     """A response for bytes in RAM, honouring a Range header like a file server would."""
     headers = {**headers, "Accept-Ranges": "bytes"}
@@ -93,44 +95,71 @@ def bytes_response(
     )
 
 
+class HlsObjects:
+    """Playlists, segments, init segments and thumbnails under /hls/: what every viewer asks
+    for every few seconds, answered alike by the primary and by edge processes."""
+
+    def __init__(
+        self,
+        playlists: PlaylistIndex,
+        cache: SegmentCache,
+        store: AsyncStore,
+        viewers: Viewers,
+        http: HttpConfig,
+    ) -> None:
+        self.playlists, self.cache, self.store, self.viewers = playlists, cache, store, viewers
+        self.live_max_age = f"public, max-age={http.live_playlist_max_age_s}"
+        self.segment_max_age = f"public, max-age={http.segment_max_age_s}, immutable"
+
+    async def respond(self, request: web.BaseRequest, video_id: str, path: str) -> web.Response:
+        stream = self.playlists.get(video_id)
+        self.viewers.saw(stream.video_id, client_id(request))
+        key = f"hls/{stream.video_id}/{path}"
+        # Playlists first, and without parsing the path: every viewer polls them.
+        body = stream.playlists.get(key)
+        if body is not None:
+            return self.playlist_response(stream, body)
+        if not _OBJECT.match(path) or ".." in path:
+            raise NotFound("no such object")
+        suffix = "." + path.rpartition(".")[2]
+        if suffix == ".m3u8":
+            raise NotFound(f"no playlist {path}")
+        content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
+        thumbnail = suffix == ".jpg"
+        cache_control = "no-cache" if thumbnail else self.segment_max_age
+        data = await self.object_bytes(key, keep=not thumbnail)
+        return bytes_response(request, data, content_type, {"Cache-Control": cache_control})
+
+    def playlist_response(self, stream: Playlists, body: bytes) -> web.Response:
+        # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
+        cache_control = ENDED_MAX_AGE if stream.ended else self.live_max_age
+        return web.Response(
+            body=body, headers={"Content-Type": MIME, "Cache-Control": cache_control}
+        )
+
+    async def object_bytes(self, key: str, keep: bool = True) -> bytes:
+        """A published object from the RAM cache, else the store (then kept in the cache: a
+        segment one viewer asked for, others ask for next); 404 if it is in neither.
+
+        Bytes from RAM rather than sendfile: uvloop has no sendfile path, and an edge
+        process fills its own cache this way."""
+        data = self.cache.get(key)
+        if data is not None:
+            return data
+        try:
+            data = await self.store.get(key)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no object {key.split('/', 2)[-1]}") from exc
+        if keep:
+            self.cache.put(key, data)
+        return data
+
+
 async def hls_object(request: web.Request) -> web.StreamResponse:
     """GET /hls/{videoId}/{path}: media playlists, segments, init segments, thumbnail."""
-    stream = _watched(request)
-    path = request.match_info["path"]
-    key = f"hls/{stream.video_id}/{path}"
-    # Playlists first, and without parsing the path: every viewer polls them.
-    body = stream.playlists.get(key)
-    if body is not None:
-        return _playlist_response(request, stream, body)
-    if not _OBJECT.match(path) or ".." in path:
-        raise NotFound("no such object")
-    suffix = "." + path.rpartition(".")[2]
-    if suffix == ".m3u8":
-        raise NotFound(f"no playlist {path}")
-    content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
-    http = request.app[CONFIG].http
-    if suffix == ".jpg":
-        headers = {"Cache-Control": "no-cache"}
-    else:
-        headers = {"Cache-Control": f"public, max-age={http.segment_max_age_s}, immutable"}
-    data = request.app[CACHE].get(key)
-    if data is None and (local := request.app[STORE].local_path(key)) is not None:
-        # sendfile from disk; FileResponse answers 404 itself if the file is not there
-        return web.FileResponse(local, headers={**headers, "Content-Type": content_type})
-    if data is None:
-        data = await _object_bytes(request, key)
-    return bytes_response(request, data, content_type, headers)
-
-
-async def _object_bytes(request: web.Request, key: str) -> bytes:
-    """A published object from the RAM cache, else the store; 404 if it is in neither."""
-    data = request.app[CACHE].get(key)
-    if data is not None:
-        return data
-    try:
-        return await request.app[STORE].get(key)
-    except FileNotFoundError as exc:
-        raise NotFound(f"no object {key.split('/', 2)[-1]}") from exc
+    return await request.app[HLS].respond(
+        request, request.match_info["video_id"], request.match_info["path"]
+    )
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:
@@ -173,7 +202,7 @@ async def view(request: web.Request) -> web.Response:
     keys = [layout.segment_key(stream.video_id, packaging, rung, seg.sequence)]
     if packaging == "fmp4":
         keys.insert(0, layout.init_key(stream.video_id, rung, seg.rung(rung).init))
-    parts = [await _object_bytes(request, key) for key in keys]
+    parts = [await request.app[HLS].object_bytes(key) for key in keys]
     headers = {
         "Cache-Control": f"public, max-age={request.app[CONFIG].http.segment_max_age_s}",
         "X-Segment-Sequence": str(seg.sequence),

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -129,6 +134,56 @@ class MediaFactory:
             )
             tmp.rename(out)
         return sorted(out.glob(f"part*.{ext}"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`streamd serve` as its own process, as an operator runs it."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {
+            **os.environ,
+            "STREAMD_TRANSCODE_LADDER": ",".join(TEST_LADDER),
+            "STREAMD_TRANSCODE_WORKERS": "1",
+            **self.env,
+        }
+        command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
+        log = self.data_dir.parent / "server.log"
+        self.proc = await asyncio.create_subprocess_exec(
+            *command,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+        )
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline:
+                try:
+                    async with s.get(self.url + "/api/videos") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("server did not start")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
 
 
 @pytest.fixture(scope="session")

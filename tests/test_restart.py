@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,62 +12,14 @@ import aiohttp
 import m3u8
 import pytest
 
-from tests.conftest import TEST_LADDER, MediaFactory
+from tests.conftest import MediaFactory, ServerProcess
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`streamd serve` as its own process, as an operator runs it."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {
-            **os.environ,
-            "STREAMD_TRANSCODE_LADDER": ",".join(TEST_LADDER),
-            "STREAMD_TRANSCODE_WORKERS": "1",
-        }
-        command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
-        log = self.data_dir.parent / "server.log"
-        self.proc = await asyncio.create_subprocess_exec(
-            *command,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
-        )
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as s:
-            while time.monotonic() < deadline:
-                try:
-                    async with s.get(self.url + "/api/videos") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("server did not start")
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = Server(tmp_path / "data")
+async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "data")
     srv.data_dir.mkdir()
     await srv.start()
     yield srv
@@ -80,14 +28,14 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         await srv.proc.wait()
 
 
-async def _video(s: aiohttp.ClientSession, srv: Server, vid: str) -> dict[str, Any]:
+async def _video(s: aiohttp.ClientSession, srv: ServerProcess, vid: str) -> dict[str, Any]:
     async with s.get(f"{srv.url}/api/videos/{vid}") as r:
         return await r.json()  # type: ignore[no-any-return]
 
 
 async def _until(
     s: aiohttp.ClientSession,
-    srv: Server,
+    srv: ServerProcess,
     vid: str,
     done: Callable[[dict[str, Any]], bool],
     timeout_s: float = 60,
@@ -101,7 +49,9 @@ async def _until(
     raise AssertionError(f"timed out: {v}")
 
 
-async def test_kill_9_mid_transcode_loses_nothing(server: Server, media: MediaFactory) -> None:
+async def test_kill_9_mid_transcode_loses_nothing(
+    server: ServerProcess, media: MediaFactory
+) -> None:
     first = media("mp4", duration_s=2, gop=30)
     long = media("mp4", size="640x480", duration_s=40, gop=30, tone_hz=500)
     last = media("mp4", duration_s=2, gop=30, tone_hz=700)

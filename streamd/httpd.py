@@ -1,0 +1,77 @@
+"""What every HTTP request goes through, in whichever process answers it (the primary or an
+edge): one middleware for errors, CORS and counting, and aiohttp's half-close fix."""
+
+from __future__ import annotations
+
+from aiohttp import web, web_protocol
+
+from streamd.errors import Handler, error_response
+from streamd.metrics import Metrics
+
+CORS_PREFIXES = ("/hls/", "/viewstream/", "/api/", "/vendor/")
+# The Fetch standard reads these only on a preflight's answer, so only OPTIONS carries them;
+# every other answer carries just the origin and what a player may read (Content-Range).
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+EXPOSE_HEADERS = {"Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges"}
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    """What answers to players on other origins carry (preflights aside)."""
+    return {"Access-Control-Allow-Origin": origin, **EXPOSE_HEADERS}
+
+
+def request_middleware(cors_origin: str, metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
+    """What every request goes through, in one layer (aiohttp builds the middleware chain per
+    request, so each extra layer costs every playlist poll): failures become JSON errors,
+    players on other origins get CORS headers, and the request is counted by route."""
+    cors = cors_headers(cors_origin)
+    preflight = {"Access-Control-Allow-Origin": cors_origin, **PREFLIGHT_HEADERS}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        cross_origin = request.path.startswith(CORS_PREFIXES)
+        response: web.StreamResponse
+        if cross_origin and request.method == "OPTIONS":
+            response = web.Response(status=204, headers=preflight)
+        else:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                try:
+                    response = error_response(request, exc)
+                except web.HTTPException as redirect:
+                    metrics.count_request(_route(request), redirect.status)
+                    raise
+            if cross_origin:
+                response.headers.update(cors)
+        metrics.count_request(_route(request), response.status)
+        return response
+
+    return middleware
+
+
+def _route(request: web.Request) -> str:
+    """The route pattern (not the path, to keep the label set small)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _eof_received(self: web_protocol.RequestHandler) -> bool | None:
+    """Answer clients that half-close after their body, as `ffmpeg -method PUT` does.
+
+    aiohttp closes the whole connection on a client's FIN (aio-libs/aiohttp#3659), so ffmpeg's
+    segment uploads would never get an answer. While a request is pending, keep the write
+    side open (a body cut short ends by the upload's idle timeout); an idle client leaving
+    still closes at once.
+    """
+    idle = self._waiter is not None and not self._waiter.done() and not self._messages
+    return None if idle else True
+
+
+def allow_half_close() -> None:
+    """Install `_eof_received` on aiohttp's request handler (idempotent)."""
+    web_protocol.RequestHandler.eof_received = _eof_received  # type: ignore[method-assign,assignment]

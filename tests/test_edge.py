@@ -1,0 +1,133 @@
+"""Several processes on one port: an edge answers playlists and segments, passes the rest on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import FFMPEG, ServerProcess, ffprobe
+
+pytestmark = pytest.mark.slow
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on `port` (from /proc/net/tcp: state 0A is LISTEN)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for row in rows
+        if row.split()[3] == "0A" and int(row.split()[1].split(":")[1], 16) == port
+    )
+
+
+@pytest.fixture
+async def two_processes(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "data", STREAMD_HTTP_PROCESSES="2")
+    srv.data_dir.mkdir()
+    await srv.start()
+    yield srv
+    if srv.proc and srv.proc.returncode is None:
+        srv.proc.terminate()
+        await srv.proc.wait()
+
+
+async def _get(url: str) -> tuple[int, bytes]:
+    """On a new connection each time, so the kernel spreads them over both processes."""
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.read()
+
+
+async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path: Path) -> None:
+    srv = two_processes
+    for _ in range(100):
+        if _listeners(srv.port) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert _listeners(srv.port) == 2, "two edges listen on the port (the primary on a socket)"
+
+    # ffmpeg's PUT uploads (chunked, one connection each) go through whichever process.
+    ffmpeg = await asyncio.create_subprocess_exec(
+        FFMPEG,
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=320x240:r=30:d=4",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:r=48000:d=4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-method",
+        "PUT",
+        f"{srv.url}/upload/edgecam/index.m3u8",
+    )
+    assert await ffmpeg.wait() == 0
+    for _ in range(600):
+        status, body = await _get(f"{srv.url}/hls/edgecam/ts/240p/index.m3u8")
+        if status == 200 and b"#EXT-X-ENDLIST" in body:
+            break
+        await asyncio.sleep(0.1)
+    assert b"#EXT-X-ENDLIST" in body
+
+    # Both processes answer the same playlist, the one on disk, byte for byte.
+    on_disk = (srv.data_dir / "hls/edgecam/ts/240p/index.m3u8").read_bytes()
+    answers = [await _get(f"{srv.url}/hls/edgecam/ts/240p/index.m3u8") for _ in range(30)]
+    assert {a for a in answers} == {(200, on_disk)}
+    playlist = m3u8.loads(on_disk.decode())
+    assert playlist.is_endlist
+    assert len(playlist.segments) == 4
+    for seg in playlist.segments:
+        status, data = await _get(f"{srv.url}/hls/edgecam/ts/240p/{seg.uri}")
+        assert status == 200
+        assert data == (srv.data_dir / f"hls/edgecam/ts/240p/{seg.uri}").read_bytes()
+    status, data = await _get(f"{srv.url}/hls/edgecam/ts/240p/{playlist.segments[-1].uri}")
+    clip = tmp_path / "last.ts"
+    clip.write_bytes(data)
+    assert ffprobe(clip, "-show_streams")["streams"][0]["height"] == 240
+    # Passed-on routes, and errors from either process, are the same JSON.
+    for _ in range(6):
+        status, body = await _get(f"{srv.url}/hls/nosuch/ts/240p/index.m3u8")
+        assert status == 404
+        assert b'"error": "not_found"' in body
+        status, body = await _get(f"{srv.url}/internal/playlists")
+        assert status == 404, "the primary's feed is not reachable from TCP"
+    # The edge's requests reach /metrics within its report interval.
+    await asyncio.sleep(1.5)
+    status, text = await _get(f"{srv.url}/metrics")
+    counted = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for f in text_string_to_metric_families(text.decode())
+        if f.name == "streamd_http_requests"
+        for s in f.samples
+        if s.name.endswith("_total")
+    }
+    assert counted[("/hls/{video_id}/{path}", "200")] >= 30 + 4 + 1
+
+
+async def test_feed_is_not_served_over_tcp(client: TestClient) -> None:
+    resp = await client.get("/internal/playlists")
+    assert resp.status == 404
+    resp = await client.post("/internal/report", json={})
+    assert resp.status == 404
