@@ -50,7 +50,9 @@ class UploadConfig:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    max_bytes: int = setting(256 << 20, "RAM held by the LRU of recent segments (bytes).")
+    max_bytes: int = setting(
+        256 << 20, "RAM held by the LRU of recent segments, per serving process (bytes)."
+    )
 
 
 @dataclass(frozen=True)
