@@ -35,7 +35,9 @@ class TranscodeConfig:
     workers: int = setting(0, "Transcode worker processes; 0 means one per CPU core.")
     preset: str = setting("veryfast", "libx264 preset for every rung.")
     audio_bitrate_bps: int = setting(128_000, "AAC-LC stereo 48 kHz bitrate of every rung.")
-    encoder_threads: int = setting(0, "Threads per x264 encoder; 0 lets x264 decide.")
+    encoder_threads: int = setting(
+        0, "Threads per x264 encoder; 0 means 2 for the tallest rung and 1 for the others."
+    )
 
 
 @dataclass(frozen=True)

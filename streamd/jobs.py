@@ -21,12 +21,14 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamd.errors import TranscodeError, UnsupportedMedia
 from streamd.logs import setup_logging
 from streamd.probe import SourceInfo, probe
-from streamd.transcode import JobProgress, TranscodeJob, TranscodeResult, run_job
+
+if TYPE_CHECKING:  # the prober process never loads the transcoder (nor numpy): ~40 MB less
+    from streamd.transcode import JobProgress, TranscodeJob, TranscodeResult
 
 log = logging.getLogger("streamd.jobs")
 
@@ -55,7 +57,7 @@ class JobQueue(Protocol):
 _progress_queue: Any = None
 
 
-def _worker_init(progress_queue: Any, log_level: int, log_format: str) -> None:
+def _worker_init(progress_queue: Any, log_level: int, log_format: str, transcoder: bool) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server to handle
@@ -64,9 +66,13 @@ def _worker_init(progress_queue: Any, log_level: int, log_format: str) -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     setup_logging(log_level, log_format)
+    if transcoder:
+        import streamd.transcode  # noqa: F401  (now, not on the first upload)
 
 
 def _run_transcode(job_id: int, job: TranscodeJob) -> TranscodeResult:
+    from streamd.transcode import run_job
+
     def report(progress: JobProgress) -> None:
         _progress_queue.put((job_id, progress))
 
@@ -120,25 +126,27 @@ class LocalJobQueue:
         self._ids = itertools.count()
         self._reader: threading.Thread | None = None
 
-    def _make_pool(self) -> ProcessPoolExecutor:
+    def _make_pool(self, transcoder: bool = True) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             1,
             mp_context=self._ctx,
             initializer=_worker_init,
-            initargs=(self._progress, self._log_level, self._log_format),
+            initargs=(self._progress, self._log_level, self._log_format, transcoder),
         )
 
     async def start(self) -> None:
         self._workers = [_Worker(self._make_pool) for _ in range(self._size)]
-        self._prober = _Worker(self._make_pool)
+        self._prober = _Worker(lambda: self._make_pool(transcoder=False))
         self._reader = threading.Thread(
             target=self._read_progress, name="job-progress", daemon=True
         )
         self._reader.start()
-        # Spawn the processes now, so the first upload doesn't pay for interpreter start-up.
+        # Spawn the first worker and the prober now, so the first upload doesn't pay for
+        # interpreter start-up; the other workers start when two jobs first run at once (one
+        # stream never needs more than one: its uploads go through in order), ~70 MB each.
         loop = asyncio.get_running_loop()
         await asyncio.gather(
-            *(loop.run_in_executor(w.pool, int, 0) for w in [*self._workers, self._prober])
+            *(loop.run_in_executor(w.pool, int, 0) for w in [self._workers[0], self._prober])
         )
 
     def _read_progress(self) -> None:
