@@ -48,6 +48,18 @@ def rss_kb(pids: list[int]) -> int:
     return total
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes and their reaped children have used."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A streamd server on a free port with its own data dir."""
 
@@ -96,6 +108,10 @@ class Server:
     def rss_kb(self) -> int:
         assert self.proc is not None
         return rss_kb(process_tree(self.proc.pid))
+
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        return cpu_s(process_tree(self.proc.pid))
 
     async def video(self, video_id: str) -> dict[str, Any]:
         async with (

@@ -69,8 +69,8 @@ def make_source(out: Path, seconds: int, height: int) -> list[Path]:
     return sorted(seg_dir.glob("seg*.ts"))
 
 
-def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int]:
-    """The ffmpeg CLI doing streamd's ladder; returns (seconds, peak RSS kB)."""
+def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int, float]:
+    """The ffmpeg CLI doing streamd's ladder; returns (seconds, peak RSS kB, CPU seconds)."""
     rungs = parse_ladder(config.transcode.ladder)
     n = len(rungs)
     split = f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)) + ";"
@@ -127,19 +127,24 @@ def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int]:
     elapsed = time.monotonic() - started
     if status:
         raise SystemExit("ffmpeg failed")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
-async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> tuple[float, int]:
-    """streamd fed 2 s uploads; returns (seconds to publish all, peak RSS kB of its tree)."""
+async def run_streamd(
+    segments: list[Path], data_dir: Path, media_s: float
+) -> tuple[float, int, float]:
+    """streamd fed 2 s uploads; returns (seconds to publish all, peak RSS kB of its tree, CPU
+    seconds of its tree meanwhile)."""
     peak = 0
     async with Server(data_dir) as server, aiohttp.ClientSession() as http:
+        cpu_before = server.cpu_s()
         started = time.monotonic()
         await server.upload_segments("bench", segments)
         while (await server.video("bench")).get("durationS", 0) < media_s - 0.05:
             peak = max(peak, server.rss_kb())
             await asyncio.sleep(0.05)
         elapsed = time.monotonic() - started
+        cpu = server.cpu_s() - cpu_before
         # End it, so players (ffmpeg for PSNR) read the playlists as complete, not live.
         async with http.post(f"{server.url}/upload/bench/end") as r:
             assert r.status == 202
@@ -147,7 +152,7 @@ async def run_streamd(segments: list[Path], data_dir: Path, media_s: float) -> t
         playlists = list((data_dir / "hls" / "bench" / "ts").glob("*/index.m3u8"))
         while not all(p.read_text().rstrip().endswith("#EXT-X-ENDLIST") for p in playlists):
             await asyncio.sleep(0.05)  # the files follow the API by a moment
-        return elapsed, peak
+        return elapsed, peak, cpu
 
 
 def psnr(encoded: Path, source: Path, width: int, height: int) -> float:
@@ -205,15 +210,17 @@ def main() -> None:
         )
         segments = make_source(root, args.seconds, args.height)
         (root / "ffmpeg").mkdir()
-        ff_s, ff_rss = run_ffmpeg(root / "source.mp4", root / "ffmpeg", config)
-        sd_s, sd_rss = asyncio.run(run_streamd(segments, root / "data", float(args.seconds)))
+        ff_s, ff_rss, ff_cpu = run_ffmpeg(root / "source.mp4", root / "ffmpeg", config)
+        sd_s, sd_rss, sd_cpu = asyncio.run(
+            run_streamd(segments, root / "data", float(args.seconds))
+        )
         print(
             f"ffmpeg CLI : {ff_s:6.2f} s  {args.seconds / ff_s:5.2f}x realtime  "
-            f"peak RSS {ff_rss / 1024:6.0f} MB"
+            f"peak RSS {ff_rss / 1024:6.0f} MB  CPU {ff_cpu:6.1f} s"
         )
         print(
             f"streamd    : {sd_s:6.2f} s  {args.seconds / sd_s:5.2f}x realtime  "
-            f"peak RSS {sd_rss / 1024:6.0f} MB"
+            f"peak RSS {sd_rss / 1024:6.0f} MB  CPU {sd_cpu:6.1f} s"
         )
         print(f"speed ratio = ffmpeg_time / streamd_time = {ff_s / sd_s:.2f}  (target >= 1.0)")
         print(f"RSS ratio = streamd / ffmpeg = {sd_rss / ff_rss:.2f}  (target <= 1.5)")
@@ -236,7 +243,7 @@ def main() -> None:
             )
         if not args.no_capacity:
             live = make_source(root / "live", args.seconds, 720)
-            live_s, _ = asyncio.run(run_streamd(live, root / "data720", float(args.seconds)))
+            live_s, _, _ = asyncio.run(run_streamd(live, root / "data720", float(args.seconds)))
             factor = args.seconds / live_s
             print(
                 f"live 720p30 (720/480/360): {factor:.2f}x realtime on this machine -> "
