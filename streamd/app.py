@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from streamd import edge, ingest, ops, serve
-from streamd.appkeys import CACHE, CLOCK, CONFIG, HLS, JOBS, METRICS, SCHEDULER, STORE
+from streamd.appkeys import CACHE, CLOCK, CONFIG, FEEDS, HLS, JOBS, METRICS, SCHEDULER, STORE
 from streamd.cache import SegmentCache
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
@@ -48,6 +48,8 @@ def create_app(
     app.add_routes(serve.routes())
     app.add_routes(ops.routes())
     app.add_routes(edge.primary_routes())
+    app[FEEDS] = set()
+    app.on_shutdown.append(edge.end_feeds)
     app.cleanup_ctx.append(_services)
     return app
 

@@ -6,6 +6,7 @@ process (streamd.edge) serves /hls/ with streamd.serve but without loading PyAV 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -46,3 +47,4 @@ JOBS: web.AppKey[JobQueue] = web.AppKey("jobs")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 HLS: web.AppKey[HlsObjects] = web.AppKey("hls")
+FEEDS: web.AppKey[set[asyncio.Queue[str]]] = web.AppKey("feeds")  # edges following playlists

@@ -26,7 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from streamd import layout
-from streamd.appkeys import CACHE, METRICS, SCHEDULER
+from streamd.appkeys import CACHE, FEEDS, METRICS, SCHEDULER
 from streamd.cache import SegmentCache
 from streamd.config import Config
 from streamd.errors import NotFound, Unavailable, error_response
@@ -78,7 +78,7 @@ async def playlist_feed(request: web.Request) -> web.StreamResponse:
     """Every stream's playlists, then each stream again whenever they change (JSON lines)."""
     _internal(request)
     sched = request.app[SCHEDULER]
-    changed: asyncio.Queue[str] = asyncio.Queue()
+    changed: asyncio.Queue[str] = asyncio.Queue()  # "" ends the feed (see end_feeds)
     pending: set[str] = set()  # a slow edge gets the latest playlists once, not every step
 
     def on_change(stream: Stream) -> None:
@@ -88,19 +88,27 @@ async def playlist_feed(request: web.Request) -> web.StreamResponse:
             changed.put_nowait(video_id)
 
     sched.listeners.add(on_change)
+    request.app[FEEDS].add(changed)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     try:
         await response.prepare(request)
         for stream in list(sched.streams.values()):
             if stream.playlists:
                 await response.write(_feed_line(stream.video_id, stream.ended, stream.playlists))
-        while True:
-            video_id = await changed.get()
+        while video_id := await changed.get():
             pending.discard(video_id)
             s = sched.streams[video_id]
             await response.write(_feed_line(video_id, s.ended, s.playlists))
+        return response
     finally:
         sched.listeners.discard(on_change)
+        request.app[FEEDS].discard(changed)
+
+
+async def end_feeds(app: web.Application) -> None:
+    """On shutdown: end every feed, or the server would wait for them (they never finish)."""
+    for feed in app[FEEDS]:
+        feed.put_nowait("")
 
 
 async def edge_report(request: web.Request) -> web.Response:

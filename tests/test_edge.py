@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,6 +125,15 @@ async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path:
         if s.name.endswith("_total")
     }
     assert counted[("/hls/{video_id}/{path}", "200")] >= 30 + 4 + 1
+
+    # A stop ends the edges' feeds instead of waiting on them, and takes the edges along.
+    assert srv.proc is not None
+    started = time.monotonic()
+    srv.proc.terminate()
+    await srv.proc.wait()
+    assert time.monotonic() - started < 10
+    await asyncio.sleep(0.5)
+    assert _listeners(srv.port) == 0
 
 
 async def test_feed_is_not_served_over_tcp(client: TestClient) -> None:
