@@ -131,7 +131,7 @@ def primary_routes() -> list[web.RouteDef]:
 
 
 # -- in an edge ----------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class MirroredStream:
     """An edge's copy of one stream's playlists."""
 

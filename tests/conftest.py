@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,59 @@ class ServerProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def server_process(data_dir: Path, **env: str) -> AsyncIterator[ServerProcess]:
+    """A started `streamd serve` on a fresh data dir, stopped afterwards."""
+    srv = ServerProcess(data_dir, **env)
+    srv.data_dir.mkdir()
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def ffmpeg_hls_put(url: str, seconds: int, *extra: str, realtime: bool = True) -> list[str]:
+    """`ffmpeg -f hls -method PUT` of a 320x240 test source with a tone, 1 s segments."""
+    return [
+        FFMPEG,
+        "-v",
+        "error",
+        *(["-re"] if realtime else []),
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s=320x240:r=30:d={seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=f=440:r=48000:d={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        *extra,
+        "-method",
+        "PUT",
+        url,
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import FFMPEG, ServerProcess, ffprobe
+from tests.conftest import ServerProcess, ffmpeg_hls_put, ffprobe, server_process
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +30,8 @@ def _listeners(port: int) -> int:
 
 @pytest.fixture
 async def two_processes(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data", STREAMD_HTTP_PROCESSES="2")
-    srv.data_dir.mkdir()
-    await srv.start()
-    yield srv
-    if srv.proc and srv.proc.returncode is None:
-        srv.proc.terminate()
-        await srv.proc.wait()
+    async with server_process(tmp_path / "data", STREAMD_HTTP_PROCESSES="2") as srv:
+        yield srv
 
 
 async def _get(url: str) -> tuple[int, bytes]:
@@ -55,34 +50,7 @@ async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path:
 
     # ffmpeg's PUT uploads (chunked, one connection each) go through whichever process.
     ffmpeg = await asyncio.create_subprocess_exec(
-        FFMPEG,
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=s=320x240:r=30:d=4",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=f=440:r=48000:d=4",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "30",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-f",
-        "hls",
-        "-hls_time",
-        "1",
-        "-method",
-        "PUT",
-        f"{srv.url}/upload/edgecam/index.m3u8",
+        *ffmpeg_hls_put(f"{srv.url}/upload/edgecam/index.m3u8", 4, realtime=False)
     )
     assert await ffmpeg.wait() == 0
     for _ in range(600):

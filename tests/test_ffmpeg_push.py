@@ -8,50 +8,15 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import FFMPEG, fetch, wait_for
+from tests.conftest import fetch, ffmpeg_hls_put, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _ffmpeg_hls(url: str, seconds: int, *extra: str, realtime: bool = True) -> list[str]:
-    return [
-        FFMPEG,
-        "-v",
-        "error",
-        *(["-re"] if realtime else []),
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=s=320x240:r=30:d={seconds}",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=f=440:r=48000:d={seconds}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "30",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-f",
-        "hls",
-        "-hls_time",
-        "1",
-        *extra,
-        "-method",
-        "PUT",
-        url,
-    ]
 
 
 async def test_live_ffmpeg_push_over_put(client: TestClient) -> None:
     url = str(client.make_url("/upload/camera/index.m3u8"))
     proc = await asyncio.create_subprocess_exec(
-        *_ffmpeg_hls(url, 6), stderr=asyncio.subprocess.PIPE
+        *ffmpeg_hls_put(url, 6), stderr=asyncio.subprocess.PIPE
     )
     seen: list[int] = []
     while proc.returncode is None:
@@ -80,7 +45,7 @@ async def test_live_ffmpeg_push_over_put(client: TestClient) -> None:
 async def test_ffmpeg_fmp4_push(client: TestClient) -> None:
     url = str(client.make_url("/upload/cmafcam/index.m3u8"))
     proc = await asyncio.create_subprocess_exec(
-        *_ffmpeg_hls(url, 4, "-hls_segment_type", "fmp4", realtime=False),
+        *ffmpeg_hls_put(url, 4, "-hls_segment_type", "fmp4", realtime=False),
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()

@@ -12,20 +12,15 @@ import aiohttp
 import m3u8
 import pytest
 
-from tests.conftest import MediaFactory, ServerProcess
+from tests.conftest import MediaFactory, ServerProcess, server_process
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data")
-    srv.data_dir.mkdir()
-    await srv.start()
-    yield srv
-    if srv.proc and srv.proc.returncode is None:
-        srv.proc.terminate()
-        await srv.proc.wait()
+    async with server_process(tmp_path / "data") as srv:
+        yield srv
 
 
 async def _video(s: aiohttp.ClientSession, srv: ServerProcess, vid: str) -> dict[str, Any]:
