@@ -50,9 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
         # With edges, they alone take the port and the primary listens on a unix socket.
         socket_path = str(Path(run_dir) / "primary.sock") if edges else None
         if socket_path:
-            from streamd.edge import start_edges
+            from streamd.edge import Edges
 
-            processes = start_edges(config, socket_path, edges)
+            running = Edges(config, socket_path, edges)
         try:
             web.run_app(
                 create_app(config),
@@ -65,10 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
         finally:
             if socket_path:
-                for process in processes:
-                    process.terminate()
-                for process in processes:
-                    process.join(5)
+                running.stop()
     return 0
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import signal
+import threading
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ FEED_PATH = "/internal/playlists"
 REPORT_PATH = "/internal/report"
 REPORT_EVERY_S = 1.0
 RECONNECT_S = 0.2
+READY_LINE = b'{"ready": true}\n'  # after the first snapshot of the feed
 HLS_ROUTE = "/hls/{video_id}/{path}"  # counted under the primary's route name
 # Headers about one connection, not the request (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -95,6 +97,7 @@ async def playlist_feed(request: web.Request) -> web.StreamResponse:
         for stream in list(sched.streams.values()):
             if stream.playlists:
                 await response.write(_feed_line(stream.video_id, stream.ended, stream.playlists))
+        await response.write(READY_LINE)
         while video_id := await changed.get():
             pending.discard(video_id)
             s = sched.streams[video_id]
@@ -145,7 +148,7 @@ class Mirror:
 
     def __init__(self) -> None:
         self.streams: dict[str, MirroredStream] = {}
-        self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # holds every stream the primary had when we connected
 
     def get(self, video_id: str) -> MirroredStream:
         stream = self.streams.get(video_id)  # ids in it are valid: check only the others
@@ -156,6 +159,9 @@ class Mirror:
 
     def apply(self, line: bytes) -> None:
         d = json.loads(line)
+        if d.get("ready"):
+            self.ready.set()
+            return
         playlists = {k: v.encode() for k, v in d["playlists"].items()}
         self.streams[d["video"]] = MirroredStream(d["video"], bool(d["ended"]), playlists)
 
@@ -165,13 +171,11 @@ class Mirror:
             try:
                 async with primary.get(_url(FEED_PATH)) as response:
                     response.raise_for_status()
-                    self.connected.set()
                     async for line in response.content:
                         if line.strip():
                             self.apply(line)
             except (aiohttp.ClientError, ValueError) as exc:
                 log.debug("playlist feed: %r; reconnecting", exc)
-            self.connected.clear()
             await asyncio.sleep(RECONNECT_S)
 
 
@@ -283,21 +287,32 @@ class Edge:
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         ) as self.primary:
-            tasks = [
+            tasks: list[asyncio.Task[Any]] = [
                 asyncio.create_task(self.mirror.follow(self.primary)),
                 asyncio.create_task(self.report()),
             ]
-            runner = web.ServerRunner(web.Server(self.handle, access_log=None))
-            await runner.setup()
-            site = web.TCPSite(runner, self.config.host, self.config.port, reuse_port=True)
-            await site.start()
             try:
-                await stop.wait()
+                # Take the port only with every playlist in hand: a fresh edge (or one started
+                # again) must not answer 404 for a stream the others serve.
+                ready = asyncio.create_task(self.mirror.ready.wait())
+                stopped = asyncio.create_task(stop.wait())
+                tasks += [ready, stopped]
+                await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+                if not stop.is_set():
+                    await self._listen(stop)
             finally:
-                await runner.cleanup()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        runner = web.ServerRunner(web.Server(self.handle, access_log=None))
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.config.host, self.config.port, reuse_port=True).start()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
 
 
 def run_edge(config: Config, primary_socket: str) -> None:
@@ -317,13 +332,34 @@ def run_edge(config: Config, primary_socket: str) -> None:
         loop.close()
 
 
-def start_edges(config: Config, primary_socket: str, count: int) -> list[BaseProcess]:
-    """Start `count` edge processes (spawned: a fresh interpreter without PyAV)."""
-    ctx = multiprocessing.get_context("spawn")
-    edges: list[BaseProcess] = [
-        ctx.Process(target=run_edge, args=(config, primary_socket), name=f"edge-{i}", daemon=True)
-        for i in range(count)
-    ]
-    for edge in edges:
-        edge.start()
-    return edges
+class Edges:
+    """The edge processes (spawned: fresh interpreters without PyAV), each started again if
+    it dies, so the port never goes dark while the primary runs."""
+
+    def __init__(self, config: Config, primary_socket: str, count: int) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._args = (config, primary_socket)
+        self._stopping = threading.Event()
+        self.processes = [self._start(i) for i in range(count)]
+        self._watcher = threading.Thread(target=self._watch, name="edges", daemon=True)
+        self._watcher.start()
+
+    def _start(self, i: int) -> BaseProcess:
+        process = self._ctx.Process(target=run_edge, args=self._args, name=f"edge-{i}", daemon=True)
+        process.start()
+        return process
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            for i, process in enumerate(self.processes):
+                if not process.is_alive() and not self._stopping.is_set():
+                    log.warning("edge %d exited (code %s); starting it again", i, process.exitcode)
+                    self.processes[i] = self._start(i)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._watcher.join()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.join(5)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,14 +21,25 @@ from tests.conftest import ServerProcess, ffmpeg_hls_put, ffprobe, server_proces
 pytestmark = pytest.mark.slow
 
 
-def _listeners(port: int) -> int:
+def _listening_inodes(port: int) -> set[str]:
     """Sockets listening on `port` (from /proc/net/tcp: state 0A is LISTEN)."""
-    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(
-        1
-        for row in rows
-        if row.split()[3] == "0A" and int(row.split()[1].split(":")[1], 16) == port
-    )
+    rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return {r[9] for r in rows if r[3] == "0A" and int(r[1].split(":")[1], 16) == port}
+
+
+def _listeners(port: int) -> int:
+    return len(_listening_inodes(port))
+
+
+def _listener_pids(port: int) -> set[int]:
+    """The processes holding those sockets."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    pids = set()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in wanted:
+                pids.add(int(fd.parts[2]))
+    return pids
 
 
 @pytest.fixture
@@ -93,6 +107,24 @@ async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path:
         if s.name.endswith("_total")
     }
     assert counted[("/hls/{video_id}/{path}", "200")] >= 30 + 4 + 1
+
+    # An edge that dies is started again, and the port keeps answering meanwhile.
+    before = _listener_pids(srv.port)
+    assert len(before) == 2
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(100):
+        status, _body = await _get(f"{srv.url}/hls/edgecam/ts/240p/index.m3u8")
+        assert status == 200
+        pids = _listener_pids(srv.port)
+        if len(pids) == 2 and victim not in pids:
+            break
+        await asyncio.sleep(0.1)
+    assert len(pids) == 2
+    assert victim not in pids
+    for _ in range(50):  # the new edge gets the playlists from the primary
+        status, body = await _get(f"{srv.url}/hls/edgecam/ts/240p/index.m3u8")
+        assert (status, body) == (200, on_disk)
 
     # A stop ends the edges' feeds instead of waiting on them, and takes the edges along.
     assert srv.proc is not None
