@@ -12,6 +12,7 @@ from pathlib import Path
 from streamd.config import load_config, settings_markdown, settings_toml
 from streamd.errors import StreamdError
 from streamd.logs import setup_logging
+from streamd.process import event_loop
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -19,15 +20,6 @@ def _config_path(given: str | None) -> Path | None:
         return Path(given)
     default = Path("config.toml")
     return default if default.is_file() else None
-
-
-def event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when it is there: ~25% more small responses per second than asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ it costs ~40 MB. Scale-out later runs the same edges on other machines over a sh
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import multiprocessing
@@ -34,6 +33,7 @@ from streamd.errors import NotFound, Unavailable, error_response
 from streamd.httpd import allow_half_close, cors_headers
 from streamd.logs import setup_logging
 from streamd.metrics import Metrics
+from streamd.process import die_with_parent, event_loop
 from streamd.serve import HlsObjects
 from streamd.store import AsyncStore, FileStore
 
@@ -256,15 +256,14 @@ class Edge:
         """Send the primary this edge's request counts, viewers and cache hits, once a second."""
         metrics, cache = self.metrics, self.cache
         assert self.primary is not None
-        since = metrics.viewers.now()
         sent_hits = sent_misses = 0
         while True:
             await asyncio.sleep(REPORT_EVERY_S)
-            now = metrics.viewers.now()
             counts, metrics.http_requests = metrics.http_requests, type(metrics.http_requests)()
+            viewers = metrics.viewers.drain()  # the primary keeps them (and forgets them)
             report: dict[str, Any] = {
                 "requests": [[r, s, n] for (r, s), n in counts.items()],
-                "viewers": metrics.viewers.seen_since(since),
+                "viewers": viewers,
                 "cacheHits": cache.hits - sent_hits,
                 "cacheMisses": cache.misses - sent_misses,
             }
@@ -274,8 +273,10 @@ class Edge:
             except aiohttp.ClientError as exc:
                 log.debug("report not taken: %r", exc)
                 metrics.http_requests.update(counts)
+                for video_id, clients in viewers.items():
+                    for client in clients:
+                        metrics.viewers.saw(video_id, client)
                 continue
-            since = now
             sent_hits += report["cacheHits"]
             sent_misses += report["cacheMisses"]
 
@@ -317,10 +318,7 @@ class Edge:
 
 def run_edge(config: Config, primary_socket: str) -> None:
     """An edge process's main: serve on the port until SIGTERM or the primary goes."""
-    from streamd.cli import event_loop
-
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go when the primary goes, even on kill -9
+    die_with_parent(signal.SIGTERM)  # a clean stop of its own when the primary goes
     setup_logging(config.log_level, config.log_format)
     loop = event_loop()
     stop = asyncio.Event()

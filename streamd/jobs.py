@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import logging
 import multiprocessing
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from streamd.errors import TranscodeError, UnsupportedMedia
 from streamd.logs import setup_logging
 from streamd.probe import SourceInfo, probe
+from streamd.process import die_with_parent
 
 if TYPE_CHECKING:  # the prober process never loads the transcoder (nor numpy): ~40 MB less
     from streamd.transcode import JobProgress, TranscodeJob, TranscodeResult
@@ -61,10 +60,7 @@ def _worker_init(progress_queue: Any, log_level: int, log_format: str, transcode
     global _progress_queue
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server to handle
-    if sys.platform.startswith("linux"):
-        # Die with the server, even on SIGKILL, instead of writing into a restarted one.
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    die_with_parent(signal.SIGKILL)
     setup_logging(log_level, log_format)
     if transcoder:
         import streamd.transcode  # noqa: F401  (now, not on the first upload)

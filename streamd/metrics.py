@@ -40,13 +40,11 @@ class Viewers:
     def streams(self) -> list[str]:
         return list(self._seen)
 
-    def seen_since(self, t: float) -> dict[str, list[str]]:
-        """Clients seen at or after `t` (this Viewers' clock), by stream."""
-        out = {v: [c for c, at in clients.items() if at >= t] for v, clients in self._seen.items()}
-        return {v: clients for v, clients in out.items() if clients}
-
-    def now(self) -> float:
-        return self._clock()
+    def drain(self) -> dict[str, list[str]]:
+        """Every client seen since the last drain, by stream, forgotten here (an edge hands
+        them to the primary, which counts them)."""
+        seen, self._seen = self._seen, defaultdict(dict)
+        return {video_id: list(clients) for video_id, clients in seen.items()}
 
 
 class _Gauges(Collector):

@@ -1,0 +1,27 @@
+"""What the processes streamd runs share: the event loop they use, and dying with the server
+(workers and edges never outlive it, nor write into a server started after it)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is there: ~25% more small responses per second than asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def die_with_parent(sig: signal.Signals) -> None:
+    """Have the kernel send `sig` to this process when its parent goes, even on kill -9."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
