@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_DIR = ROOT / "static"
 HLS_JS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+HLS_MJS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.mjs"  # for the player's ES modules
 CONTENT_TYPES = {
     ".ts": "video/mp2t",
     ".m4s": "video/iso.segment",
@@ -252,6 +253,7 @@ def routes() -> list[web.RouteDef]:
         return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
     hls_js = _static(HLS_JS, "text/javascript")
+    hls_mjs = _static(HLS_MJS, "text/javascript")
     return [
         web.get("/viewstream/metadata/{video_id}", master),
         web.get("/viewstream/{video_id}", view),
@@ -260,5 +262,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/videos/{video_id}", api_video),
         web.get("/", home),
         web.get("/vendor/hls.min.js", hls_js.handler),
+        web.get("/vendor/hls.mjs", hls_mjs.handler),
+        web.static("/js", STATIC_DIR / "js"),  # the pages' ES modules
         *pages,
     ]
