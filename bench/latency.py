@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 
 from bench.media import FFMPEG, h264_aac, lavfi_source
 from bench.server import Server
+from streamd.model.layout import STATE_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,9 +45,17 @@ def percentiles(values: list[float]) -> str:
 
 def publish_delays(data_dir: Path, video_id: str) -> list[float]:
     """Per segment: published time minus the arrival of the upload it came from."""
-    manifest = json.loads((data_dir / "streams" / video_id / "manifest.json").read_text())
-    arrived = {u["number"]: u["received_wall_s"] for u in manifest["uploads"]}
-    return [seg[4] - arrived[seg[3]] for seg in manifest["segments"]]
+    db = sqlite3.connect(f"file:{data_dir / STATE_FILE}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT s.published_wall_s - u.received_wall_s FROM segments s JOIN uploads u"
+            " ON u.video_id = s.video_id AND u.number = s.upload"
+            " WHERE s.video_id = ? ORDER BY s.sequence",
+            (video_id,),
+        ).fetchall()
+    finally:
+        db.close()
+    return [delay for (delay,) in rows]
 
 
 def ffmpeg_720p30(seconds: int, *output: str, realtime: bool = True) -> list[str]:

@@ -26,7 +26,7 @@ import aiohttp
 from bench.media import FFMPEG, h264_aac, lavfi_source
 from bench.server import Server
 from streamd.config import Config
-from streamd.ladder import parse_ladder
+from streamd.model.ladder import parse_ladder
 
 
 def make_source(out: Path, seconds: int, height: int) -> list[Path]:

@@ -1,4 +1,9 @@
-"""`create_app`: every route, every shared object and their lifetimes, wired in one place."""
+"""`create_app`: every route, every shared object and their lifetimes, wired in one place.
+
+The path of an upload, forward only: `ingest` receives and checks it (the prober runs in a
+worker via `jobs`), `streams` runs it through a worker (`media`, `package`) and `publisher`
+records and announces each segment (`store`, `manifests`), and `web` serves it.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,33 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from streamd import edge, ingest, ops, serve
-from streamd.appkeys import CACHE, CLOCK, CONFIG, FEEDS, HLS, JOBS, METRICS, SCHEDULER, STORE
-from streamd.cache import SegmentCache
+from streamd import ingest
+from streamd import web as serving
+from streamd.appkeys import (
+    CACHE,
+    CLOCK,
+    CONFIG,
+    FEEDS,
+    HLS,
+    JOBS,
+    METRICS,
+    PUBLISHER,
+    STATE,
+    STORE,
+    STREAMS,
+)
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
-from streamd.httpd import allow_half_close, request_middleware
-from streamd.jobs import JobQueue, LocalJobQueue
+from streamd.jobs import JobQueue
+from streamd.jobs.local import LocalJobQueue
 from streamd.metrics import Metrics
-from streamd.scheduler import Scheduler
-from streamd.store import AsyncStore, FileStore
+from streamd.model import layout
+from streamd.store import AsyncStore, FileStore, SegmentCache
+from streamd.store.sqlite import SqliteState
+from streamd.streams import Publisher, Streams
+from streamd.web import feed, ops
+from streamd.web.hls import HlsObjects
+from streamd.web.middleware import allow_half_close, request_middleware
 
 log = logging.getLogger("streamd")
 
@@ -34,36 +56,48 @@ def create_app(
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
-    store = AsyncStore(FileStore(config.data_dir))
-    app[STORE] = store
+    app[METRICS] = metrics
+    app[STORE] = store = AsyncStore(FileStore(config.data_dir))
+    app[STATE] = SqliteState(config.data_dir / layout.STATE_FILE)
     app[CACHE] = SegmentCache(config.cache.max_bytes)
     app[JOBS] = jobs or LocalJobQueue(
         config.worker_count, logging.getLogger().getEffectiveLevel(), config.log_format
     )
-    app[METRICS] = metrics
-    app[SCHEDULER] = Scheduler(config, store, app[JOBS], app[CACHE], app[CLOCK], app[METRICS])
-    app[HLS] = serve.HlsObjects(app[SCHEDULER], app[CACHE], store, metrics.viewers, config.http)
-    app[METRICS].add_gauges(lambda: ops.gauges(app))
-    app.add_routes(ingest.routes())
-    app.add_routes(serve.routes())
-    app.add_routes(ops.routes())
-    app.add_routes(edge.primary_routes())
+    app[PUBLISHER] = Publisher(
+        app[STATE], store, app[CACHE], app[CLOCK], metrics, config.transcode.segment_duration_s
+    )
+    app[STREAMS] = Streams(
+        config, app[STATE], store, app[PUBLISHER], app[JOBS], app[CLOCK], metrics
+    )
+    app[HLS] = HlsObjects(app[PUBLISHER], app[CACHE], store, metrics.viewers, config.http)
     app[FEEDS] = set()
-    app.on_shutdown.append(edge.end_feeds)
-    app.cleanup_ctx.append(_services)
+    metrics.add_gauges(lambda: ops.gauges(app))
+    app.add_routes(ingest.routes())
+    app.add_routes(serving.routes())
+    app.on_shutdown.append(feed.end_feeds)
+    app.cleanup_ctx.extend([_state, _workers, _streams])
     return app
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
-    incoming = app[SCHEDULER].incoming_dir()
-    shutil.rmtree(incoming, ignore_errors=True)  # bodies of requests cut off by a stop
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    await app[STATE].open()
+    yield
+    await app[STATE].close()
+
+
+async def _workers(app: web.Application) -> AsyncIterator[None]:
     await app[JOBS].start()
-    await app[SCHEDULER].start()
+    yield
+    await app[JOBS].close()
+
+
+async def _streams(app: web.Application) -> AsyncIterator[None]:
+    shutil.rmtree(app[CONFIG].data_dir / ".incoming", ignore_errors=True)  # cut-off bodies
+    await app[STREAMS].start()
     log.info(
         "streamd ready: data in %s, %d transcode workers",
         app[CONFIG].data_dir,
         app[CONFIG].worker_count,
     )
     yield
-    await app[SCHEDULER].close()
-    await app[JOBS].close()
+    await app[STREAMS].close()

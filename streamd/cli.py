@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         # With edges, they alone take the port and the primary listens on a unix socket.
         socket_path = str(Path(run_dir) / "primary.sock") if edges else None
         if socket_path:
-            from streamd.edge import Edges
+            from streamd.web.edge import Edges
 
             running = Edges(config, socket_path, edges)
         try:
@@ -62,7 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from streamd.client import push_file
+    from streamd.client.push import push_file
 
     logging.basicConfig(level=logging.WARNING)
     report = asyncio.run(

@@ -1,7 +1,10 @@
-"""Named failures of streamd, each mapped to one HTTP status in `error_response`.
+"""Named failures of streamd, one table mapping each error code to its class and HTTP
+status, and the one place they become HTTP responses.
 
 Like PyAV's errors, each class also subclasses the builtin it resembles, so callers can
-catch either `StreamdError` or, say, `ValueError`.
+catch either `StreamdError` or, say, `ValueError`. Errors cross process boundaries as data
+(`as_data`/`from_data`: code, message, detail), never pickled: the next boundary is a
+network queue.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -26,69 +30,88 @@ class StreamdError(Exception):
         self.message = message
         self.detail = detail
 
-    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
-        # Keep the detail when the error crosses from a worker process.
-        return (self.__class__, (self.message, self.detail))
+    def as_data(self) -> dict[str, Any]:
+        """The error as JSON-able data (what an HTTP error body carries, too)."""
+        return {"error": self.code, "message": self.message, "detail": self.detail}
 
 
 class BadRequest(StreamdError, ValueError):
-    http_status = 400
-    code = "bad_request"
+    pass
 
 
 class InvalidVideoId(BadRequest):
-    code = "invalid_video_id"
+    pass
 
 
 class NotFound(StreamdError, LookupError):
-    http_status = 404
-    code = "not_found"
+    pass
 
 
 class Conflict(StreamdError, ValueError):
-    http_status = 409
-    code = "conflict"
+    pass
 
 
 class SegmentConflict(Conflict):
-    code = "segment_conflict"
+    pass
 
 
 class StreamEnded(Conflict):
-    code = "stream_ended"
+    pass
 
 
 class RequestTimeout(StreamdError, TimeoutError):
-    http_status = 408
-    code = "request_timeout"
+    pass
 
 
 class UploadTooLarge(StreamdError, ValueError):
-    http_status = 413
-    code = "upload_too_large"
+    pass
 
 
 class UnsupportedMedia(StreamdError, ValueError):
-    http_status = 422
-    code = "unsupported_media"
+    pass
 
 
 class StorageError(StreamdError, OSError):
-    http_status = 507
-    code = "storage_error"
+    pass
 
 
 class Unavailable(StreamdError, ConnectionError):
-    http_status = 503
-    code = "unavailable"
+    pass
 
 
 class TranscodeError(StreamdError, RuntimeError):
-    code = "transcode_failed"
+    pass
 
 
 class ConfigError(StreamdError, ValueError):
-    code = "config_error"
+    pass
+
+
+# code -> (class, HTTP status): the one table.
+ERRORS: dict[str, tuple[type[StreamdError], int]] = {
+    "internal_error": (StreamdError, 500),
+    "bad_request": (BadRequest, 400),
+    "invalid_video_id": (InvalidVideoId, 400),
+    "not_found": (NotFound, 404),
+    "conflict": (Conflict, 409),
+    "segment_conflict": (SegmentConflict, 409),
+    "stream_ended": (StreamEnded, 409),
+    "request_timeout": (RequestTimeout, 408),
+    "upload_too_large": (UploadTooLarge, 413),
+    "unsupported_media": (UnsupportedMedia, 422),
+    "storage_error": (StorageError, 507),
+    "unavailable": (Unavailable, 503),
+    "transcode_failed": (TranscodeError, 500),
+    "config_error": (ConfigError, 500),
+}
+for _code, (_cls, _status) in ERRORS.items():
+    _cls.code, _cls.http_status = _code, _status
+
+
+def from_data(data: dict[str, Any]) -> StreamdError:
+    """The error `as_data` described (an unknown code becomes a plain StreamdError)."""
+    cls = ERRORS.get(str(data.get("error")), (StreamdError, 500))[0]
+    return cls(str(data.get("message")), data.get("detail"))
 
 
 def error_body(code: str, message: str, detail: str | None = None) -> str:

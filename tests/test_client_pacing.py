@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from streamd.client import PushError, RetryPolicy, StreamdClient, push_file
+from streamd.client.push import PushError, RetryPolicy, StreamdClient, push_file
+from streamd.client.segmenter import iter_segments
 from streamd.clock import ManualClock
 from streamd.errors import UnsupportedMedia
-from streamd.segmenter import iter_segments
 
 # Retries wait for real, so keep them tiny.
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.005)

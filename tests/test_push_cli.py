@@ -6,7 +6,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.cli import main
-from streamd.client import push_file
+from streamd.client.push import push_file
 from tests.conftest import MediaFactory, wait_for
 
 

@@ -17,8 +17,7 @@ import av.logging
 import numpy as np
 import pytest
 
-from streamd.errors import UnsupportedMedia
-from streamd.segmenter import (
+from streamd.client.segmenter import (
     MATROSKA,
     MPEGTS,
     SourceSegment,
@@ -27,6 +26,7 @@ from streamd.segmenter import (
     iter_segments,
     media_duration_s,
 )
+from streamd.errors import UnsupportedMedia
 
 FPS = 30
 SECONDS = 5.0

@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from streamd.app import create_app
 from streamd.config import Config, TranscodeConfig
-from streamd.jobs import LocalJobQueue
-from streamd.transcode import JobProgress, TranscodeJob, TranscodeResult
+from streamd.jobs.local import LocalJobQueue
+from streamd.model.jobs import JobProgress, TranscodeJob, TranscodeResult
 from tests.conftest import AppClient, MediaFactory, fetch, ffprobe, published, upload, wait_for
 
 FORMATS = [

@@ -8,10 +8,9 @@ import m3u8
 import pytest
 
 from streamd.errors import ConfigError
-from streamd.ladder import Geometry, parse_ladder, plan_ladder
-from streamd.package import avc_codecs
-from streamd.pipeline import h264_level
-from streamd.playlist import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
+from streamd.manifests.hls.tags import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
+from streamd.media.codecs.h264 import avc_codecs, h264_level
+from streamd.model.ladder import Geometry, parse_ladder, plan_ladder
 
 LADDER = parse_ladder(["1080p:5000k", "720p:2800k", "480p:1400k", "360p:800k"])
 

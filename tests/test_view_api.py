@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import CACHE, CONFIG, STORE
-from streamd.playlist import round_half_up
+from streamd.manifests.hls.tags import round_half_up
 from tests.conftest import MediaFactory, fetch, ffprobe, published, upload, wait_for
 
 MPEGURL = "application/vnd.apple.mpegurl"

@@ -1,13 +1,16 @@
-"""Object store back ends, chosen by a spec string so worker processes can rebuild them."""
+"""Where things are kept: published objects (`base.Store`, the data dir first), stream state
+(`state.StateStore`, SQLite first), recent segments in RAM (`cache`), upgrades (`migrate`).
+Back ends are chosen by a spec string so worker processes can rebuild them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from streamd.store.base import AsyncStore, Store
+from streamd.store.cache import SegmentCache
 from streamd.store.fs import FileStore
 
-__all__ = ["AsyncStore", "FileStore", "Store", "open_store"]
+__all__ = ["AsyncStore", "FileStore", "SegmentCache", "Store", "open_store"]
 
 
 def open_store(spec: str) -> Store:

@@ -1,7 +1,7 @@
 """What streamd needs from wherever published objects live.
 
 Keys are `/`-separated names (`hls/ID/fmp4/720p/seg000003.m4s`). The data dir is the first
-backend; an S3-compatible store is meant to slot in behind the same five operations.
+backend; an S3-compatible store is meant to slot in behind the same operations.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ class Store(Protocol):
 
     def put_file(self, key: str, path: Path) -> None:
         """Move a local file in as an object (durably); the file is gone afterwards."""
+
+    def append(self, key: str, data: bytes) -> None:
+        """Add bytes at the end of an object (made if missing), in one write: how playlists
+        grow, since EVENT playlists only ever gain lines at the end (RFC 8216 6.2.1)."""
+
+    def rename(self, key: str, new_key: str) -> None:
+        """Give an object another key, atomically."""
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """Read an object whole, or bytes [start, end); raises FileNotFoundError."""
@@ -58,6 +65,12 @@ class AsyncStore:
 
     async def put_file(self, key: str, path: Path) -> None:
         await self._run(self.store.put_file, key, path)
+
+    async def append(self, key: str, data: bytes) -> None:
+        await self._run(self.store.append, key, data)
+
+    async def rename(self, key: str, new_key: str) -> None:
+        await self._run(self.store.rename, key, new_key)
 
     async def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return await self._run(self.store.get, key, start, end)

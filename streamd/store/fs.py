@@ -48,6 +48,18 @@ class FileStore:
                 os.fsync(f.fileno())
         os.replace(path, dest)
 
+    def append(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, OBJECT_MODE)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def rename(self, key: str, new_key: str) -> None:
+        os.replace(self._path(key), self._path(new_key))
+
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         with open(self._path(key), "rb") as f:
             if start:

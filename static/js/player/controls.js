@@ -1,0 +1,158 @@
+// The control bar: seek bar over the DVR window, play/pause, mute/volume,
+// fullscreen, go-live, keyboard shortcuts, and the periodic refresh of the
+// time / latency readouts, LIVE badge and button icons.
+import { clock } from '../format.js';
+import { setIcon } from './icons.js';
+import { video, ui, setBadge } from './page.js';
+import { player, isLive, seekableRange } from './state.js';
+import { tryPlay } from './source.js';
+import { refreshStats } from './info.js';
+
+const UI_MS = 250;            // seek bar / readout refresh interval
+const AT_LIVE_EDGE_S = 3;     // "LIVE" (red) when within target latency + this
+
+let seeking = false;          // user is dragging the seek bar
+
+function goLive() {
+  const hls = player.hls;
+  let target = null;
+  if (hls && hls.liveSyncPosition != null && isFinite(hls.liveSyncPosition)) {
+    target = hls.liveSyncPosition;
+  } else {
+    const r = seekableRange();
+    if (r) target = Math.max(r.start, r.end - 6);
+  }
+  if (target != null) video.currentTime = target;
+  if (video.paused) tryPlay();
+}
+
+function refreshUi() {
+  const hls = player.hls;
+  const r = seekableRange();
+  const t = video.currentTime;
+  if (r) {
+    ui.seek.disabled = false;
+    ui.seek.min = String(r.start);
+    ui.seek.max = String(r.end);
+    if (!seeking) ui.seek.value = String(t);
+    const span = r.end - r.start;
+    const played = Math.min(100, Math.max(0, ((seeking ? +ui.seek.value : t) - r.start) / span * 100));
+    let bufEnd = t;
+    for (let i = 0; i < video.buffered.length; i++) {
+      if (video.buffered.start(i) <= t + 0.5 && video.buffered.end(i) >= t) bufEnd = video.buffered.end(i);
+    }
+    const buffered = Math.min(100, Math.max(played, (bufEnd - r.start) / span * 100));
+    ui.seek.style.setProperty('--played', played.toFixed(2) + '%');
+    ui.seek.style.setProperty('--buffered', buffered.toFixed(2) + '%');
+    ui.timePos.textContent = clock((seeking ? +ui.seek.value : t) - r.start);
+    ui.timeEnd.textContent = clock(span);
+  } else {
+    ui.seek.disabled = true;
+  }
+
+  setIcon(ui.playpause, video.paused ? 'play' : 'pause');
+  ui.playpause.setAttribute('aria-label', video.paused ? 'Play' : 'Pause');
+  setIcon(ui.mute, video.muted || video.volume === 0 ? 'muted' : 'volume');
+  ui.mute.setAttribute('aria-label', video.muted ? 'Unmute' : 'Mute');
+  if (!video.muted) ui.unmuteHint.hidden = true;
+
+  // Wall-clock time of the current position (from EXT-X-PROGRAM-DATE-TIME).
+  const pd = hls && video.readyState >= 2 ? hls.playingDate : null;
+  ui.wall.textContent = pd ? pd.toLocaleTimeString() : '';
+
+  if (!player.started) return;
+  if (isLive()) {
+    let behind = null;
+    if (hls) {
+      behind = hls.latency;
+    } else if (r) {
+      behind = r.end - t;
+    }
+    const target = hls && hls.targetLatency != null ? hls.targetLatency : 6;
+    const atEdge = behind != null && behind <= target + AT_LIVE_EDGE_S;
+    ui.latency.textContent = behind != null && isFinite(behind) && behind > 0
+      ? behind.toFixed(1) + ' s behind live'
+      : 'live';
+    ui.latency.dataset.latency = behind != null ? behind.toFixed(3) : '';
+    setBadge('LIVE', atEdge && !video.paused ? 'badge-live' : 'badge-behind');
+    ui.golive.disabled = false;
+    ui.golive.classList.toggle('at-edge', atEdge);
+  } else {
+    ui.latency.textContent = 'ended / VOD';
+    ui.latency.dataset.latency = '';
+    setBadge('ENDED · VOD', 'badge-ended');
+    ui.golive.disabled = true;
+    ui.golive.classList.remove('at-edge');
+  }
+  refreshStats(r);
+}
+
+// Initial icons and the control listeners (the buttons work before a stream is chosen).
+export function wireControls() {
+  setIcon(ui.fullscreen, 'fullscreen');
+  setIcon(ui.playpause, 'play');
+  setIcon(ui.mute, 'volume');
+
+  ui.playpause.addEventListener('click', () => {
+    if (video.paused) tryPlay(); else video.pause();
+  });
+  video.addEventListener('click', () => {
+    if (video.paused) tryPlay(); else video.pause();
+  });
+  ui.mute.addEventListener('click', () => {
+    video.muted = !video.muted;
+    if (!video.muted && video.volume === 0) video.volume = 0.5;
+  });
+  ui.unmuteHint.addEventListener('click', () => {
+    video.muted = false;
+    ui.unmuteHint.hidden = true;
+  });
+  ui.volume.addEventListener('input', () => {
+    video.volume = +ui.volume.value;
+    video.muted = video.volume === 0;
+  });
+  video.addEventListener('volumechange', () => {
+    if (!video.muted) ui.volume.value = String(video.volume);
+  });
+  ui.golive.addEventListener('click', goLive);
+  ui.fullscreen.addEventListener('click', () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (ui.stage.requestFullscreen) ui.stage.requestFullscreen();
+  });
+  ui.seek.addEventListener('input', () => {
+    seeking = true;
+    refreshUi();
+  });
+  ui.seek.addEventListener('change', () => {
+    seeking = false;
+    video.currentTime = +ui.seek.value;
+    refreshUi();
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.target && (e.target.tagName === 'SELECT' || e.target.tagName === 'INPUT' && e.target.type !== 'range')) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const r = seekableRange();
+    switch (e.key) {
+      case ' ': case 'k': e.preventDefault(); ui.playpause.click(); break;
+      case 'm': ui.mute.click(); break;
+      case 'l': case 'L': goLive(); break;
+      case 'f': ui.fullscreen.click(); break;
+      case 'ArrowLeft':
+        if (e.target === ui.seek) return;
+        if (r) video.currentTime = Math.max(r.start, video.currentTime - 5);
+        break;
+      case 'ArrowRight':
+        if (e.target === ui.seek) return;
+        if (r) video.currentTime = Math.min(r.end, video.currentTime + 5);
+        break;
+      default: return;
+    }
+  });
+}
+
+// Keep the readouts current: on a timer and on the video's own events.
+export function startUiRefresh() {
+  setInterval(refreshUi, UI_MS);
+  ['timeupdate', 'progress', 'durationchange', 'play', 'pause', 'volumechange'].forEach((ev) =>
+    video.addEventListener(ev, () => { if (!seeking) refreshUi(); }));
+}

@@ -1,0 +1,54 @@
+// Player session state shared by the player modules: which stream (?v=ID), the
+// window.streamd test hooks, the current hls.js instance and playback flags,
+// and the queries derived from them (seekable range, live or not).
+//
+// Test hooks (keep stable, read by tests/browser/play.mjs and bench/viewer.mjs):
+// window.streamd = { hls, video, errors: [], mode, videoId }.
+import { video } from './page.js';
+
+const params = new URLSearchParams(location.search);
+export const videoId = params.get('v') || params.get('id') || '';
+const enc = encodeURIComponent(videoId);
+export const masterUrl = '/viewstream/metadata/' + enc;
+export const apiUrl = '/api/videos/' + enc;
+
+export const streamd = { hls: null, video: video, errors: [], mode: null, videoId: videoId };
+window.streamd = streamd;
+
+export const player = {
+  hls: null,          // the hls.js instance (null in native mode / before start)
+  started: false,     // player attached to a source
+  ended: false,       // stream has EXT-X-ENDLIST (or the API says "ended")
+};
+
+// The one place that swaps the hls.js instance, so window.streamd.hls follows it.
+export function setHls(hls) {
+  player.hls = hls;
+  streamd.hls = hls;
+}
+
+export function seekableRange() {
+  const r = video.seekable;
+  if (r && r.length) {
+    const start = r.start(0), end = r.end(r.length - 1);
+    if (isFinite(start) && isFinite(end) && end > start) return { start, end };
+  }
+  if (isFinite(video.duration) && video.duration > 0) return { start: 0, end: video.duration };
+  return null;
+}
+
+function currentDetails() {
+  const hls = player.hls;
+  if (!hls || !hls.levels || !hls.levels.length) return null;
+  const idx = hls.currentLevel >= 0 ? hls.currentLevel : hls.loadLevel;
+  const lvl = hls.levels[idx];
+  return (lvl && lvl.details) || hls.latestLevelDetails || null;
+}
+
+export function isLive() {
+  if (player.hls) {
+    const d = currentDetails();
+    return d ? !!d.live : !player.ended;
+  }
+  return !player.ended && !isFinite(video.duration);
+}

@@ -1,0 +1,162 @@
+"""`POST /upload/{videoId}` (raw or multipart, one segment per call) and `.../end`.
+
+An upload is streamed to a temp file, checked (a retry, a conflict, decodable media), moved
+into the store and recorded before the answer, so a 202 means it is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiofiles
+from aiohttp import web
+
+from streamd.appkeys import CLOCK, CONFIG, JOBS, METRICS, STORE, STREAMS
+from streamd.errors import BadRequest, Handler, StreamdError
+from streamd.ingest.receive import Received, discard, receive
+from streamd.model import layout
+from streamd.model.stream import Upload
+
+log = logging.getLogger("streamd.ingest")
+
+
+def incoming_dir(app: web.Application) -> Path:
+    """Where request bodies are written before they are checked."""
+    path = app[CONFIG].data_dir / ".incoming"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def receive_upload(request: web.Request) -> Received:
+    config = request.app[CONFIG].upload
+    return await receive(
+        request, incoming_dir(request.app), config.max_bytes, config.idle_timeout_s
+    )
+
+
+def _number(request: web.Request, received: Received) -> int | None:
+    for source, value in (
+        ("X-Segment-Number header", request.headers.get("X-Segment-Number")),
+        ("segment query", request.query.get("segment")),
+        ("segment form field", received.segment_field),
+    ):
+        if value is None or value == "":
+            continue
+        if not value.isdigit() or len(value) > 9:
+            raise BadRequest(
+                f"bad segment number {value[:20]!r} in the {source}", "a whole number from 0"
+            )
+        return int(value)
+    return None
+
+
+async def accept(
+    app: web.Application,
+    video_id: str,
+    number: int | None,
+    received: Received,
+    prefix_keys: tuple[str, ...] = (),
+) -> web.Response:
+    """Check a received upload and record it (or answer a retry); 202 once it is on disk."""
+    streams, store, config = app[STREAMS], app[STORE], app[CONFIG]
+    arrived_wall_s = app[CLOCK].wall_s()  # the body is in: publish delays count from here
+    runner = streams.for_upload(video_id)
+    try:
+        async with runner.lock:
+            number = runner.stream.next_number() if number is None else number
+            existing = runner.existing_upload(number, received.sha256)
+            if existing is not None:
+                app[METRICS].uploads.labels("duplicate").inc()
+                return web.json_response(
+                    {
+                        "videoId": video_id,
+                        "segment": number,
+                        "state": existing.state,
+                        "duplicate": True,
+                    }
+                )
+            if prefix_keys:
+                parts = [await store.get(k) for k in prefix_keys]
+                async with aiofiles.open(received.path, "rb") as f:
+                    source: Path | bytes = b"".join(parts) + await f.read()
+            else:
+                source = received.path
+            info = await app[JOBS].probe(source, config.upload.probe_timeout_s)
+            key = layout.upload_key(video_id, number, received.extension)
+            await store.put_file(key, received.path)
+            upload = Upload(
+                number,
+                received.sha256,
+                received.size_bytes,
+                (*prefix_keys, key),
+                arrived_wall_s,
+                source=info.as_json(),
+            )
+            await runner.add_upload(upload)
+            app[METRICS].uploads.labels("accepted").inc()
+            app[METRICS].upload_bytes.inc(received.size_bytes)
+    except BaseException:
+        streams.forget_if_empty(video_id)  # never keep a stream that got nothing
+        raise
+    log.info(
+        "%s upload %d accepted: %d bytes, %s %dx%d %s, %s",
+        video_id,
+        number,
+        received.size_bytes,
+        info.container.split(",")[0],
+        info.geometry.width,
+        info.geometry.height,
+        info.video_codec,
+        upload.state,
+    )
+    return web.json_response(
+        {"videoId": video_id, "segment": number, "state": upload.state, "source": info.as_json()},
+        status=202,
+    )
+
+
+async def upload(request: web.Request) -> web.Response:
+    """POST /upload/{videoId}: one segment per call."""
+    video_id = layout.check_video_id(request.match_info["video_id"])
+    request.app[STREAMS].refuse_if_ended(video_id)
+    received = await receive_upload(request)
+    try:
+        return await accept(request.app, video_id, _number(request, received), received)
+    finally:
+        await discard(received.path)
+
+
+async def end(request: web.Request) -> web.Response:
+    """POST /upload/{videoId}/end: no more segments; playlists get EXT-X-ENDLIST."""
+    runner = request.app[STREAMS].runner(request.match_info["video_id"])
+    await runner.end()
+    stream = runner.stream
+    return web.json_response(
+        {
+            "videoId": stream.video_id,
+            "state": "ended" if stream.ended else "ending",
+            "segments": len(stream.segments),
+        },
+        status=202,
+    )
+
+
+def counted(handler: Handler) -> Handler:
+    """Count refused uploads by their error code (accepted ones are counted in `accept`)."""
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StreamdError as exc:
+            request.app[METRICS].uploads.labels(exc.code).inc()
+            raise
+
+    return counted
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/upload/{video_id}", counted(upload)),
+        web.post("/upload/{video_id}/end", end),
+    ]

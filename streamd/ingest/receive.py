@@ -1,0 +1,105 @@
+"""Receiving an upload's body: streamed to a temp file (raw, or the `file` part of a
+multipart form) with its hash, size and a sniffed extension, within the size and idle
+limits. Nothing is kept in RAM whole."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+from aiohttp import BodyPartReader, web
+
+from streamd.errors import BadRequest, RequestTimeout, UploadTooLarge
+
+CHUNK = 256 * 1024
+_SNIFF = [(b"\x1a\x45\xdf\xa3", "mkv"), (b"FLV", "flv"), (b"RIFF", "avi"), (b"G", "ts")]
+
+
+@dataclass(frozen=True)
+class Received:
+    """An upload body on local disk, with what the request said about it."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    extension: str
+    segment_field: str | None = None
+
+
+def _extension(head: bytes, filename: str | None) -> str:
+    if filename and "." in filename:
+        ext = filename.rsplit(".", 1)[1].lower()
+        if re.fullmatch(r"[a-z0-9]{1,5}", ext):
+            return ext
+    if head[4:8] in (b"ftyp", b"styp", b"moov", b"moof"):
+        return "mp4"
+    return next((ext for magic, ext in _SNIFF if head.startswith(magic)), "bin")
+
+
+async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s: float) -> Received:
+    """Stream the body (raw, or the `file` part of a multipart form) to a temp file."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
+    path = Path(name)
+    digest, size, head = hashlib.sha256(), 0, b""
+    filename = request.headers.get("X-Segment-Filename")
+    segment_field = None
+    try:
+        async with aiofiles.open(fd, "wb") as out:
+
+            async def write(chunk: bytes) -> None:
+                nonlocal size, head
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLarge("upload too large", f"the limit is {max_bytes} bytes")
+                if len(head) < 16:
+                    head += chunk[: 16 - len(head)]
+                digest.update(chunk)
+                await out.write(chunk)
+
+            if request.content_type == "multipart/form-data":
+                found = False
+                reader = await request.multipart()
+                async for part in reader:
+                    if not isinstance(part, BodyPartReader):
+                        continue
+                    if part.name == "file":
+                        found, filename = True, part.filename or filename
+                        while True:
+                            async with asyncio.timeout(idle_s):
+                                chunk = await part.read_chunk(CHUNK)
+                            if not chunk:
+                                break
+                            await write(chunk)
+                    elif part.name == "segment":
+                        segment_field = (await part.text()).strip()
+                if not found:
+                    raise BadRequest("multipart upload without a `file` part")
+            else:
+                while True:
+                    async with asyncio.timeout(idle_s):
+                        chunk = await request.content.read(CHUNK)
+                    if not chunk:
+                        break
+                    await write(chunk)
+    except TimeoutError as exc:
+        await discard(path)
+        raise RequestTimeout("the upload stalled", f"no data for {idle_s:g} s") from exc
+    except BaseException:
+        await discard(path)
+        raise
+    if size == 0:
+        await discard(path)
+        raise BadRequest("empty upload", "send the segment's bytes as the request body")
+    return Received(path, digest.hexdigest(), size, _extension(head, filename), segment_field)
+
+
+async def discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await aiofiles.os.remove(path)

@@ -1,0 +1,30 @@
+"""Where the server sends media work: the job-queue interface.
+
+`LocalJobQueue` (worker processes on this machine) is the first implementation; a networked
+queue feeding `streamd worker` processes elsewhere is meant to implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from streamd.model.jobs import JobProgress, SourceInfo, TranscodeJob, TranscodeResult
+
+
+class JobQueue(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def transcode(
+        self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
+    ) -> TranscodeResult:
+        """Run a job to the end, calling `on_progress` on the loop as segments appear."""
+
+    async def probe(self, source: Path | bytes, timeout_s: float) -> SourceInfo:
+        """Inspect an upload in a worker; raises UnsupportedMedia."""
+
+    def healthy(self) -> bool:
+        """Whether the workers can take jobs."""

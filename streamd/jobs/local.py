@@ -1,0 +1,180 @@
+"""`LocalJobQueue`: worker processes on this machine, each a single-process pool so that a
+crash in FFmpeg (a hostile upload) breaks only that worker, which is then replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from streamd.errors import TranscodeError, UnsupportedMedia, from_data
+from streamd.jobs import worker
+from streamd.model.jobs import JobProgress, SourceInfo, TranscodeJob, TranscodeResult
+
+log = logging.getLogger("streamd.jobs")
+
+
+class _Worker:
+    """One worker process, replaced when it dies."""
+
+    def __init__(self, make: Callable[[], ProcessPoolExecutor]) -> None:
+        self._make = make
+        self.pool = make()
+        self.busy = 0
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in getattr(self.pool, "_processes", {}).values())
+
+    def replace(self) -> None:
+        self.kill()
+        self.pool = self._make()
+
+    def kill(self) -> None:
+        processes = list(getattr(self.pool, "_processes", {}).values())
+        for p in processes:
+            with contextlib.suppress(Exception):
+                p.kill()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class LocalJobQueue:
+    """Worker processes on this machine."""
+
+    def __init__(
+        self, workers: int, log_level: int = logging.INFO, log_format: str = "text"
+    ) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._progress: Any = self._ctx.Queue()
+        self._log_level = log_level
+        self._log_format = log_format
+        self._size = workers
+        self._workers: list[_Worker] = []
+        self._prober: _Worker | None = None
+        self._listeners: dict[
+            int, tuple[asyncio.AbstractEventLoop, Callable[[JobProgress | None], None]]
+        ] = {}
+        self._ids = itertools.count()
+        self._reader: threading.Thread | None = None
+
+    def _make_pool(self, transcoder: bool = True) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            1,
+            mp_context=self._ctx,
+            initializer=worker.init,
+            initargs=(self._progress, self._log_level, self._log_format, transcoder),
+        )
+
+    async def start(self) -> None:
+        self._workers = [_Worker(self._make_pool) for _ in range(self._size)]
+        self._prober = _Worker(lambda: self._make_pool(transcoder=False))
+        self._reader = threading.Thread(
+            target=self._read_progress, name="job-progress", daemon=True
+        )
+        self._reader.start()
+        # Spawn the first worker and the prober now, so the first upload doesn't pay for
+        # interpreter start-up; the other workers start when two jobs first run at once (one
+        # stream never needs more than one: its uploads go through in order), ~70 MB each.
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(w.pool, worker.warm) for w in [self._workers[0], self._prober])
+        )
+
+    def _read_progress(self) -> None:
+        while True:
+            try:
+                item = self._progress.get()
+            except (EOFError, OSError, ValueError):
+                return
+            if item is None:
+                return
+            job_id, progress = item
+            target = self._listeners.get(job_id)
+            if target is not None:
+                loop, callback = target
+                with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                    loop.call_soon_threadsafe(callback, progress)
+
+    async def close(self) -> None:
+        for w in [*self._workers, *([self._prober] if self._prober else [])]:
+            w.kill()
+        self._progress.put(None)
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join, 5)
+        self._progress.close()
+
+    def healthy(self) -> bool:
+        return bool(self._workers) and all(w.alive() for w in self._workers)
+
+    async def transcode(
+        self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
+    ) -> TranscodeResult:
+        chosen = min(self._workers, key=lambda w: w.busy)
+        if not chosen.alive():  # died while idle (killed, out of memory): start afresh
+            log.warning("replacing a dead idle worker")
+            chosen.replace()
+        job_id = next(self._ids)
+        loop = asyncio.get_running_loop()
+        drained = asyncio.Event()
+
+        def on_item(progress: JobProgress | None) -> None:
+            if progress is None:
+                drained.set()
+            else:
+                on_progress(progress)
+
+        self._listeners[job_id] = (loop, on_item)
+        chosen.busy += 1
+        try:
+            result, error = await loop.run_in_executor(chosen.pool, worker.transcode, job_id, job)
+        except BrokenProcessPool as exc:
+            log.error(
+                "worker died transcoding %s uploads %s; replacing it",
+                job.video_id,
+                [i.upload for i in job.inputs],
+            )
+            self._listeners.pop(job_id, None)
+            chosen.replace()
+            raise TranscodeError("the transcode worker crashed", repr(exc)) from exc
+        finally:
+            chosen.busy -= 1
+        await self._drain(job_id, drained)  # progress travels on another pipe (and segments
+        if error is not None:  # published before a failure count)
+            raise from_data(error)
+        assert isinstance(result, TranscodeResult)
+        return result
+
+    async def _drain(self, job_id: int, done: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(done.wait(), 10)
+        except TimeoutError:
+            log.warning("progress of job %d did not drain", job_id)
+        finally:
+            self._listeners.pop(job_id, None)
+
+    async def probe(self, source: Path | bytes, timeout_s: float) -> SourceInfo:
+        assert self._prober is not None
+        loop = asyncio.get_running_loop()
+        try:
+            info, error = await asyncio.wait_for(
+                loop.run_in_executor(self._prober.pool, worker.probe, source), timeout_s
+            )
+        except TimeoutError as exc:
+            self._prober.replace()
+            raise UnsupportedMedia(
+                "inspecting the upload took too long", f"gave up after {timeout_s:g} s"
+            ) from exc
+        except BrokenProcessPool as exc:
+            self._prober.replace()
+            raise UnsupportedMedia("the upload crashed the media inspector", repr(exc)) from exc
+        if error is not None:
+            raise from_data(error)
+        assert isinstance(info, SourceInfo)
+        return info

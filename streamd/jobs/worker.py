@@ -1,0 +1,71 @@
+"""What runs inside a worker process: the pool's initializer and the two job functions.
+
+The media stack is imported here only inside the functions, so the server that submits them
+never loads PyAV. A job's failure comes back as data (`errors.as_data`), not as a pickled
+exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from streamd.errors import StreamdError, TranscodeError, UnsupportedMedia
+from streamd.logs import setup_logging
+from streamd.model.jobs import JobProgress, SourceInfo, TranscodeJob, TranscodeResult
+from streamd.process import die_with_parent, set_process_name
+
+log = logging.getLogger("streamd.jobs.worker")
+# Process-local: set once by the pool initializer, read by the job functions below.
+_progress_queue: Any = None
+Outcome = tuple[Any, dict[str, Any] | None]  # (result, None) or (None, error data)
+
+
+def init(progress_queue: Any, log_level: int, log_format: str, transcoder: bool) -> None:
+    """The pool's initializer, once per worker process."""
+    global _progress_queue
+    _progress_queue = progress_queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server to handle
+    die_with_parent(signal.SIGKILL)
+    set_process_name("streamd-worker" if transcoder else "streamd-prober")
+    setup_logging(log_level, log_format)
+    if transcoder:
+        import streamd.media.transcode  # noqa: F401  (now, not on the first upload)
+
+
+def warm() -> int:
+    """A no-op job: the process is spawned and initialised once it returns."""
+    return 0
+
+
+def transcode(job_id: int, job: TranscodeJob) -> Outcome:
+    from streamd.media.transcode import run_job
+
+    def report(progress: JobProgress) -> None:
+        _progress_queue.put((job_id, progress))
+
+    try:
+        result: TranscodeResult = run_job(job, report)
+        return result, None
+    except StreamdError as exc:
+        return None, exc.as_data()
+    except Exception as exc:  # a bug or an FFmpeg failure: the server logs it, goes on
+        log.exception("%s: transcode job failed", job.video_id)
+        return None, TranscodeError("the transcode failed", repr(exc)).as_data()
+    finally:
+        # Sent down the same pipe after every progress message: the server waits for it.
+        _progress_queue.put((job_id, None))
+
+
+def probe(source: Path | bytes) -> Outcome:
+    from streamd.media.probe import probe as probe_media
+
+    try:
+        info: SourceInfo = probe_media(source)
+        return info, None
+    except StreamdError as exc:
+        return None, exc.as_data()
+    except Exception as exc:
+        return None, UnsupportedMedia("the upload could not be inspected", repr(exc)).as_data()

@@ -1,0 +1,1 @@
+"""Manifests players read, rendered from stream records: HLS today (`hls/`), DASH beside it."""

@@ -1,0 +1,12 @@
+"""HLS (RFC 8216): tags as values (`tags`), a stream's playlists kept as it grows
+(`playlists`)."""
+
+from streamd.manifests.hls.playlists import (
+    PlaylistChange,
+    PlaylistText,
+    StreamPlaylists,
+    absolute_master,
+)
+from streamd.manifests.hls.tags import MIME
+
+__all__ = ["MIME", "PlaylistChange", "PlaylistText", "StreamPlaylists", "absolute_master"]

@@ -1,0 +1,200 @@
+"""A stream's HLS playlists, held encoded and kept up to date as segments are published.
+
+Media playlists are EVENT playlists, which only ever gain lines at the end (RFC 8216
+6.2.1), so a published segment appends its few lines to each of them: the cost of a publish
+does not grow with the stream. A playlist is rendered whole only when it starts, when its
+header changes (a segment longer than EXT-X-TARGETDURATION allowed), and once at start-up.
+Masters are a few lines per rung; they are rendered again and replaced only when different.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from streamd.manifests.hls.tags import (
+    ENDLIST,
+    MasterPlaylist,
+    MediaPlaylist,
+    MediaSegment,
+    Variant,
+    round_half_up,
+)
+from streamd.model import layout
+from streamd.model.formats import PACKAGINGS, Packaging
+from streamd.model.stream import Segment, Stream
+
+
+class PlaylistText:
+    """A playlist's bytes that grow at the end: appending is O(1); the whole body is joined
+    again only when someone asks for it after a change."""
+
+    def __init__(self, body: bytes = b"") -> None:
+        self._parts = [body] if body else []
+        self._body: bytes | None = body
+
+    def append(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._body = None
+
+    def set(self, body: bytes) -> None:
+        self._parts, self._body = [body], body
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(self._parts)
+            self._parts = [self._body]
+        return self._body
+
+
+@dataclass
+class PlaylistChange:
+    """What one publish did to a stream's playlists: bytes added at the end of some, whole
+    new bodies for others (media playlists first, then masters)."""
+
+    video_id: str
+    ended: bool
+    appended: dict[str, bytes] = field(default_factory=dict)
+    replaced: dict[str, bytes] = field(default_factory=dict)
+
+
+class _MediaPlaylist:
+    """One rung's media playlist in one packaging."""
+
+    def __init__(self, key: str, packaging: Packaging, rung: str, target_s: int) -> None:
+        self.key, self.packaging, self.rung = key, packaging, rung
+        self.target_s = target_s
+        self.text = PlaylistText()
+        self.header = ""
+        self.longest = 0  # longest rounded EXTINF so far
+        self.current_map: str | None = None
+
+    def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
+        out = seg.rung(self.rung)
+        pdt = None if stream.start_wall_s is None else stream.start_wall_s + seg.start_s
+        return MediaSegment(
+            uri=layout.segment_name(seg.sequence, self.packaging.name),
+            duration_s=seg.duration_s,
+            program_date_time_s=pdt,
+            map_uri=out.inits.get(self.packaging.name) if self.packaging.has_init else None,
+        )
+
+    def _header(self, entry: MediaSegment) -> str:
+        # Version and target duration as MediaPlaylist.render would write them for every
+        # segment so far (all segments of a packaging carry a map, or none does).
+        return MediaPlaylist((entry,), max(self.target_s, self.longest)).header()
+
+    def add(self, entry: MediaSegment, change: PlaylistChange) -> None:
+        self.longest = max(self.longest, round_half_up(entry.duration_s))
+        lines = entry.render(self.current_map).encode()
+        self.current_map = entry.map_uri or self.current_map
+        header = self._header(entry)
+        if header == self.header:
+            self.text.append(lines)
+            change.appended[self.key] = change.appended.get(self.key, b"") + lines
+            return
+        # The first segment, or a header that changed: the playlist is written whole.
+        old_header, self.header = self.header, header
+        body = self.text.body()[len(old_header) :] + lines
+        self.text.set(header.encode() + body)
+        change.replaced[self.key] = self.text.body()
+
+    def end(self, change: PlaylistChange) -> None:
+        if self.header:
+            self.text.append(ENDLIST.encode())
+            change.appended[self.key] = change.appended.get(self.key, b"") + ENDLIST.encode()
+
+
+class StreamPlaylists:
+    """Every playlist of one stream by store key, as served (and as written to the store)."""
+
+    def __init__(self, video_id: str, target_duration_s: float) -> None:
+        self.video_id = video_id
+        self.ended = False
+        self.target_s = math.ceil(target_duration_s)
+        self._media: dict[str, _MediaPlaylist] = {}
+        self._masters: dict[str, PlaylistText] = {}
+
+    def get(self, key: str) -> bytes | None:
+        media = self._media.get(key)
+        if media is not None:
+            return media.text.body() if media.header else None
+        master = self._masters.get(key)
+        return master.body() if master is not None else None
+
+    def files(self) -> dict[str, bytes]:
+        """Every playlist's whole body (what a newly connected edge is sent)."""
+        out = {k: m.text.body() for k, m in self._media.items() if m.header}
+        out.update((k, m.body()) for k, m in self._masters.items())
+        return out
+
+    def add(self, stream: Stream, seg: Segment) -> PlaylistChange:
+        """Append a published segment to every media playlist; refresh the masters."""
+        change = PlaylistChange(self.video_id, self.ended)
+        for packaging in PACKAGINGS.values():
+            for rung in stream.rungs:
+                key = layout.media_playlist_key(self.video_id, packaging.name, rung.name)
+                media = self._media.get(key)
+                if media is None:
+                    media = self._media[key] = _MediaPlaylist(
+                        key, packaging, rung.name, self.target_s
+                    )
+                media.add(media.entry(stream, seg), change)
+        self._refresh_masters(stream, change)
+        return change
+
+    def end(self) -> PlaylistChange:
+        """EXT-X-ENDLIST at the end of every media playlist."""
+        self.ended = True
+        change = PlaylistChange(self.video_id, True)
+        for media in self._media.values():
+            media.end(change)
+        return change
+
+    @classmethod
+    def of(cls, stream: Stream, target_duration_s: float) -> StreamPlaylists:
+        """Built from a stream's whole record (at start-up: the one walk over its history)."""
+        playlists = cls(stream.video_id, target_duration_s)
+        for seg in stream.segments:
+            playlists.add(stream, seg)
+        if stream.ended:
+            playlists.end()
+        return playlists
+
+    def _refresh_masters(self, stream: Stream, change: PlaylistChange) -> None:
+        for packaging in PACKAGINGS.values():
+            key = layout.master_key(self.video_id, packaging.name)
+            body = master_playlist(stream, packaging).render().encode()
+            current = self._masters.get(key)
+            if current is None or current.body() != body:
+                self._masters[key] = PlaylistText(body)
+                change.replaced[key] = body
+
+
+def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") -> MasterPlaylist:
+    """Variants relative to the master's own folder, or under `base_uri` when given."""
+    last = stream.segments[-1]
+    variants = []
+    for rung in stream.rungs:
+        peak, average = stream.rates(rung.name, packaging.name)
+        variants.append(
+            Variant(
+                uri=f"{base_uri}{rung.name}/index.m3u8",
+                bandwidth_bps=peak,
+                average_bandwidth_bps=average,
+                width=rung.width,
+                height=rung.height,
+                frame_rate=stream.frame_rate,
+                codecs=last.rung(rung.name).codecs,
+            )
+        )
+    # Players start with the first variant: a middle rung starts fast and looks decent.
+    start = (len(variants) - 1) // 2
+    ordered = [variants[start], *variants[:start], *variants[start + 1 :]]
+    return MasterPlaylist(tuple(ordered), version=packaging.hls_version)
+
+
+def absolute_master(stream: Stream, packaging: Packaging) -> str:
+    """The master as served at /viewstream/metadata/ID, whose URL is not beside the media."""
+    base = layout.url_for(layout.master_key(stream.video_id, packaging.name)).rsplit("/", 1)[0]
+    return master_playlist(stream, packaging, base + "/").render()

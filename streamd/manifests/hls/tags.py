@@ -1,0 +1,128 @@
+"""HLS playlist tags (RFC 8216) as small values that render themselves.
+
+Only the tags streamd writes are modelled; each class names its tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+MIME = "application/vnd.apple.mpegurl"
+ENDLIST = "#EXT-X-ENDLIST\n"
+
+
+def _pdt(wall_s: float) -> str:
+    return (
+        datetime.fromtimestamp(wall_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _decimal(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def round_half_up(x: float) -> int:
+    """RFC 8216 4.3.3.1 rounds EXTINF "to the nearest integer"; halves go up."""
+    return int(x + 0.5)
+
+
+@dataclass(frozen=True)
+class MediaSegment:
+    """#EXTINF, preceded by #EXT-X-PROGRAM-DATE-TIME (and #EXT-X-MAP when it changes)."""
+
+    uri: str
+    duration_s: float
+    program_date_time_s: float | None = None
+    map_uri: str | None = None  # fMP4 init segment this segment needs
+
+    def render(self, current_map: str | None) -> str:
+        """Its lines, given the EXT-X-MAP in force before it."""
+        lines = []
+        if self.map_uri and self.map_uri != current_map:
+            lines.append(f'#EXT-X-MAP:URI="{self.map_uri}"\n')
+        if self.program_date_time_s is not None:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(self.program_date_time_s)}\n")
+        lines.append(f"#EXTINF:{_decimal(self.duration_s)},\n{self.uri}\n")
+        return "".join(lines)
+
+
+@dataclass(frozen=True)
+class MediaPlaylist:
+    """A rung's media playlist: EVENT while live (only ever appended), ENDLIST when ended."""
+
+    segments: tuple[MediaSegment, ...]
+    target_duration_s: int
+    ended: bool = False
+    media_sequence: int = 0
+
+    @property
+    def version(self) -> int:
+        # RFC 8216 7: EXT-X-MAP outside I-frame playlists needs 6; float EXTINF needs 3.
+        return 6 if any(s.map_uri for s in self.segments) else 3
+
+    @property
+    def target_duration(self) -> int:
+        # 4.3.3.1: no rounded EXTINF may exceed the target duration.
+        longest = max((round_half_up(s.duration_s) for s in self.segments), default=0)
+        return max(self.target_duration_s, longest)
+
+    def header(self) -> str:
+        """Everything before the first segment."""
+        return (
+            "#EXTM3U\n"
+            f"#EXT-X-VERSION:{self.version}\n"
+            f"#EXT-X-TARGETDURATION:{self.target_duration}\n"
+            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
+            "#EXT-X-PLAYLIST-TYPE:EVENT\n"
+            "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        )
+
+    def render(self) -> str:
+        out = [self.header()]
+        current_map = None
+        for seg in self.segments:
+            out.append(seg.render(current_map))
+            current_map = seg.map_uri or current_map
+        if self.ended:
+            out.append(ENDLIST)
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """#EXT-X-STREAM-INF: one rung, with bandwidth measured from its real segments."""
+
+    uri: str
+    bandwidth_bps: int
+    average_bandwidth_bps: int
+    width: int
+    height: int
+    frame_rate: float
+    codecs: str
+
+    def render(self) -> str:
+        attrs = [
+            f"BANDWIDTH={max(self.bandwidth_bps, self.average_bandwidth_bps)}",
+            f"AVERAGE-BANDWIDTH={self.average_bandwidth_bps}",
+            f"RESOLUTION={self.width}x{self.height}",
+        ]
+        if self.frame_rate > 0:
+            attrs.append(f"FRAME-RATE={_decimal(self.frame_rate)}")
+        attrs.append(f'CODECS="{self.codecs}"')
+        return f"#EXT-X-STREAM-INF:{','.join(attrs)}\n{self.uri}"
+
+
+@dataclass(frozen=True)
+class MasterPlaylist:
+    """The multivariant playlist; the first variant is where players start."""
+
+    variants: tuple[Variant, ...]
+    version: int
+
+    def render(self) -> str:
+        lines = ["#EXTM3U", f"#EXT-X-VERSION:{self.version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+        lines += [v.render() for v in self.variants]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Encoders, one module per codec (as aiortc's `codecs/`): H.264 video, AAC audio."""

@@ -1,0 +1,81 @@
+"""A finished segment packaged in every registered container for every rung, written to the
+store, and reported to the server."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from streamd.errors import UnsupportedMedia
+from streamd.media.codecs import aac
+from streamd.media.codecs.h264 import avc_codecs
+from streamd.model import layout
+from streamd.model.jobs import JobProgress, PublishedSegment, RungOutput, TranscodeJob
+from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ, PipelineState
+from streamd.package import PACKAGERS, SegmentMedia
+from streamd.package.base import init_name
+from streamd.store import Store
+
+Report = Callable[[JobProgress], None]
+
+
+class SegmentWriter:
+    """Packages each finished segment in every container for every rung and stores it."""
+
+    def __init__(
+        self, job: TranscodeJob, store: Store, report: Report, pipeline: Callable[[], PipelineState]
+    ) -> None:
+        self.job, self.store, self.report, self.pipeline_state = job, store, report, pipeline
+        self.written_inits: set[str] = set()
+        self.rung_seconds: defaultdict[int, float] = defaultdict(float)  # scale + mux, by rung
+        self.count = 0
+        self.upload = -1  # the upload being decoded, and how far into it
+        self.progress = 0.0
+
+    def __call__(self, seg: SegmentMedia) -> None:
+        self.count += 1
+        state = self.pipeline_state()
+        vid = self.job.video_id
+        start_s = seg.start_90k / VIDEO_HZ - TIMELINE_ORIGIN_S
+        if seg.sequence < self.job.publish_from:
+            return  # written before a restart; its bytes are already served
+        outputs = []
+        for i, (rung, packets) in enumerate(zip(state.rungs, seg.video, strict=True)):
+            if not packets:
+                raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
+            sizes: dict[str, int] = {}
+            inits: dict[str, str] = {}
+            for packaging, package in PACKAGERS.items():
+                started = time.perf_counter()
+                packaged = package(packets, seg.audio, rung)
+                self.rung_seconds[i] += time.perf_counter() - started
+                if packaged.init is not None:
+                    inits[packaging] = self._write_init(packaging, rung.name, packaged.init)
+                key = layout.segment_key(vid, packaging, rung.name, seg.sequence)
+                self.store.put(key, packaged.media)
+                sizes[packaging] = len(packaged.media)
+            codecs = f"{avc_codecs(packets[0].data)},{aac.CODECS}"
+            outputs.append(RungOutput(rung.name, sizes, codecs, inits))
+        published = PublishedSegment(
+            seg.sequence,
+            round(start_s, 6),
+            seg.duration_s,
+            seg.upload,
+            tuple(outputs),
+            state.rungs,
+            state.frame_rate,
+        )
+        self.report(JobProgress(self.upload, self.progress, published))
+
+    def _write_init(self, packaging: str, rung: str, init: bytes) -> str:
+        """Store an init segment once (it is named by its content); returns its name."""
+        name = init_name(init)
+        key = layout.init_key(self.job.video_id, packaging, rung, name)
+        if key not in self.written_inits:
+            try:
+                self.store.size(key)
+            except FileNotFoundError:
+                self.store.put(key, init)
+            self.written_inits.add(key)
+        return name

@@ -1,0 +1,84 @@
+"""Opening uploads safely and saying what is inside them.
+
+An upload is only ever opened as a media file: the demuxer must be one of the containers we
+accept, and no protocol but plain files may be reached from inside it, so FFmpeg never
+follows a playlist, concat list or URL that a hostile upload carries. Runs in worker
+processes only (PyAV), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.container
+
+from streamd.errors import UnsupportedMedia
+from streamd.model.jobs import SourceInfo
+from streamd.model.ladder import Geometry
+
+# Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
+ALLOWED_DEMUXERS = "mov,mp4,matroska,webm,mpegts,flv,avi"
+SAFE_OPTIONS = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "file"}
+
+
+def open_media(source: Path | bytes) -> av.container.InputContainer:
+    """Open an upload (a path, or bytes held in RAM) as a media file and nothing else."""
+    target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    try:
+        container = av.open(target, mode="r", container_options=dict(SAFE_OPTIONS))
+    except av.FFmpegError as exc:
+        raise UnsupportedMedia(
+            "not a media file streamd accepts",
+            f"{exc}; accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI",
+        ) from exc
+    assert isinstance(container, av.container.InputContainer)
+    return container
+
+
+def frame_geometry(frame: av.VideoFrame, stream_sar: Fraction | None) -> Geometry:
+    """Geometry of a decoded frame, with the rotation its display matrix asks for."""
+    sar = stream_sar if stream_sar else Fraction(1)
+    return Geometry(frame.width, frame.height, Fraction(sar), int(frame.rotation or 0) % 360)
+
+
+def stream_sar(stream: av.VideoStream) -> Fraction | None:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return Fraction(sar) if sar else None
+
+
+def describe(
+    container: av.container.InputContainer, frame: av.VideoFrame, duration_s: float | None
+) -> SourceInfo:
+    """What an opened upload holds, given its first decoded picture."""
+    vs = container.streams.video[0]
+    ac = container.streams.audio[0].codec_context if container.streams.audio else None
+    return SourceInfo(
+        container=container.format.name,
+        video_codec=vs.codec_context.name,
+        geometry=frame_geometry(frame, stream_sar(vs)),
+        frame_rate=float(vs.average_rate or vs.guessed_rate or 30),
+        duration_s=duration_s,
+        audio_codec=ac.name if ac else None,
+        audio_sample_rate_hz=ac.sample_rate if ac else None,
+        audio_channels=ac.channels if ac else None,
+    )
+
+
+def probe(source: Path | bytes) -> SourceInfo:
+    """Check an upload decodes and describe it; raises UnsupportedMedia otherwise."""
+    with open_media(source) as container:
+        if not container.streams.video:
+            raise UnsupportedMedia("the upload has no video stream")
+        vstream = container.streams.video[0]
+        try:
+            frame = next(container.decode(vstream), None)
+        except av.FFmpegError as exc:
+            raise UnsupportedMedia("the video does not decode", str(exc)) from exc
+        if frame is None:
+            raise UnsupportedMedia("the upload holds no video frames")
+        duration = container.duration / 1_000_000 if container.duration else None
+        return describe(container, frame, duration)

@@ -1,0 +1,208 @@
+"""A transcode job, as run inside a worker process: one upload through the stream pipeline.
+
+The job carries everything it needs (store spec, pipeline state, settings), so any worker,
+here or on another machine, can run it; the result carries the state for the next upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.filter
+
+from streamd.errors import UnsupportedMedia
+from streamd.media.output import Report, SegmentWriter
+from streamd.media.pipeline import StreamPipeline
+from streamd.media.probe import describe, open_media
+from streamd.media.scale import RungPictures, thumbnail
+from streamd.model import layout
+from streamd.model.jobs import SourceInfo, TranscodeJob, TranscodeResult
+from streamd.model.pipeline import VIDEO_HZ
+from streamd.store import Store, open_store
+
+log = logging.getLogger("streamd.media.transcode")
+
+
+def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
+    if len(keys) == 1 and (path := store.local_path(keys[0])) is not None:
+        return path
+    return b"".join(store.get(k) for k in keys)
+
+
+def _time_s(ts: int | None, tb: Fraction | None) -> Fraction | None:
+    return None if ts is None or tb is None else ts * tb
+
+
+def _video_span(source: Path | bytes) -> tuple[Fraction, Fraction]:
+    """First presentation time and end time of the video, from packets alone (no decoding)."""
+    with open_media(source) as c:
+        if not c.streams.video:
+            raise UnsupportedMedia("the upload has no video stream")
+        vs = c.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or Fraction(30)
+        first = last = None
+        last_dur = Fraction(1) / rate
+        for pkt in c.demux(vs):
+            t = _time_s(pkt.pts if pkt.pts is not None else pkt.dts, pkt.time_base)
+            if t is None:
+                continue
+            first = t if first is None else min(first, t)
+            if last is None or t >= last:
+                last = t
+                if pkt.duration and pkt.time_base:
+                    last_dur = pkt.duration * pkt.time_base
+        if first is None or last is None:
+            raise UnsupportedMedia("the upload holds no video frames")
+        return first, last + last_dur
+
+
+class _Upload:
+    """One upload going through the pipeline: timestamps rebased onto the stream's timeline."""
+
+    def __init__(
+        self,
+        number: int,
+        video_id: str,
+        store: Store,
+        pipeline: StreamPipeline,
+        publisher: SegmentWriter,
+        span: tuple[Fraction, Fraction],
+    ) -> None:
+        self.number, self.video_id, self.store = number, video_id, store
+        self.pipeline, self.publisher = pipeline, publisher
+        self.first_s, end_s = span
+        self.duration_s = float(end_s - self.first_s)
+        self.start_90k = pipeline.state.video_pts_90k
+        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
+        self.pictures: RungPictures | None = None
+        self.rotation_deg = 0
+        self.last_pts = self.start_90k - 1
+        self.audio_started = False
+        self.frames = 0
+        publisher.upload, publisher.progress = number, 0.0
+
+    def _at_90k(self, frame: av.VideoFrame | av.AudioFrame) -> int | None:
+        t = _time_s(frame.pts, frame.time_base)
+        return None if t is None else self.start_90k + round((t - self.first_s) * VIDEO_HZ)
+
+    def begin(self, info: SourceInfo, first: av.VideoFrame) -> None:
+        self.pipeline.begin_upload(self.number, self.duration_s, info.geometry, info.frame_rate)
+        self.rotation_deg = info.geometry.rotation_deg
+
+    def video(self, frame: av.VideoFrame) -> None:
+        pts = self._at_90k(frame)
+        if pts is not None and pts >= self.pipeline.upload_end_90k:
+            return  # beyond the span the packets announced: a stray frame
+        pts = max(pts if pts is not None else 0, self.last_pts + 1)
+        self.last_pts = pts
+        shape = (frame.width, frame.height, frame.format.name)
+        if self.pictures is None or self.pictures.shape != shape:  # first, or a size change
+            self.pictures = RungPictures(frame, self.rotation_deg, self.pipeline.state.rungs)
+        started = time.perf_counter()
+        scaled = self.pictures(frame)
+        elapsed = time.perf_counter() - started
+        for i, share in enumerate(self.pictures.shares):
+            self.publisher.rung_seconds[i] += elapsed * share
+        if self.frames == 0:
+            self.store.put(layout.thumbnail_key(self.video_id), thumbnail(scaled[-1]))
+        self.pipeline.push_video(scaled, pts)
+        self.frames += 1
+        total = max(1, round(self.duration_s * VIDEO_HZ))
+        self.publisher.progress = min(99.0, 100 * (pts - self.start_90k) / total)
+
+    def audio(self, frame: av.AudioFrame | None) -> None:
+        at = None
+        if frame is not None and not self.audio_started:
+            at = self._at_90k(frame) or self.start_90k
+            self.audio_started = True
+        for out in self.resampler.resample(frame):
+            self.pipeline.push_audio(out.to_ndarray(), at)
+            at = None
+
+    def feed(self, source: Path | bytes, aac_tail: bytes) -> tuple[SourceInfo, bytes]:
+        """Decode the upload into the pipeline; returns what it held and its last AAC packet
+        (the next upload's decoder starts from it)."""
+        info: SourceInfo | None = None
+        with open_media(source) as c:
+            vs = c.streams.video[0]
+            a_s = c.streams.audio[0] if c.streams.audio else None
+            streams = [vs] if a_s is None else [vs, a_s]
+            for st in streams:
+                st.codec_context.thread_type = "AUTO"
+            aac = a_s is not None and a_s.codec_context.name == "aac"
+            if aac and aac_tail:
+                assert a_s is not None
+                with contextlib.suppress(av.FFmpegError):
+                    a_s.codec_context.decode(av.Packet(aac_tail))
+            try:
+                for packet in c.demux(*streams):
+                    if aac and packet.stream is a_s and packet.size:
+                        aac_tail = bytes(packet)
+                    for frame in packet.decode():
+                        if isinstance(frame, av.AudioFrame):
+                            self.audio(frame)
+                            continue
+                        assert isinstance(frame, av.VideoFrame)
+                        if info is None:
+                            info = describe(c, frame, self.duration_s)
+                            self.begin(info, frame)
+                        self.video(frame)
+            except av.FFmpegError as exc:
+                raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
+        if info is None:
+            raise UnsupportedMedia("the upload holds no decodable video frames")
+        if self.audio_started:
+            self.audio(None)
+        self.pipeline.end_upload()
+        return info, aac_tail if aac else b""
+
+
+def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
+    """Decode each upload once, encode every rung, publish each segment as it completes."""
+    started = time.monotonic()
+    store = open_store(job.store_spec)
+    pipeline: StreamPipeline
+    publisher = SegmentWriter(job, store, report, lambda: pipeline.state)
+    pipeline = StreamPipeline(job.state, job.settings, publisher)
+    aac_tail, media_s = job.state.input_audio_tail, 0.0
+    for inp in job.inputs:
+        source = _source(store, inp.keys)
+        upload = _Upload(inp.upload, job.video_id, store, pipeline, publisher, _video_span(source))
+        info, aac_tail = upload.feed(source, aac_tail)
+        media_s += upload.duration_s
+        log.info(
+            "%s upload %d decoded: %.2f s of %dx%d %s",
+            job.video_id,
+            inp.upload,
+            upload.duration_s,
+            info.geometry.width,
+            info.geometry.height,
+            info.video_codec,
+            extra={"stream": job.video_id, "upload": inp.upload},
+        )
+    state = replace(pipeline.finish(), input_audio_tail=aac_tail)
+    elapsed = time.monotonic() - started
+    log.info(
+        "transcoded %s uploads %s: %.2f s in %.2f s (%.2fx realtime), %d segments",
+        job.video_id,
+        [i.upload for i in job.inputs],
+        media_s,
+        elapsed,
+        media_s / elapsed if elapsed else 0,
+        publisher.count,
+        extra={
+            "stream": job.video_id,
+            "realtime_factor": round(media_s / elapsed, 3) if elapsed else None,
+        },
+    )
+    rung_seconds = {
+        r.name: round(publisher.rung_seconds[i] + pipeline.rung_seconds[i], 4)
+        for i, r in enumerate(state.rungs)
+    }
+    return TranscodeResult(state, media_s, elapsed, publisher.count, rung_seconds)

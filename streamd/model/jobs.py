@@ -1,0 +1,101 @@
+"""What crosses between the server and its workers: a job, its progress, its result, and
+what an upload holds. Plain values (no PyAV), since the next boundary is a network queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamd.model.ladder import Geometry, Rung
+from streamd.model.pipeline import EncodeSettings, PipelineState
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What an upload holds, as far as the server cares."""
+
+    container: str
+    video_codec: str
+    geometry: Geometry
+    frame_rate: float
+    duration_s: float | None
+    audio_codec: str | None
+    audio_sample_rate_hz: int | None
+    audio_channels: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        g = self.geometry
+        return {
+            "container": self.container,
+            "videoCodec": self.video_codec,
+            "width": g.width,
+            "height": g.height,
+            "rotation": g.rotation_deg,
+            "frameRate": round(self.frame_rate, 3),
+            "durationS": None if self.duration_s is None else round(self.duration_s, 3),
+            "audioCodec": self.audio_codec,
+            "audioSampleRateHz": self.audio_sample_rate_hz,
+            "audioChannels": self.audio_channels,
+        }
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One upload of the job: its number and the objects that make it, concatenated
+    ((fMP4 init, fragment), or just the file)."""
+
+    upload: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TranscodeJob:
+    """Transcode consecutive uploads of a stream, starting from `state`."""
+
+    video_id: str
+    inputs: tuple[JobInput, ...]
+    state: PipelineState
+    settings: EncodeSettings
+    store_spec: str
+    publish_from: int = 0  # segments below this were published before a restart
+
+
+@dataclass(frozen=True)
+class RungOutput:
+    """One rung of a published segment: its size in each packaging, and what it needs."""
+
+    name: str
+    size_bytes: dict[str, int]  # by packaging name
+    codecs: str  # RFC 6381, video and audio
+    inits: dict[str, str] = field(default_factory=dict)  # init segment name, by packaging
+
+
+@dataclass(frozen=True)
+class PublishedSegment:
+    """A segment a worker wrote to the store for every rung and packaging."""
+
+    sequence: int
+    start_s: float
+    duration_s: float
+    upload: int
+    rungs: tuple[RungOutput, ...]
+    ladder: tuple[Rung, ...]  # the stream's rungs, fixed by its first upload
+    frame_rate: float
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    state: PipelineState
+    media_duration_s: float
+    elapsed_s: float
+    segments: int
+    rung_seconds: dict[str, float]  # worker time per rung: scale + encode + mux
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Sent while a job runs: how far into which upload, and each segment once written."""
+
+    upload: int
+    percent: float
+    segment: PublishedSegment | None = None

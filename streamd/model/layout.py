@@ -1,0 +1,65 @@
+"""Where each object lives in the store, and under which URL it is served.
+
+Published media sits under `hls/`, so a plain web server rooted at the data dir (nginx in
+`bench/serve`) serves the same URLs as streamd: `/hls/ID/fmp4/720p/index.m3u8`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from streamd.errors import InvalidVideoId
+from streamd.model.formats import PACKAGINGS
+
+VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STATE_FILE = "streamd.sqlite3"  # in the data dir: every stream's record (streamd.store.sqlite)
+
+
+def check_video_id(video_id: str) -> str:
+    """The id, if it is 1 to 64 of [A-Za-z0-9_-]; raises InvalidVideoId otherwise."""
+    if not VIDEO_ID.match(video_id):
+        raise InvalidVideoId(
+            f"invalid videoId {video_id[:80]!r}", "use 1 to 64 characters from A-Z a-z 0-9 _ -"
+        )
+    return video_id
+
+
+def upload_key(video_id: str, number: int, extension: str) -> str:
+    return f"ingest/{video_id}/{number:06d}.{extension}"
+
+
+def ingest_init_key(video_id: str, name: str) -> str:
+    return f"ingest/{video_id}/{name}"
+
+
+def stream_prefix(video_id: str) -> str:
+    return f"hls/{video_id}/"
+
+
+def master_key(video_id: str, packaging: str) -> str:
+    return f"hls/{video_id}/{packaging}/master.m3u8"
+
+
+def media_playlist_key(video_id: str, packaging: str, rung: str) -> str:
+    return f"hls/{video_id}/{packaging}/{rung}/index.m3u8"
+
+
+def segment_name(sequence: int, packaging: str) -> str:
+    return f"seg{sequence:06d}.{PACKAGINGS[packaging].extension}"
+
+
+def segment_key(video_id: str, packaging: str, rung: str, sequence: int) -> str:
+    return f"hls/{video_id}/{packaging}/{rung}/{segment_name(sequence, packaging)}"
+
+
+def init_key(video_id: str, packaging: str, rung: str, name: str) -> str:
+    return f"hls/{video_id}/{packaging}/{rung}/{name}"
+
+
+def thumbnail_key(video_id: str) -> str:
+    return f"hls/{video_id}/thumb.jpg"
+
+
+def url_for(key: str) -> str:
+    """The URL path a published object is served under."""
+    return "/" + key

@@ -1,0 +1,208 @@
+"""A stream's record: its uploads, its published segments, where its timeline stands.
+
+Plain data, owned by the event loop. How it is stored lives in `streamd.store`, how the API
+shows it in `streamd.web.api`, who changes it in `streamd.streams`. Every question asked of
+it on a hot path (the next upload to run, the segment at a time, a rung's bandwidth) costs
+the same whatever the stream's length.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamd.model.jobs import PublishedSegment, RungOutput
+from streamd.model.ladder import Rung
+from streamd.model.pipeline import PipelineState
+
+HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED = (
+    "held",
+    "queued",
+    "transcoding",
+    "published",
+    "failed",
+)
+UPLOAD_STATES = (HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED)
+DONE = (PUBLISHED, FAILED)
+SHORT_SEGMENT_S = 0.5  # shorter ones (a stream's tail) make a meaningless peak: 4.3.4.2
+
+
+@dataclass
+class Upload:
+    """One received upload (a source segment), by its number."""
+
+    number: int
+    sha256: str
+    size_bytes: int
+    keys: tuple[str, ...]
+    received_wall_s: float
+    state: str = QUEUED
+    error: str | None = None
+    source: dict[str, Any] | None = None
+    percent: float = 0.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A published output segment, in every rung and packaging."""
+
+    sequence: int
+    start_s: float
+    duration_s: float
+    upload: int
+    published_wall_s: float
+    rungs: tuple[RungOutput, ...]
+
+    @classmethod
+    def published(cls, seg: PublishedSegment, wall_s: float) -> Segment:
+        return cls(seg.sequence, seg.start_s, seg.duration_s, seg.upload, wall_s, seg.rungs)
+
+    def rung(self, name: str) -> RungOutput:
+        return next(r for r in self.rungs if r.name == name)
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass
+class Bandwidth:
+    """A rung's bit rate in one packaging, kept as segments are added (RFC 8216 4.3.4.2:
+    BANDWIDTH is the peak segment bit rate, AVERAGE-BANDWIDTH the mean)."""
+
+    total_bytes: int = 0
+    total_s: float = 0.0
+    peak_bps: int = 0  # over segments of at least SHORT_SEGMENT_S
+    peak_short_bps: int = 0  # over every segment, when none is long enough
+
+    def add(self, size_bytes: int, duration_s: float) -> None:
+        if duration_s <= 0:
+            return
+        self.total_bytes += size_bytes
+        self.total_s += duration_s
+        bps = math.ceil(size_bytes * 8 / duration_s)
+        if duration_s >= SHORT_SEGMENT_S:
+            self.peak_bps = max(self.peak_bps, bps)
+        self.peak_short_bps = max(self.peak_short_bps, bps)
+
+    def rates(self) -> tuple[int, int]:
+        """(peak, average) in bit/s."""
+        if not self.total_s:
+            return 0, 0
+        average = math.ceil(self.total_bytes * 8 / self.total_s)
+        return max(self.peak_bps or self.peak_short_bps, average), average
+
+
+@dataclass
+class Stream:
+    """A stream's record."""
+
+    video_id: str
+    created_wall_s: float
+    next_upload: int | None = None  # the upload number to transcode next
+    uploads: dict[int, Upload] = field(default_factory=dict)
+    segments: list[Segment] = field(default_factory=list)
+    pipeline: PipelineState = field(default_factory=PipelineState)
+    ending: bool = False
+    ended: bool = False
+    end_after: int | None = None  # end once this upload arrives (ffmpeg's last playlist)
+    start_wall_s: float | None = None  # wall-clock time of the stream's second 0
+    ingest_init: str | None = None  # fMP4 init segment ffmpeg pushed, for its .m4s uploads
+    rungs: tuple[Rung, ...] = ()  # the published ladder
+    frame_rate: float = 0.0
+    realtime_factor: float | None = None  # of the last upload's transcode (not persisted)
+    publish_delay_s: float | None = None  # of the last segment (not persisted)
+    solo_until: int = -1  # uploads up to this number go one per job (after a failed run)
+    updated_wall_s: float = 0.0
+    # Kept as uploads and segments come, so no question needs a walk over the history.
+    pending: dict[int, Upload] = field(default_factory=dict, repr=False)  # not yet done
+    counts: Counter[str] = field(default_factory=Counter, repr=False)  # uploads by state
+    bandwidth: dict[tuple[str, str], Bandwidth] = field(default_factory=dict, repr=False)
+
+    @property
+    def state(self) -> str:
+        if self.ended:
+            return "ended"
+        return "live" if self.segments else "waiting"
+
+    @property
+    def duration_s(self) -> float:
+        return round(self.segments[-1].end_s, 3) if self.segments else 0.0
+
+    # -- uploads ---------------------------------------------------------------------------
+    def add_upload(self, upload: Upload) -> None:
+        """A new upload (or one loaded back from the store)."""
+        self.uploads[upload.number] = upload
+        self.counts[upload.state] += 1
+        if upload.state not in DONE:
+            self.pending[upload.number] = upload
+
+    def set_state(self, upload: Upload, state: str) -> None:
+        self.counts[upload.state] -= 1
+        self.counts[state] += 1
+        upload.state = state
+        if state in DONE:
+            self.pending.pop(upload.number, None)
+        else:
+            self.pending[upload.number] = upload
+
+    def next_number(self) -> int:
+        """The number of an upload that came without one: the one after the highest seen."""
+        return max(self.uploads) + 1 if self.uploads else 0  # dicts keep insertion order
+
+    def refresh_states(self) -> None:
+        """Uploads waiting in an unbroken run from `next_upload` are queued; the rest held."""
+        n = self.next_upload
+        if n is None:
+            return
+        while (up := self.pending.get(n)) is not None:
+            if up.state == HELD:
+                self.set_state(up, QUEUED)
+            n += 1
+        for number, up in list(self.pending.items()):
+            if number > n and up.state == QUEUED:
+                self.set_state(up, HELD)
+
+    def next_jobs(self, limit: int) -> list[Upload]:
+        """The queued uploads from `next_upload` on, in an unbroken run of at most `limit`."""
+        run: list[Upload] = []
+        n = self.next_upload
+        while n is not None and len(run) < limit:
+            up = self.pending.get(n)
+            if up is None or up.state not in (QUEUED, TRANSCODING):
+                break
+            run.append(up)
+            n += 1
+        return run
+
+    def skip_gap(self) -> bool:
+        """Jump over missing uploads to the first held one (on end, or after a timeout)."""
+        held = [n for n, u in self.pending.items() if u.state == HELD]
+        if not held:
+            return False
+        self.next_upload = min(held)
+        self.refresh_states()
+        return True
+
+    # -- segments --------------------------------------------------------------------------
+    def add_segment(self, seg: Segment) -> None:
+        self.segments.append(seg)
+        for out in seg.rungs:
+            for packaging, size in out.size_bytes.items():
+                tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
+                tally.add(size, seg.duration_s)
+
+    def segment_at(self, time_s: float) -> Segment | None:
+        i = bisect.bisect_right(self.segments, time_s, key=lambda s: s.start_s) - 1
+        if i < 0:
+            return None
+        seg = self.segments[i]
+        return seg if time_s < seg.end_s else None
+
+    def rates(self, rung: str, packaging: str) -> tuple[int, int]:
+        """(peak, average) bit rate of a rung's published segments, audio included."""
+        tally = self.bandwidth.get((rung, packaging))
+        return tally.rates() if tally else (0, 0)

@@ -1,0 +1,35 @@
+"""Fragmented MP4 / CMAF segments (RFC 8216 3.3): an init segment (ftyp+moov) per rung
+and one moof+mdat fragment per segment, with an absolute `tfdt`."""
+
+from __future__ import annotations
+
+from streamd.model.ladder import Rung
+from streamd.package.base import EncodedPacket, Packaged, mux
+
+OPTIONS = {
+    # frag_discont + no edit list: each fragment's tfdt is the packet's own decode time.
+    "movflags": "frag_keyframe+empty_moov+default_base_moof+frag_discont"
+    "+negative_cts_offsets+skip_trailer",
+    "use_editlist": "0",
+}
+
+
+def package(
+    video: tuple[EncodedPacket, ...], audio: tuple[EncodedPacket, ...], rung: Rung
+) -> Packaged:
+    init, fragment = split_fmp4(mux("mp4", OPTIONS, video, audio, rung))
+    return Packaged(fragment, init)
+
+
+def split_fmp4(data: bytes) -> tuple[bytes, bytes]:
+    """Split a fragmented MP4 into its init segment (ftyp+moov) and media (moof+mdat...)."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"moof":
+            return data[:pos], data[pos:]
+        if size < 8:
+            break
+        pos += size
+    raise ValueError("no moof box in fragmented MP4 output")

@@ -1,0 +1,275 @@
+"""Stream state in SQLite (the standard library's sqlite3) under the data dir.
+
+WAL mode, one connection on one thread of its own, so the event loop never waits on the
+disk. Publishing a segment inserts a row for it and one per rung: the cost is the same at
+hour 10 as at minute 1. `synchronous=NORMAL`: a crash of the process loses nothing; a power
+cut may lose the last transactions, which the worker's files (written first) survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from streamd.model.jobs import RungOutput
+from streamd.model.ladder import Rung
+from streamd.model.pipeline import PipelineState
+from streamd.model.stream import Segment, Stream, Upload
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    video_id TEXT PRIMARY KEY,
+    created_wall_s REAL NOT NULL,
+    updated_wall_s REAL NOT NULL,
+    next_upload INTEGER,
+    ending INTEGER NOT NULL,
+    ended INTEGER NOT NULL,
+    end_after INTEGER,
+    start_wall_s REAL,
+    ingest_init TEXT,
+    rungs TEXT NOT NULL,
+    frame_rate REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    video_id TEXT PRIMARY KEY REFERENCES streams,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    video_id TEXT NOT NULL REFERENCES streams,
+    number INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    received_wall_s REAL NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    source TEXT,
+    PRIMARY KEY (video_id, number)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    video_id TEXT NOT NULL REFERENCES streams,
+    sequence INTEGER NOT NULL,
+    start_s REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    upload INTEGER NOT NULL,
+    published_wall_s REAL NOT NULL,
+    PRIMARY KEY (video_id, sequence)
+);
+CREATE TABLE IF NOT EXISTS rung_outputs (
+    video_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    rung TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    size_bytes TEXT NOT NULL,
+    codecs TEXT NOT NULL,
+    inits TEXT NOT NULL,
+    PRIMARY KEY (video_id, sequence, position)
+);
+"""
+
+
+def pipeline_json(state: PipelineState) -> dict[str, Any]:
+    return {
+        "nextSegment": state.next_segment,
+        "videoPts90k": state.video_pts_90k,
+        "audioBaseSample": state.audio_base_sample,
+        "audioEmitFrom": state.audio_emit_from,
+        "audioCarry": base64.b64encode(state.audio_carry).decode(),
+        "rungs": [asdict(r) for r in state.rungs],
+        "levels": list(state.levels),
+        "frameRate": state.frame_rate,
+        "inputAudioTail": base64.b64encode(state.input_audio_tail).decode(),
+    }
+
+
+def pipeline_from_json(d: dict[str, Any]) -> PipelineState:
+    return PipelineState(
+        next_segment=d["nextSegment"],
+        video_pts_90k=d["videoPts90k"],
+        audio_base_sample=d["audioBaseSample"],
+        audio_emit_from=d["audioEmitFrom"],
+        audio_carry=base64.b64decode(d["audioCarry"]),
+        rungs=tuple(Rung(**r) for r in d["rungs"]),
+        levels=tuple(d["levels"]),
+        frame_rate=d["frameRate"],
+        input_audio_tail=base64.b64decode(d.get("inputAudioTail", "")),
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class SqliteState:
+    """The state store in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="state")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- lifetime ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} is from a newer streamd (schema {version})")
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    # -- reading -----------------------------------------------------------------------------
+    async def load(self) -> list[Stream]:
+        return await self._run(self._load)
+
+    def _load(self) -> list[Stream]:
+        assert self._db is not None
+        db = self._db
+        streams: dict[str, Stream] = {}
+        for row in db.execute("SELECT * FROM streams ORDER BY created_wall_s"):
+            (vid, created, updated, next_upload, ending, ended, end_after, start, init) = row[:9]
+            streams[vid] = Stream(
+                video_id=vid,
+                created_wall_s=created,
+                updated_wall_s=updated,
+                next_upload=next_upload,
+                ending=bool(ending),
+                ended=bool(ended),
+                end_after=end_after,
+                start_wall_s=start,
+                ingest_init=init,
+                rungs=tuple(Rung(**r) for r in json.loads(row[9])),
+                frame_rate=row[10],
+            )
+        for vid, state in db.execute("SELECT video_id, state FROM pipelines"):
+            streams[vid].pipeline = pipeline_from_json(json.loads(state))
+        for row in db.execute("SELECT * FROM uploads ORDER BY video_id, number"):
+            streams[row[0]].add_upload(
+                Upload(
+                    number=row[1],
+                    sha256=row[2],
+                    size_bytes=row[3],
+                    keys=tuple(json.loads(row[4])),
+                    received_wall_s=row[5],
+                    state=row[6],
+                    error=row[7],
+                    source=None if row[8] is None else json.loads(row[8]),
+                )
+            )
+        outputs: dict[tuple[str, int], list[RungOutput]] = {}
+        query = "SELECT * FROM rung_outputs ORDER BY video_id, sequence, position"
+        for vid, seq, rung, _, sizes, codecs, inits in db.execute(query):
+            out = RungOutput(rung, json.loads(sizes), codecs, json.loads(inits))
+            outputs.setdefault((vid, seq), []).append(out)
+        for row in db.execute("SELECT * FROM segments ORDER BY video_id, sequence"):
+            vid, seq = row[0], row[1]
+            rungs = tuple(outputs.get((vid, seq), ()))
+            streams[vid].add_segment(Segment(seq, row[2], row[3], row[4], row[5], rungs))
+        return list(streams.values())
+
+    # -- writing -----------------------------------------------------------------------------
+    async def record(
+        self,
+        stream: Stream,
+        *,
+        uploads: Sequence[Upload] = (),
+        segments: Sequence[Segment] = (),
+        pipeline: bool = False,
+    ) -> None:
+        # Rows are built here, on the loop, from the record as it is now; the thread only
+        # writes them (the record may change while it does).
+        rows = _Rows(stream, uploads, segments, pipeline)
+        await self._run(self._write, rows)
+
+    def _write(self, rows: _Rows) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows.stream)
+            if rows.pipeline is not None:
+                db.execute("INSERT OR REPLACE INTO pipelines VALUES (?,?)", rows.pipeline)
+            db.executemany(
+                "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?,?)", rows.uploads
+            )
+            db.executemany("INSERT INTO segments VALUES (?,?,?,?,?,?)", rows.segments)
+            db.executemany("INSERT INTO rung_outputs VALUES (?,?,?,?,?,?,?)", rows.outputs)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+class _Rows:
+    """A change to a stream, as the rows that record it."""
+
+    def __init__(
+        self,
+        s: Stream,
+        uploads: Sequence[Upload],
+        segments: Sequence[Segment],
+        pipeline: bool,
+    ) -> None:
+        vid = s.video_id
+        self.stream = (
+            vid,
+            s.created_wall_s,
+            s.updated_wall_s,
+            s.next_upload,
+            int(s.ending),
+            int(s.ended),
+            s.end_after,
+            s.start_wall_s,
+            s.ingest_init,
+            _json([asdict(r) for r in s.rungs]),
+            s.frame_rate,
+        )
+        self.pipeline = (vid, _json(pipeline_json(s.pipeline))) if pipeline else None
+        self.uploads = [
+            (
+                vid,
+                u.number,
+                u.sha256,
+                u.size_bytes,
+                _json(list(u.keys)),
+                u.received_wall_s,
+                u.state,
+                u.error,
+                None if u.source is None else _json(u.source),
+            )
+            for u in uploads
+        ]
+        self.segments = [
+            (vid, g.sequence, g.start_s, g.duration_s, g.upload, g.published_wall_s)
+            for g in segments
+        ]
+        self.outputs = [
+            (vid, g.sequence, r.name, i, _json(r.size_bytes), r.codecs, _json(r.inits))
+            for g in segments
+            for i, r in enumerate(g.rungs)
+        ]

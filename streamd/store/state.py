@@ -1,0 +1,33 @@
+"""Where stream state is kept: the small interface the server writes every change through.
+
+SQLite under the data dir is the first implementation (`streamd.store.sqlite`); a server
+database for several origins is meant to implement the same three calls. Each call is one
+transaction, and what it writes is proportional to the change, never to the stream's length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from streamd.model.stream import Segment, Stream, Upload
+
+
+class StateStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def load(self) -> list[Stream]:
+        """Every stream, with its uploads and segments, as last recorded."""
+
+    async def record(
+        self,
+        stream: Stream,
+        *,
+        uploads: Sequence[Upload] = (),
+        segments: Sequence[Segment] = (),
+        pipeline: bool = False,
+    ) -> None:
+        """One transaction: the stream's own fields, these uploads (inserted or updated),
+        these new segments, and its pipeline state when `pipeline` is set."""

@@ -1,0 +1,145 @@
+"""Recording and announcing what was published.
+
+A segment a worker has written becomes visible here: one transaction in the state store,
+a few lines appended to each media playlist (in RAM first, so viewers see it at once, then
+on disk), its bytes put in the RAM cache, and a `PlaylistChange` handed to every listener
+(edge processes follow the playlists this way). Nothing here walks the stream's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from streamd.clock import Clock
+from streamd.errors import NotFound
+from streamd.manifests.hls import PlaylistChange, StreamPlaylists
+from streamd.metrics import Metrics
+from streamd.model import layout
+from streamd.model.formats import PACKAGINGS
+from streamd.model.jobs import PublishedSegment
+from streamd.model.stream import Segment, Stream, Upload
+from streamd.store import AsyncStore, SegmentCache
+from streamd.store.state import StateStore
+
+log = logging.getLogger("streamd.streams.publisher")
+Listener = Callable[[PlaylistChange], None]
+
+
+class Publisher:
+    """Every stream's playlists, and the one way segments get into them."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        store: AsyncStore,
+        cache: SegmentCache,
+        clock: Clock,
+        metrics: Metrics,
+        target_duration_s: float,
+    ) -> None:
+        self.state, self.store, self.cache = state, store, cache
+        self.clock, self.metrics = clock, metrics
+        self.target_duration_s = target_duration_s
+        self.playlists: dict[str, StreamPlaylists] = {}
+        self.listeners: set[Listener] = set()
+
+    def get(self, video_id: str) -> StreamPlaylists:
+        """A stream's playlists (for serving); NotFound before its first segment."""
+        playlists = self.playlists.get(video_id)
+        if playlists is None:
+            layout.check_video_id(video_id)
+            raise NotFound(f"no stream {video_id!r} with published segments")
+        return playlists
+
+    async def restore(self, stream: Stream) -> None:
+        """At start-up: rebuild a stream's playlists from its record and write them whole,
+        so the disk agrees with the record even after a crash between the two."""
+        if not stream.segments:
+            return
+        playlists = StreamPlaylists.of(stream, self.target_duration_s)
+        self.playlists[stream.video_id] = playlists
+        for key, body in playlists.files().items():  # media playlists before masters
+            await self.store.put(key, body)
+
+    async def publish(self, stream: Stream, upload: Upload, seg: PublishedSegment) -> None:
+        """Make one segment visible: recorded, in every playlist, in the cache, announced."""
+        if seg.sequence < len(stream.segments):
+            return  # published before a restart
+        now = self.clock.wall_s()
+        if stream.start_wall_s is None:
+            source_s = (upload.source or {}).get("durationS") or seg.duration_s
+            stream.start_wall_s = min(now, upload.received_wall_s) - source_s
+        if not stream.rungs:
+            stream.rungs, stream.frame_rate = seg.ladder, seg.frame_rate
+        segment = Segment.published(seg, now)
+        stream.add_segment(segment)
+        stream.updated_wall_s = now
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            playlists = StreamPlaylists(stream.video_id, self.target_duration_s)
+            self.playlists[stream.video_id] = playlists
+        # Viewers see it now (playlists are served from RAM); the record and the disk follow.
+        change = playlists.add(stream, segment)
+        self._announce(change)
+        delay_s = now - upload.received_wall_s
+        stream.publish_delay_s = round(delay_s, 3)
+        self.metrics.publish_delay.observe(delay_s)
+        for rung in seg.rungs:
+            self.metrics.segments_published.labels(rung.name).inc()
+        await asyncio.gather(
+            self.state.record(stream, segments=[segment]),
+            self._warm_cache(stream.video_id, seg),
+        )
+        await self._write(change)
+        log.info(
+            "%s segment %d published (%.3f s at %.3f s) %.0f ms after upload %d arrived",
+            stream.video_id,
+            seg.sequence,
+            seg.duration_s,
+            seg.start_s,
+            1000 * delay_s,
+            upload.number,
+            extra={
+                "stream": stream.video_id,
+                "segment": seg.sequence,
+                "upload": upload.number,
+                "publish_delay_ms": round(1000 * delay_s),
+            },
+        )
+
+    async def end(self, stream: Stream) -> None:
+        """EXT-X-ENDLIST on every media playlist (the record says `ended` already)."""
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            return
+        change = playlists.end()
+        self._announce(change)
+        await self._write(change)
+
+    def _announce(self, change: PlaylistChange) -> None:
+        for listener in list(self.listeners):
+            listener(change)
+
+    async def _write(self, change: PlaylistChange) -> None:
+        # Media playlists go before the masters that name them.
+        for key, data in change.appended.items():
+            await self.store.append(key, data)
+        for key, body in change.replaced.items():
+            await self.store.put(key, body)
+
+    async def _warm_cache(self, video_id: str, seg: PublishedSegment) -> None:
+        keys = [
+            layout.segment_key(video_id, packaging, r.name, seg.sequence)
+            for packaging in PACKAGINGS
+            for r in seg.rungs
+        ]
+        keys += [
+            layout.init_key(video_id, packaging, r.name, init)
+            for r in seg.rungs
+            for packaging, init in r.inits.items()
+        ]
+        datas = await asyncio.gather(*(self.store.get(k) for k in keys))
+        for key, data in zip(keys, datas, strict=True):
+            self.cache.put(key, data)

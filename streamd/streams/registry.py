@@ -1,0 +1,133 @@
+"""Which streams exist: loaded from the state store at start (after migrating a 0.1 data
+dir), created by their first upload, each with its runner."""
+
+from __future__ import annotations
+
+import logging
+
+from streamd.clock import Clock
+from streamd.config import Config
+from streamd.errors import NotFound, StreamEnded
+from streamd.jobs import JobQueue
+from streamd.metrics import Metrics
+from streamd.model import layout
+from streamd.model.ladder import parse_ladder
+from streamd.model.pipeline import EncodeSettings
+from streamd.model.stream import DONE, HELD, TRANSCODING, Stream
+from streamd.store import AsyncStore
+from streamd.store.migrate import migrate_v1
+from streamd.store.state import StateStore
+from streamd.streams.publisher import Publisher
+from streamd.streams.runner import StreamRunner
+
+log = logging.getLogger("streamd.streams")
+
+
+def encode_settings(config: Config) -> EncodeSettings:
+    tc = config.transcode
+    return EncodeSettings(
+        tuple(parse_ladder(tc.ladder)),
+        tc.segment_duration_s,
+        tc.preset,
+        tc.audio_bitrate_bps,
+        tc.encoder_threads,
+    )
+
+
+class Streams:
+    """Every stream's record and runner, by videoId."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        store: AsyncStore,
+        publisher: Publisher,
+        jobs: JobQueue,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.config, self.state, self.store, self.publisher = config, state, store, publisher
+        self.jobs, self.clock, self.metrics = jobs, clock, metrics
+        self.settings = encode_settings(config)
+        self.records: dict[str, Stream] = {}
+        self.runners: dict[str, StreamRunner] = {}
+
+    # -- lifetime --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every stream, rebuild its playlists, resume its unfinished work."""
+        streams = await self.state.load()
+        known = {s.video_id for s in streams}
+        streams += await migrate_v1(self.store, self.state, known)
+        for stream in streams:
+            for up in list(stream.pending.values()):
+                if up.state == TRANSCODING:
+                    stream.set_state(up, HELD)
+                    up.percent = 0.0
+            stream.refresh_states()
+            self.records[stream.video_id] = stream
+            await self.publisher.restore(stream)
+            runner = self._runner(stream)
+            pending = sum(1 for u in stream.pending.values() if u.state not in DONE)
+            log.info(
+                "loaded %s: %d segments published, %d uploads to do, %s",
+                stream.video_id,
+                len(stream.segments),
+                pending,
+                stream.state,
+            )
+            if not stream.ended:
+                runner.start()
+
+    async def close(self) -> None:
+        for runner in self.runners.values():
+            await runner.stop()
+
+    def _runner(self, stream: Stream) -> StreamRunner:
+        runner = StreamRunner(
+            stream,
+            state=self.state,
+            publisher=self.publisher,
+            jobs=self.jobs,
+            settings=self.settings,
+            store_spec=self.store.store.spec(),
+            clock=self.clock,
+            metrics=self.metrics,
+            gap_timeout_s=self.config.upload.gap_timeout_s,
+        )
+        self.runners[stream.video_id] = runner
+        return runner
+
+    # -- lookups -----------------------------------------------------------------------------
+    def get(self, video_id: str) -> Stream:
+        stream = self.records.get(layout.check_video_id(video_id))
+        if stream is None:
+            raise NotFound(f"no stream {video_id!r}", "upload a segment to create it")
+        return stream
+
+    def runner(self, video_id: str) -> StreamRunner:
+        self.get(video_id)
+        return self.runners[video_id]
+
+    def refuse_if_ended(self, video_id: str) -> None:
+        """Uploads to an ended stream are refused before their body is read."""
+        stream = self.records.get(layout.check_video_id(video_id))
+        if stream is not None and (stream.ending or stream.ended):
+            raise StreamEnded(f"stream {video_id!r} has ended", "start a new videoId")
+
+    def for_upload(self, video_id: str) -> StreamRunner:
+        """The runner an upload goes to, making the stream if this is its first."""
+        self.refuse_if_ended(video_id)
+        stream = self.records.get(video_id)
+        if stream is None:
+            stream = Stream(video_id, self.clock.wall_s())
+            self.records[video_id] = stream
+            return self._runner(stream)
+        return self.runners[video_id]
+
+    def forget_if_empty(self, video_id: str) -> None:
+        """A stream whose first upload was refused is not kept."""
+        stream = self.records.get(video_id)
+        if stream is not None and not stream.uploads and not stream.segments:
+            del self.records[video_id]
+            self.runners.pop(video_id, None)

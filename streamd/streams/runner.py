@@ -1,0 +1,273 @@
+"""Running one stream's uploads through the job queue, strictly in number order.
+
+Each stream has one runner task: an upload is transcoded only after the one before it (its
+timeline starts where that one's ended), a backlog goes as one job through warm encoders,
+a missing upload is waited for (then skipped), and a failed one is marked and passed over.
+What comes back is handed to the publisher segment by segment, as the worker writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streamd.clock import Clock
+from streamd.errors import SegmentConflict, StreamdError, TranscodeError
+from streamd.jobs import JobQueue
+from streamd.metrics import Metrics
+from streamd.model.jobs import JobInput, JobProgress, TranscodeJob
+from streamd.model.pipeline import EncodeSettings
+from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
+from streamd.store.state import StateStore
+from streamd.streams.publisher import Publisher
+
+log = logging.getLogger("streamd.streams.runner")
+# Queued uploads one job may take: enough to keep the encoders warm through a backlog,
+# few enough that a failure costs little to retry one by one.
+MAX_UPLOADS_PER_JOB = 8
+
+
+class StreamRunner:
+    """One stream's uploads, in order; `lock` guards its record against interleaved
+    changes, `wake` says there is new work."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        state: StateStore,
+        publisher: Publisher,
+        jobs: JobQueue,
+        settings: EncodeSettings,
+        store_spec: str,
+        clock: Clock,
+        metrics: Metrics,
+        gap_timeout_s: float,
+    ) -> None:
+        self.stream = stream
+        self.state, self.publisher, self.jobs = state, publisher, jobs
+        self.settings, self.store_spec = settings, store_spec
+        self.clock, self.metrics = clock, metrics
+        self.gap_timeout_s = gap_timeout_s
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
+        if stream.ingest_init:
+            self.init_arrived.set()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- what ingest calls -----------------------------------------------------------------
+    def existing_upload(self, number: int, sha256: str) -> Upload | None:
+        """The same upload received before (a retry), or None; raises on a conflict."""
+        stream = self.stream
+        up = stream.uploads.get(number)
+        if up is None:
+            if stream.next_upload is not None and number < stream.next_upload:
+                raise SegmentConflict(
+                    f"segment {number} comes after the stream moved past it",
+                    f"the stream is at segment {stream.next_upload}",
+                )
+            return None
+        if up.sha256 != sha256:
+            raise SegmentConflict(
+                f"segment {number} was already uploaded with other bytes", f"sha256 {up.sha256}"
+            )
+        return up
+
+    async def add_upload(self, upload: Upload) -> None:
+        """Record an accepted upload (already stored) and wake the runner. Under `lock`."""
+        stream = self.stream
+        if stream.next_upload is None:
+            stream.next_upload = upload.number
+        upload.state = HELD
+        stream.add_upload(upload)
+        if stream.end_after is not None and upload.number >= stream.end_after:
+            stream.ending = True
+        stream.refresh_states()
+        stream.updated_wall_s = self.clock.wall_s()
+        await self.state.record(stream, uploads=list(stream.pending.values()))
+        self.start()
+
+    async def end(self) -> None:
+        """Publish what was received, then close the playlists with EXT-X-ENDLIST."""
+        async with self.lock:
+            if not self.stream.ending:
+                self.stream.ending = True
+                await self.state.record(self.stream)
+        self.wake.set()
+
+    async def end_after(self, last: int) -> None:
+        """End once upload `last` has arrived: a pushed ENDLIST can overtake its segments."""
+        stream = self.stream
+        if stream.ending:
+            return
+        if last in stream.uploads or (stream.next_upload or 0) > last:
+            await self.end()
+            return
+        async with self.lock:
+            stream.end_after = last
+            await self.state.record(stream)
+        self.wake.set()
+
+    async def set_ingest_init(self, key: str) -> None:
+        self.stream.ingest_init = key
+        await self.state.record(self.stream)
+        self.init_arrived.set()
+
+    # -- the task --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.task is None and not self.stream.ended:
+            self.task = asyncio.create_task(self._run(), name=f"stream-{self.stream.video_id}")
+        self.wake.set()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        stream = self.stream
+        while True:
+            self.wake.clear()
+            solo = stream.solo_until >= (stream.next_upload or 0)
+            batch = stream.next_jobs(1 if solo else MAX_UPLOADS_PER_JOB)
+            if batch:
+                try:
+                    await self._transcode(batch)
+                except Exception as exc:  # a bug must not stop the stream for good
+                    log.exception(
+                        "%s uploads %s: unexpected error",
+                        stream.video_id,
+                        [u.number for u in batch],
+                    )
+                    async with self.lock:
+                        self._fail(batch, TranscodeError("internal error", repr(exc)))
+                        await self.state.record(stream, uploads=batch, pipeline=True)
+                continue
+            if stream.ending:
+                async with self.lock:
+                    if stream.skip_gap():
+                        log.warning(
+                            "%s: ending, skipping to held upload %s",
+                            stream.video_id,
+                            stream.next_upload,
+                        )
+                        continue
+                    stream.ended = True
+                    await self.state.record(stream)
+                    await self.publisher.end(stream)
+                log.info(
+                    "%s ended: %d segments, %.1f s",
+                    stream.video_id,
+                    len(stream.segments),
+                    stream.duration_s,
+                )
+                return
+            waiting_on_gap = stream.counts[HELD] > 0 or stream.end_after is not None
+            timeout = self.gap_timeout_s if waiting_on_gap else None
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                async with self.lock:
+                    self._on_gap_timeout()
+
+    def _on_gap_timeout(self) -> None:
+        stream = self.stream
+        missing = stream.next_upload
+        if stream.skip_gap():
+            log.warning(
+                "%s: upload %s missing for %g s, going on without it",
+                stream.video_id,
+                missing,
+                self.gap_timeout_s,
+            )
+        elif stream.end_after is not None:
+            log.warning("%s: upload %d never came, ending", stream.video_id, stream.end_after)
+            stream.ending = True
+
+    async def _transcode(self, batch: list[Upload]) -> None:
+        """One job for a run of queued uploads: warm encoders carry from one to the next."""
+        stream = self.stream
+        by_number = {u.number: u for u in batch}
+        for u in batch:
+            stream.set_state(u, TRANSCODING)
+        job = TranscodeJob(
+            stream.video_id,
+            tuple(JobInput(u.number, u.keys) for u in batch),
+            stream.pipeline,
+            self.settings,
+            self.store_spec,
+            publish_from=len(stream.segments),
+        )
+        progress: asyncio.Queue[JobProgress] = asyncio.Queue()
+        task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
+        while True:
+            getter = asyncio.ensure_future(progress.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                item = getter.result()
+                if item.upload in by_number:
+                    by_number[item.upload].percent = item.percent
+                if item.segment is not None:
+                    upload = by_number[item.segment.upload]
+                    async with self.lock:
+                        await self.publisher.publish(stream, upload, item.segment)
+                continue
+            getter.cancel()
+            if progress.empty():
+                break
+        async with self.lock:
+            try:
+                result = task.result()
+            except StreamdError as exc:
+                self._fail(batch, exc)
+            else:
+                for u in batch:
+                    stream.set_state(u, PUBLISHED)
+                    u.percent = 100.0
+                stream.pipeline = result.state
+                stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
+                for rung, seconds in result.rung_seconds.items():
+                    self.metrics.transcode_seconds.labels(rung).inc(seconds)
+                self._advance(len(batch))
+            await self.state.record(stream, uploads=batch, pipeline=True)
+
+    def _advance(self, uploads: int = 1) -> None:
+        stream = self.stream
+        assert stream.next_upload is not None
+        stream.next_upload += uploads
+        stream.refresh_states()
+        stream.updated_wall_s = self.clock.wall_s()
+
+    def _fail(self, batch: list[Upload], exc: StreamdError) -> None:
+        """A job failed. Alone, its upload is marked failed and the stream goes on after it
+        (keeping what it did publish); in a run, the run is retried one upload at a time."""
+        stream = self.stream
+        numbers = [u.number for u in batch]
+        if len(batch) > 1:
+            log.warning(
+                "%s uploads %s failed together (%s); retrying one at a time",
+                stream.video_id,
+                numbers,
+                exc.message,
+            )
+            for u in batch:
+                stream.set_state(u, QUEUED)
+                u.percent = 0.0
+            stream.solo_until = batch[-1].number
+            return
+        upload = batch[0]
+        log.error(
+            "%s upload %d failed: %s (%s)", stream.video_id, upload.number, exc.message, exc.detail
+        )
+        stream.set_state(upload, FAILED)
+        upload.error = f"{exc.message}: {exc.detail or ''}"
+        for rung in stream.rungs or self.settings.ladder:
+            self.metrics.segments_failed.labels(rung.name).inc()
+        if len(stream.segments) > stream.pipeline.next_segment:
+            last = stream.segments[-1]
+            stream.pipeline = stream.pipeline.resumed_at(len(stream.segments), last.end_s)
+        self._advance()

@@ -1,0 +1,101 @@
+"""The JSON API: `GET /api/videos` and `/api/videos/{videoId}`, streams as the status page
+and operators see them. A stream's API view lives here, not on its record."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from streamd.appkeys import METRICS, STREAMS
+from streamd.model import layout
+from streamd.model.formats import FMP4
+from streamd.model.stream import UPLOAD_STATES, Stream
+
+
+def iso(wall_s: float) -> str:
+    return (
+        datetime.fromtimestamp(wall_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def summary(stream: Stream) -> dict[str, Any]:
+    """What the stream list shows of a stream."""
+    vid = stream.video_id
+    last = stream.segments[-1] if stream.segments else None
+    rungs = []
+    for r in stream.rungs:
+        peak, avg = stream.rates(r.name, FMP4.name)
+        rungs.append(
+            {
+                "name": r.name,
+                "width": r.width,
+                "height": r.height,
+                "bandwidthBps": peak,
+                "averageBandwidthBps": avg,
+                "codecs": last.rung(r.name).codecs if last else None,
+            }
+        )
+    return {
+        "videoId": vid,
+        "state": stream.state,
+        "createdAt": iso(stream.created_wall_s),
+        "updatedAt": iso(stream.updated_wall_s or stream.created_wall_s),
+        "durationS": stream.duration_s,
+        "segments": len(stream.segments),
+        "frameRate": stream.frame_rate or None,
+        "realtimeFactor": stream.realtime_factor,
+        "publishDelayS": stream.publish_delay_s,
+        "uploads": {state: stream.counts[state] for state in UPLOAD_STATES},
+        "rungs": rungs,
+        "links": {
+            "master": f"/viewstream/metadata/{vid}",
+            "masterTs": f"/viewstream/metadata/{vid}?format=ts",
+            "player": f"/player.html?v={vid}",
+            "thumbnail": layout.url_for(layout.thumbnail_key(vid)) if last else None,
+        },
+    }
+
+
+def detail(stream: Stream) -> dict[str, Any]:
+    """A stream with every upload."""
+    return {
+        **summary(stream),
+        "uploadList": [
+            {
+                "number": u.number,
+                "state": u.state,
+                "percent": round(u.percent, 1),
+                "sizeBytes": u.size_bytes,
+                "receivedAt": iso(u.received_wall_s),
+                "error": u.error,
+                "source": u.source,
+            }
+            for u in sorted(stream.uploads.values(), key=lambda u: u.number)
+        ],
+    }
+
+
+async def videos(request: web.Request) -> web.Response:
+    streams = sorted(request.app[STREAMS].records.values(), key=lambda s: -s.created_wall_s)
+    viewers = request.app[METRICS].viewers
+    return web.json_response(
+        {
+            "videos": [
+                {**summary(s), "viewers": viewers.count(s.video_id)} for s in streams if s.uploads
+            ]
+        }
+    )
+
+
+async def video(request: web.Request) -> web.Response:
+    stream = request.app[STREAMS].get(request.match_info["video_id"])
+    viewers = request.app[METRICS].viewers.count(stream.video_id)
+    return web.json_response({**detail(stream), "viewers": viewers})
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/api/videos", videos), web.get("/api/videos/{video_id}", video)]

@@ -1,0 +1,132 @@
+"""`/hls/{videoId}/...`: playlists, segments, init segments and thumbnails, what every viewer
+asks for every few seconds, answered alike by the primary and by edge processes: playlists
+from RAM, objects from the RAM cache, else from the store (then cached)."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from aiohttp import web
+
+from streamd.appkeys import HLS
+from streamd.config import HttpConfig
+from streamd.errors import NotFound
+from streamd.manifests.hls import MIME
+from streamd.metrics import Viewers, client_id
+from streamd.model.formats import content_type_for
+from streamd.store import AsyncStore, SegmentCache
+
+ENDED_MAX_AGE = "public, max-age=3600"
+_OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class Playlists(Protocol):
+    """One stream's playlists: the publisher's, or an edge's copy of them."""
+
+    @property
+    def video_id(self) -> str: ...
+    @property
+    def ended(self) -> bool: ...
+    def get(self, key: str) -> bytes | None: ...
+
+
+class PlaylistIndex(Protocol):
+    def get(self, video_id: str) -> Playlists:
+        """The stream's playlists; raises NotFound (or InvalidVideoId)."""
+        ...
+
+
+def bytes_response(
+    request: web.BaseRequest, data: bytes, content_type: str, headers: dict[str, str]
+) -> web.Response:
+    """A response for bytes in RAM, honouring a Range header like a file server would."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    try:
+        rng = request.http_range
+    except ValueError:
+        rng = slice(None, None)
+    if rng.start is None and rng.stop is None:
+        return web.Response(body=data, content_type=content_type, headers=headers)
+    start, stop, _ = rng.indices(len(data))
+    if start >= stop:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{len(data)}"})
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+    return web.Response(
+        body=data[start:stop], status=206, content_type=content_type, headers=headers
+    )
+
+
+class HlsObjects:
+    """Everything under /hls/, for one process."""
+
+    def __init__(
+        self,
+        playlists: PlaylistIndex,
+        cache: SegmentCache,
+        store: AsyncStore,
+        viewers: Viewers,
+        http: HttpConfig,
+    ) -> None:
+        self.playlists, self.cache, self.store, self.viewers = playlists, cache, store, viewers
+        self.live_max_age = f"public, max-age={http.live_playlist_max_age_s}"
+        self.segment_max_age = f"public, max-age={http.segment_max_age_s}, immutable"
+
+    async def respond(self, request: web.BaseRequest, video_id: str, path: str) -> web.Response:
+        stream = self.playlists.get(video_id)
+        self.viewers.saw(stream.video_id, client_id(request))
+        key = f"hls/{stream.video_id}/{path}"
+        # Playlists first, and without parsing the path: every viewer polls them.
+        body = stream.get(key)
+        if body is not None:
+            return self.playlist_response(stream.ended, body)
+        if not _OBJECT.match(path) or ".." in path:
+            raise NotFound("no such object")
+        suffix = "." + path.rpartition(".")[2]
+        if suffix == ".m3u8":
+            raise NotFound(f"no playlist {path}")
+        thumbnail = suffix == ".jpg"
+        content_type = "image/jpeg" if thumbnail else content_type_for(suffix)
+        cache_control = "no-cache" if thumbnail else self.segment_max_age
+        data = await self.object_bytes(key, keep=not thumbnail)
+        return bytes_response(
+            request,
+            data,
+            content_type or "application/octet-stream",
+            {"Cache-Control": cache_control},
+        )
+
+    def playlist_response(self, ended: bool, body: bytes) -> web.Response:
+        # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
+        cache_control = ENDED_MAX_AGE if ended else self.live_max_age
+        return web.Response(
+            body=body, headers={"Content-Type": MIME, "Cache-Control": cache_control}
+        )
+
+    async def object_bytes(self, key: str, keep: bool = True) -> bytes:
+        """A published object from the RAM cache, else the store (then kept in the cache: a
+        segment one viewer asked for, others ask for next); 404 if it is in neither.
+
+        Bytes from RAM rather than sendfile: uvloop has no sendfile path, and an edge
+        process fills its own cache this way."""
+        data = self.cache.get(key)
+        if data is not None:
+            return data
+        try:
+            data = await self.store.get(key)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no object {key.split('/', 2)[-1]}") from exc
+        if keep:
+            self.cache.put(key, data)
+        return data
+
+
+async def hls_object(request: web.Request) -> web.StreamResponse:
+    """GET /hls/{videoId}/{path}: media playlists, segments, init segments, thumbnail."""
+    return await request.app[HLS].respond(
+        request, request.match_info["video_id"], request.match_info["path"]
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/hls/{video_id}/{path:.+}", hls_object)]

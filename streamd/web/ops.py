@@ -1,0 +1,109 @@
+"""For operators: /metrics (Prometheus), /healthz (up), /readyz (able to take work)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
+
+from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, STREAMS
+from streamd.metrics import counter, gauge
+
+
+def gauges(app: web.Application) -> Iterator[Metric]:
+    """What /metrics reads at scrape time."""
+    streams, cache, metrics = app[STREAMS], app[CACHE], app[METRICS]
+    uploads: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for stream in streams.records.values():
+        states[stream.state] += 1
+        uploads.update(stream.counts)
+    yield gauge(
+        "streamd_queue_depth",
+        "Uploads waiting or being transcoded, by state.",
+        {(s,): uploads[s] for s in ("held", "queued", "transcoding")},
+        ("state",),
+    )
+    yield gauge(
+        "streamd_streams",
+        "Streams by state.",
+        {(s,): states[s] for s in ("waiting", "live", "ended")},
+        ("state",),
+    )
+    yield gauge(
+        "streamd_realtime_factor",
+        "Media seconds transcoded per second, last upload of each live stream.",
+        {
+            (s.video_id,): s.realtime_factor
+            for s in streams.records.values()
+            if s.realtime_factor is not None and not s.ended
+        },
+        ("stream",),
+    )
+    yield gauge(
+        "streamd_viewers",
+        "Distinct clients that fetched from a stream in the last minute.",
+        {(vid,): metrics.viewers.count(vid) for vid in metrics.viewers.streams()},
+        ("stream",),
+    )
+    yield gauge("streamd_cache_bytes", "Bytes of segments held in RAM.", {(): cache.size_bytes})
+    yield gauge("streamd_cache_objects", "Segments held in RAM.", {(): len(cache)})
+    yield counter("streamd_cache_hits", "Segment reads served from RAM.", cache.hits)
+    yield counter("streamd_cache_misses", "Segment reads that went to disk.", cache.misses)
+    yield gauge(
+        "streamd_workers_healthy",
+        "1 when every transcode worker is alive.",
+        {(): 1.0 if app[JOBS].healthy() else 0.0},
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".readyz-") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError:
+        return False
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to take uploads: workers alive, data dir writable, free space above the mark."""
+    config = request.app[CONFIG]
+    writable = await asyncio.to_thread(_writable, config.data_dir)
+    try:
+        free = (await asyncio.to_thread(shutil.disk_usage, config.data_dir)).free
+    except OSError:
+        free = 0
+    checks = {
+        "workers": request.app[JOBS].healthy(),
+        "dataDirWritable": writable,
+        "freeSpace": free >= config.min_free_bytes,
+    }
+    ready = all(checks.values())
+    return web.json_response(
+        {"ready": ready, "checks": checks, "freeBytes": free}, status=200 if ready else 503
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)]
