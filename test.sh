@@ -8,4 +8,5 @@ cd "$(dirname "$0")"
 .venv/bin/ruff check streamd tests bench
 .venv/bin/ruff format --check streamd tests bench
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

@@ -42,6 +42,18 @@ def _listener_pids(port: int) -> set[int]:
     return pids
 
 
+def _loaded(pid: int) -> set[str]:
+    """Which of PyAV's FFmpeg and numpy a process has mapped into memory."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {lib for lib in ("libavcodec", "numpy") if lib in maps}
+
+
+def _children(pid: int) -> dict[int, str]:
+    """A process's children and their names (/proc/PID/comm)."""
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c): Path(f"/proc/{c}/comm").read_text().strip() for c in found}
+
+
 @pytest.fixture
 async def two_processes(tmp_path: Path) -> AsyncIterator[ServerProcess]:
     async with server_process(tmp_path / "data", STREAMD_HTTP_PROCESSES="2") as srv:
@@ -89,6 +101,18 @@ async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path:
     clip = tmp_path / "last.ts"
     clip.write_bytes(data)
     assert ffprobe(clip, "-show_streams")["streams"][0]["height"] == 240
+
+    # Serving never loads the media stack: not in the edges, not in the primary; only the
+    # workers, which have transcoded by now (so the check can see it).
+    assert srv.proc is not None
+    children = _children(srv.proc.pid)
+    edges = _listener_pids(srv.port)
+    assert {children[pid] for pid in edges} == {"streamd-edge"}
+    for pid in [*edges, srv.proc.pid]:
+        assert _loaded(pid) == set(), f"process {pid} ({children.get(pid, 'primary')})"
+    workers = [pid for pid, name in children.items() if name == "streamd-worker"]
+    assert workers
+    assert {"libavcodec", "numpy"} <= _loaded(workers[0])
     # Passed-on routes, and errors from either process, are the same JSON.
     for _ in range(6):
         status, body = await _get(f"{srv.url}/hls/nosuch/ts/240p/index.m3u8")
