@@ -63,7 +63,7 @@ class HttpConfig:
     segment_max_age_s: int = setting(31_536_000, "Cache-Control max-age of segments.")
     cors_origin: str = setting("*", "Access-Control-Allow-Origin for players on other origins.")
     processes: int = setting(
-        1, "Processes answering HTTP on the port (SO_REUSEPORT); 0 means one per CPU core."
+        0, "Processes answering HTTP on the port (SO_REUSEPORT); 0 means one per CPU core."
     )
 
 
