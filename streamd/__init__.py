@@ -1,3 +1,3 @@
 """streamd: upload video segments, transcode an adaptive HLS ladder, watch live or seek back."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

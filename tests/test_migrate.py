@@ -96,9 +96,7 @@ async def test_a_v1_data_dir_is_served_byte_for_byte(
     assert (await resp.json())["error"] == "stream_ended"
 
 
-async def test_a_second_start_does_not_import_again(
-    make_client: AppClient, tmp_path: Path
-) -> None:
+async def test_a_second_start_does_not_import_again(make_client: AppClient, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     _old_data_dir(data_dir)
     first = await make_client(data_dir=data_dir)

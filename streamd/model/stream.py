@@ -120,6 +120,7 @@ class Stream:
     # Kept as uploads and segments come, so no question needs a walk over the history.
     pending: dict[int, Upload] = field(default_factory=dict, repr=False)  # not yet done
     counts: Counter[str] = field(default_factory=Counter, repr=False)  # uploads by state
+    highest_upload: int = -1
     bandwidth: dict[tuple[str, str], Bandwidth] = field(default_factory=dict, repr=False)
 
     @property
@@ -136,6 +137,7 @@ class Stream:
     def add_upload(self, upload: Upload) -> None:
         """A new upload (or one loaded back from the store)."""
         self.uploads[upload.number] = upload
+        self.highest_upload = max(self.highest_upload, upload.number)
         self.counts[upload.state] += 1
         if upload.state not in DONE:
             self.pending[upload.number] = upload
@@ -151,7 +153,7 @@ class Stream:
 
     def next_number(self) -> int:
         """The number of an upload that came without one: the one after the highest seen."""
-        return max(self.uploads) + 1 if self.uploads else 0  # dicts keep insertion order
+        return self.highest_upload + 1
 
     def refresh_states(self) -> None:
         """Uploads waiting in an unbroken run from `next_upload` are queued; the rest held."""

@@ -1,7 +1,7 @@
 """Where stream state is kept: the small interface the server writes every change through.
 
 SQLite under the data dir is the first implementation (`streamd.store.sqlite`); a server
-database for several origins is meant to implement the same three calls. Each call is one
+database for several origins is meant to implement the same calls. Each write is one
 transaction, and what it writes is proportional to the change, never to the stream's length.
 """
 

@@ -3,6 +3,7 @@ and operators see them. A stream's API view lives here, not on its record."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from streamd.appkeys import METRICS, STREAMS
 from streamd.model import layout
 from streamd.model.formats import FMP4
 from streamd.model.stream import UPLOAD_STATES, Stream
+
+UPLOAD_LIST_MAX = 100
 
 
 def iso(wall_s: float) -> str:
@@ -61,7 +64,8 @@ def summary(stream: Stream) -> dict[str, Any]:
 
 
 def detail(stream: Stream) -> dict[str, Any]:
-    """A stream with every upload."""
+    """A stream with its latest uploads (a day-long event has tens of thousands)."""
+    latest = itertools.islice(reversed(stream.uploads.values()), UPLOAD_LIST_MAX)
     return {
         **summary(stream),
         "uploadList": [
@@ -74,7 +78,7 @@ def detail(stream: Stream) -> dict[str, Any]:
                 "error": u.error,
                 "source": u.source,
             }
-            for u in sorted(stream.uploads.values(), key=lambda u: u.number)
+            for u in sorted(latest, key=lambda u: u.number)
         ],
     }
 
