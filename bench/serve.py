@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.serve [--connections 64] [--seconds 10]
 
-A live stream is made (720p ladder, 10 s), then `wrk` loads the same URLs from streamd (with
-`http.processes` = the cores: the primary and edges on one port) and from nginx (Debian's,
+A live stream is made (720p ladder, 10 s), then `wrk` loads the same URLs from streamd (on
+its defaults: `http.processes` = the cores, edges on one port) and from nginx (Debian's,
 `worker_processes` = the same number, sendfile on, rooted at the
 same data dir, so `/hls/...` are the same files): a media playlist (what every viewer polls)
 and a recent segment (what every viewer downloads). Prints requests/s and p99 latency of both
@@ -94,8 +94,8 @@ async def main_async(connections: int, seconds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # nginx's workers run as another user
-        # streamd answers on as many processes (primary + edges) as nginx has workers.
-        async with Server(root / "data", env={"STREAMD_HTTP_PROCESSES": str(cores)}) as server:
+        # streamd on its defaults: one HTTP process (edge) per core, as nginx has workers.
+        async with Server(root / "data") as server:
             await make_stream(server, root, 10)
             (root / "tmp").mkdir()
             nginx_port = free_port()
@@ -114,7 +114,7 @@ async def main_async(connections: int, seconds: int) -> None:
                 }
                 print(
                     f"{connections} connections, {seconds} s per run, {cores} cores; "
-                    f"streamd with {cores} HTTP processes, nginx with {cores} workers"
+                    f"streamd on its defaults (one HTTP process per core), nginx with {cores} workers"
                 )
                 async with aiohttp.ClientSession() as http:
                     for path in paths.values():
