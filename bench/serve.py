@@ -114,7 +114,7 @@ async def main_async(connections: int, seconds: int) -> None:
                 }
                 print(
                     f"{connections} connections, {seconds} s per run, {cores} cores; "
-                    f"streamd on its defaults (one HTTP process per core), nginx with {cores} workers"
+                    f"streamd on its defaults (a process per core), nginx with {cores} workers"
                 )
                 async with aiohttp.ClientSession() as http:
                     for path in paths.values():

@@ -39,6 +39,14 @@ def test_latency_bench_smoke() -> None:
     assert "hls.js behind real time (PDT)      : p50" in out
 
 
+def test_publish_bench_smoke() -> None:
+    out = _bench("bench.publish", "--segments", "200", "--window", "20")
+    assert "     200 segments" in out
+    for measure in ("CPU on loop (us)", "bytes written"):
+        for stat in ("median", "mean"):
+            assert f"ratio last/10th, {measure}, window {stat}: " in out
+
+
 HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
 
 

@@ -76,6 +76,26 @@ CREATE TABLE IF NOT EXISTS rung_outputs (
 );
 """
 
+STREAM_COLUMNS = (
+    "video_id",
+    "created_wall_s",
+    "updated_wall_s",
+    "next_upload",
+    "ending",
+    "ended",
+    "end_after",
+    "start_wall_s",
+    "ingest_init",
+    "rungs",
+    "frame_rate",
+)
+UPSERT_STREAM = (
+    f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(STREAM_COLUMNS))})"
+    " ON CONFLICT (video_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in STREAM_COLUMNS[1:])
+)
+
 
 def pipeline_json(state: PipelineState) -> dict[str, Any]:
     return {
@@ -211,7 +231,10 @@ class SqliteState:
         db = self._db
         db.execute("BEGIN")
         try:
-            db.execute("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows.stream)
+            # An upsert, not REPLACE: a REPLACE deletes the row first, and the foreign-key
+            # check of that delete visits every upload and segment of the stream (measured:
+            # 2.8 ms at 43,200 segments, against 4 us for the upsert).
+            db.execute(UPSERT_STREAM, rows.stream)
             if rows.pipeline is not None:
                 db.execute("INSERT OR REPLACE INTO pipelines VALUES (?,?)", rows.pipeline)
             db.executemany(

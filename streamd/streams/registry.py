@@ -126,8 +126,9 @@ class Streams:
         return self.runners[video_id]
 
     def forget_if_empty(self, video_id: str) -> None:
-        """A stream whose first upload was refused is not kept."""
+        """A stream whose first upload was refused is not kept (unless ffmpeg's init.mp4
+        came for it: its segments need that)."""
         stream = self.records.get(video_id)
-        if stream is not None and not stream.uploads and not stream.segments:
+        if stream is not None and not (stream.uploads or stream.segments or stream.ingest_init):
             del self.records[video_id]
             self.runners.pop(video_id, None)
