@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -22,6 +21,13 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.stream import VideoStream
 
+from streamd.client.packets import (
+    decode_time_s,
+    fill_missing_dts,
+    shift,
+    time_s,
+    to_annexb,
+)
 from streamd.errors import UnsupportedMedia
 
 log = logging.getLogger(__name__)
@@ -247,7 +253,7 @@ class _Cutter:
         self.current = _Segment(start_pts=pts)
         cut_s = pts * self.video_tb
         for packet in self.undecided_audio:
-            (ended if _time_s(packet) < cut_s else self.current).audio.append(packet)
+            (ended if time_s(packet) < cut_s else self.current).audio.append(packet)
         self.undecided_audio = []
         if self.closing is not None:
             done.append(self.closing)
@@ -265,7 +271,7 @@ class _Cutter:
         if self.current is None:
             self.early_audio.append(packet)
             return []
-        at_s = _time_s(packet)
+        at_s = time_s(packet)
         done: list[_Segment] = []
         closing = self.closing
         if closing is not None and closing.end_pts is not None:
@@ -288,10 +294,6 @@ class _Cutter:
         done = [s for s in (self.closing, self.current) if s is not None]
         self.closing = self.current = None
         return done
-
-
-def _time_s(packet: Packet[Stream]) -> Fraction:
-    return (packet.pts or 0) * packet.time_base
 
 
 class _Remuxer:
@@ -333,7 +335,7 @@ class _Remuxer:
 
     def write(self, index: int, segment: _Segment) -> SourceSegment:
         """Mux one segment into its own container."""
-        _fill_missing_dts(segment.video)
+        fill_missing_dts(segment.video)
         offset_s = self._offset_for(segment)
         buffer = io.BytesIO()
         # mpegts_copyts: write the timestamps given, with no muxing delay added.
@@ -345,16 +347,16 @@ class _Remuxer:
             if self.annexb_filter:
                 # Also gives the output stream the filter's Annex B parameters.
                 annexb = BitStreamFilterContext(self.annexb_filter, self.video, out_video)
-                packets += [(p, out_video) for p in _annexb(segment.video, annexb)]
+                packets += [(p, out_video) for p in to_annexb(segment.video, annexb)]
             else:
                 packets += [(p, out_video) for p in segment.video]
             if self.audio is not None:
                 out_audio = out.add_stream_from_template(self.audio, opaque=True)
                 packets += [(p, out_audio) for p in segment.audio]
             # Hand the muxer packets in decode order across streams, as a demuxer would.
-            packets.sort(key=lambda item: _decode_time_s(item[0]))
+            packets.sort(key=lambda item: decode_time_s(item[0]))
             for packet, stream in packets:
-                _shift(packet, offset_s)
+                shift(packet, offset_s)
                 packet.stream = stream
                 out.mux(packet)
         return SourceSegment(
@@ -364,49 +366,3 @@ class _Remuxer:
             duration_s=float(segment.duration_ticks * self.video_tb),
             extension=self.container.extension,
         )
-
-
-def _decode_time_s(packet: Packet[Stream]) -> Fraction:
-    ts = packet.dts if packet.dts is not None else packet.pts
-    return (ts or 0) * packet.time_base
-
-
-def _shift(packet: Packet[Stream], offset_s: Fraction) -> None:
-    if not offset_s:
-        return
-    ticks = math.ceil(offset_s / packet.time_base)
-    if packet.pts is not None:
-        packet.pts += ticks
-    if packet.dts is not None:
-        packet.dts += ticks
-
-
-def _annexb(packets: list[Packet[Stream]], annexb: BitStreamFilterContext) -> list[Packet[Stream]]:
-    out: list[Packet[Stream]] = []
-    for packet in packets:
-        # The filter takes the packet over (leaving it blank) and hands back packets with
-        # no time base: carry the one they are expressed in.
-        time_base = packet.time_base
-        for converted in annexb.filter(packet):
-            converted.time_base = time_base
-            out.append(converted)
-    out.extend(annexb.filter(None))
-    return out
-
-
-def _fill_missing_dts(video: list[Packet[Stream]]) -> None:
-    """Give packets a decode timestamp when the demuxer had none (Matroska with B-frames).
-
-    MPEG-TS needs one. With a reorder depth of k frames, the i-th dts is the (i-k)-th
-    smallest pts, as FFmpeg guesses it; the first k sit one tick apart just before.
-    """
-    if all(p.dts is not None for p in video):
-        return
-    pts = [p.pts for p in video if p.pts is not None]
-    if len(pts) != len(video):
-        return
-    ordered = sorted(pts)
-    rank = {value: i for i, value in enumerate(ordered)}
-    depth = max((i - rank[value] for i, value in enumerate(pts)), default=0)
-    for i, packet in enumerate(video):
-        packet.dts = ordered[i - depth] if i >= depth else ordered[0] - (depth - i)
