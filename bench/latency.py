@@ -106,6 +106,8 @@ async def main_async(seconds: int) -> None:
                     "hls",
                     "-hls_time",
                     "2",
+                    "-headers",
+                    f"Authorization: Bearer {server.key}\r\n",
                     "-method",
                     "PUT",
                     f"{server.url}/upload/lat-ffmpeg/index.m3u8",
@@ -125,6 +127,8 @@ async def main_async(seconds: int) -> None:
                 server.url,
                 "--video",
                 "lat-push",
+                "--key",
+                server.key,
                 "--realtime",
                 stdout=asyncio.subprocess.DEVNULL,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -67,7 +68,9 @@ class Server:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        self.key = secrets.token_urlsafe(16)  # the publish key of this run
+        self.auth = {"Authorization": f"Bearer {self.key}"}
+        self.env = {**os.environ, "STREAMD_AUTH_PUBLISH_KEYS": self.key, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Server:
@@ -127,7 +130,7 @@ class Server:
                 async with http.post(
                     f"{self.url}/upload/{video_id}",
                     data=seg.read_bytes(),
-                    headers={"X-Segment-Number": str(i)},
+                    headers={"X-Segment-Number": str(i), **self.auth},
                 ) as r:
                     if r.status != 202:
                         raise RuntimeError(f"upload {i} refused: {await r.text()}")

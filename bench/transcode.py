@@ -146,7 +146,7 @@ async def run_streamd(
         elapsed = time.monotonic() - started
         cpu = server.cpu_s() - cpu_before
         # End it, so players (ffmpeg for PSNR) read the playlists as complete, not live.
-        async with http.post(f"{server.url}/upload/bench/end") as r:
+        async with http.post(f"{server.url}/upload/bench/end", headers=server.auth) as r:
             assert r.status == 202
         await server.wait_ended("bench")
         playlists = list((data_dir / "hls" / "bench" / "ts").glob("*/index.m3u8"))

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from streamd import ingest
 from streamd import web as serving
+from streamd.access import Publishers
 from streamd.appkeys import (
     CACHE,
     CLOCK,
@@ -24,6 +25,7 @@ from streamd.appkeys import (
     JOBS,
     METRICS,
     PUBLISHER,
+    PUBLISHERS,
     STATE,
     STORE,
     STREAMS,
@@ -55,6 +57,7 @@ def create_app(
         client_max_size=1 << 20,
     )
     app[CONFIG] = config
+    app[PUBLISHERS] = Publishers(config)  # first: a config it refuses starts nothing
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = metrics
     app[STORE] = store = AsyncStore(FileStore(config.data_dir))
@@ -69,7 +72,7 @@ def create_app(
     app[STREAMS] = Streams(
         config, app[STATE], store, app[PUBLISHER], app[JOBS], app[CLOCK], metrics
     )
-    app[HLS] = HlsObjects(app[PUBLISHER], app[CACHE], store, metrics.viewers, config.http)
+    app[HLS] = HlsObjects(app[PUBLISHER], app[CACHE], store, metrics.viewers, config, app[CLOCK])
     app[FEEDS] = set()
     metrics.add_gauges(lambda: ops.gauges(app))
     app.add_routes(ingest.routes())

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from streamd.access import Publishers
     from streamd.clock import Clock
     from streamd.config import Config
     from streamd.jobs import JobQueue
@@ -31,4 +32,5 @@ STREAMS: web.AppKey[Streams] = web.AppKey("streams")
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 HLS: web.AppKey[HlsObjects] = web.AppKey("hls")
+PUBLISHERS: web.AppKey[Publishers] = web.AppKey("publishers")
 FEEDS: web.AppKey[set[asyncio.Queue[bytes]]] = web.AppKey("feeds")  # edges following playlists

@@ -68,6 +68,21 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    publish_keys: list[str] = setting(
+        [],
+        "Keys that may publish (Authorization: Bearer KEY); none: one is made at first start"
+        " and kept in the data dir's publish.key.",
+    )
+    keyless: bool = setting(
+        False, "Publish without a key: local development only, refused unless host is loopback."
+    )
+    viewer_secret: str = setting(
+        "", "When set, watching needs a link signed with it (streamd sign VIDEO); empty: open."
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = setting("0.0.0.0", "Address to listen on.")
     port: int = setting(8080, "TCP port to listen on.")
@@ -81,6 +96,7 @@ class Config:
     upload: UploadConfig = field(default_factory=UploadConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def worker_count(self) -> int:

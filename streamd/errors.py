@@ -47,6 +47,18 @@ class NotFound(StreamdError, LookupError):
     pass
 
 
+class Unauthorized(StreamdError, PermissionError):
+    """No credentials, or wrong ones: a key or token is needed."""
+
+
+class Forbidden(StreamdError, PermissionError):
+    pass
+
+
+class Expired(StreamdError, PermissionError):
+    pass
+
+
 class Conflict(StreamdError, ValueError):
     pass
 
@@ -93,6 +105,9 @@ ERRORS: dict[str, tuple[type[StreamdError], int]] = {
     "bad_request": (BadRequest, 400),
     "invalid_video_id": (InvalidVideoId, 400),
     "not_found": (NotFound, 404),
+    "unauthorized": (Unauthorized, 401),
+    "forbidden": (Forbidden, 403),
+    "expired": (Expired, 410),
     "conflict": (Conflict, 409),
     "segment_conflict": (SegmentConflict, 409),
     "stream_ended": (StreamEnded, 409),
@@ -148,7 +163,10 @@ def error_response(request: web.BaseRequest, exc: Exception) -> web.Response:
             exc.message,
             exc.detail or "",
         )
-        return json_error(exc.http_status, exc.code, exc.message, exc.detail)
+        response = json_error(exc.http_status, exc.code, exc.message, exc.detail)
+        if isinstance(exc, Unauthorized):  # RFC 6750 3
+            response.headers["WWW-Authenticate"] = 'Bearer realm="streamd"'
+        return response
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

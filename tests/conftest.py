@@ -23,11 +23,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.app import create_app
-from streamd.config import CacheConfig, Config, TranscodeConfig, UploadConfig
+from streamd.config import AuthConfig, CacheConfig, Config, TranscodeConfig, UploadConfig
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
 TEST_LADDER = ["240p:300k", "144p:150k"]
+TEST_KEY = "test-publish-key"
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}  # what a publisher sends
 
 
 def run(cmd: list[str]) -> str:
@@ -158,6 +160,7 @@ class ServerProcess:
             **os.environ,
             "STREAMD_TRANSCODE_LADDER": ",".join(TEST_LADDER),
             "STREAMD_TRANSCODE_WORKERS": "1",
+            "STREAMD_AUTH_PUBLISH_KEYS": TEST_KEY,
             **self.env,
         }
         command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
@@ -234,6 +237,8 @@ def ffmpeg_hls_put(url: str, seconds: int, *extra: str, realtime: bool = True) -
         "-hls_time",
         "1",
         *extra,
+        "-headers",
+        f"Authorization: Bearer {TEST_KEY}\r\n",
         "-method",
         "PUT",
         url,
@@ -254,6 +259,7 @@ def config(tmp_path: Path) -> Config:
         transcode=TranscodeConfig(ladder=list(TEST_LADDER), workers=2),
         upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=30),
         cache=CacheConfig(max_bytes=32 << 20),
+        auth=AuthConfig(publish_keys=[TEST_KEY]),
     )
 
 
@@ -262,8 +268,12 @@ AppClient = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 def make_client(aiohttp_client: Any, config: Config) -> AppClient:
-    async def make(cfg: Config | None = None, **changes: Any) -> TestClient:
-        return await aiohttp_client(create_app(replace(cfg or config, **changes)))  # type: ignore[no-any-return]
+    async def make(
+        cfg: Config | None = None, *, headers: dict[str, str] | None = None, **changes: Any
+    ) -> TestClient:
+        """A client of the app; it sends the publish key unless `headers` says otherwise."""
+        app = create_app(replace(cfg or config, **changes))
+        return await aiohttp_client(app, headers=AUTH if headers is None else headers)  # type: ignore[no-any-return]
 
     return make
 

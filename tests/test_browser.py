@@ -6,12 +6,16 @@ import asyncio
 import json
 import os
 import shutil
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import MediaFactory, published, upload, wait_for
+from streamd.access import tokens
+from streamd.config import AuthConfig, Config
+from tests.conftest import TEST_KEY, AppClient, MediaFactory, published, upload, wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +72,21 @@ async def test_player_plays_an_ended_stream_from_the_start(
     )
     assert result["ok"], result
     assert result["live"] is False
+
+
+async def test_player_plays_a_signed_link(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    auth = AuthConfig(publish_keys=[TEST_KEY], viewer_secret="browser-secret")
+    client = await make_client(replace(config, auth=auth))
+    parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "signed", part, number=i)
+    await wait_for(client, "signed", published(len(parts)))
+    token = tokens.sign("browser-secret", "signed", int(time.time()) + 600)
+    url = str(client.make_url(f"/player.html?v=signed&token={token}"))
+    result = await _play(url, "--min-time", "2", "--timeout", "60")
+    assert result["ok"], result
+    assert result["fatalErrors"] == []
+    # The same media without the token is refused.
+    assert (await client.get("/hls/signed/fmp4/240p/index.m3u8")).status == 401

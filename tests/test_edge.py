@@ -16,7 +16,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServerProcess, ffmpeg_hls_put, ffprobe, server_process
+from streamd.access import tokens
+from tests.conftest import (
+    AUTH,
+    MediaFactory,
+    ServerProcess,
+    ffmpeg_hls_put,
+    ffprobe,
+    server_process,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +173,28 @@ async def test_feed_is_not_served_over_tcp(client: TestClient) -> None:
     assert resp.status == 404
     resp = await client.post("/internal/report", json={})
     assert resp.status == 404
+
+
+async def test_edges_check_viewer_tokens(tmp_path: Path, media: MediaFactory) -> None:
+    secret = "edge-secret"
+    async with server_process(
+        tmp_path / "data", STREAMD_HTTP_PROCESSES="2", STREAMD_AUTH_VIEWER_SECRET=secret
+    ) as srv:
+        clip = media("ts", duration_s=1.0)
+        async with aiohttp.ClientSession(headers=AUTH) as s:
+            async with s.post(f"{srv.url}/upload/tok", data=clip.read_bytes()) as r:
+                assert r.status == 202
+        token = tokens.sign(secret, "tok", int(time.time()) + 600)
+        url = f"{srv.url}/hls/tok/ts/240p/index.m3u8"
+        for _ in range(300):
+            status, body = await _get(f"{url}?token={token}")
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200
+        assert b"seg000000.ts?token=" + token.encode() in body
+        # New connections land on both edges: each refuses a missing or wrong token.
+        for _ in range(20):
+            assert (await _get(url))[0] == 401
+            assert (await _get(f"{url}?token={token}x"))[0] == 403
+            assert (await _get(f"{srv.url}/hls/tok/ts/240p/seg000000.ts"))[0] == 401

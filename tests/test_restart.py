@@ -12,7 +12,7 @@ import aiohttp
 import m3u8
 import pytest
 
-from tests.conftest import MediaFactory, ServerProcess, server_process
+from tests.conftest import AUTH, MediaFactory, ServerProcess, server_process
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ async def test_kill_9_mid_transcode_loses_nothing(
     first = media("mp4", duration_s=2, gop=30)
     long = media("mp4", size="640x480", duration_s=40, gop=30, tone_hz=500)
     last = media("mp4", duration_s=2, gop=30, tone_hz=700)
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers=AUTH) as s:
         async with s.post(f"{server.url}/upload/event", data=first.open("rb")) as r:
             assert r.status == 202
         await _until(s, server, "event", lambda v: v["segments"] == 1)
@@ -71,7 +71,7 @@ async def test_kill_9_mid_transcode_loses_nothing(
     await server.kill()
 
     await server.start()
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers=AUTH) as s:
         v = await _video(s, server, "event")
         assert v["segments"] >= len(before.segments), "published segments survive"
         v = await _until(s, server, "event", lambda v: v["uploads"]["published"] == 3)

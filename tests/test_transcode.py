@@ -18,7 +18,16 @@ from streamd.app import create_app
 from streamd.config import Config, TranscodeConfig
 from streamd.jobs.local import LocalJobQueue
 from streamd.model.jobs import JobProgress, TranscodeJob, TranscodeResult
-from tests.conftest import AppClient, MediaFactory, fetch, ffprobe, published, upload, wait_for
+from tests.conftest import (
+    AUTH,
+    AppClient,
+    MediaFactory,
+    fetch,
+    ffprobe,
+    published,
+    upload,
+    wait_for,
+)
 
 FORMATS = [
     # (extension, video codec, audio codec, extra ffmpeg args)
@@ -262,7 +271,7 @@ async def test_a_backlog_runs_through_warm_encoders_and_joins_the_same(
     aiohttp_client: Any, config: Config, media: MediaFactory, tmp_path: Path
 ) -> None:
     jobs = RecordingQueue()
-    client = await aiohttp_client(create_app(config, jobs=jobs))
+    client = await aiohttp_client(create_app(config, jobs=jobs), headers=AUTH)
     parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
     await upload(client, "backlog", parts[0], number=0)
     await wait_for(client, "backlog", published(1))

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from streamd.appkeys import STORE, STREAMS
 from streamd.errors import BadRequest, UnsupportedMedia
-from streamd.ingest.http import accept, counted, receive_upload
+from streamd.ingest.http import accept, authorize, counted, receive_upload
 from streamd.ingest.receive import discard
 from streamd.model import layout
 
@@ -22,7 +22,7 @@ _FFMPEG_SEGMENT = re.compile(r"^(?P<stem>.*?)(?P<number>\d+)\.(?P<ext>ts|m4s|mp4
 
 async def ffmpeg_put(request: web.Request) -> web.Response:
     """PUT/POST /upload/{videoId}/{name}: what `ffmpeg -f hls -method PUT` sends."""
-    video_id = layout.check_video_id(request.match_info["video_id"])
+    video_id = authorize(request)
     name = request.match_info["name"]
     streams = request.app[STREAMS]
     if name.endswith(".m3u8"):
@@ -71,7 +71,7 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
 
 async def ffmpeg_delete(request: web.Request) -> web.Response:
     """ffmpeg's `delete_segments` asks to drop old segments; streamd keeps them for DVR."""
-    layout.check_video_id(request.match_info["video_id"])
+    authorize(request)
     return web.Response(status=204)
 
 

@@ -12,13 +12,23 @@ from pathlib import Path
 import aiofiles
 from aiohttp import web
 
-from streamd.appkeys import CLOCK, CONFIG, JOBS, METRICS, STORE, STREAMS
+from streamd.access import bearer_key
+from streamd.appkeys import CLOCK, CONFIG, JOBS, METRICS, PUBLISHERS, STORE, STREAMS
 from streamd.errors import BadRequest, Handler, StreamdError
 from streamd.ingest.receive import Received, discard, receive
 from streamd.model import layout
 from streamd.model.stream import Upload
 
 log = logging.getLogger("streamd.ingest")
+
+
+def authorize(request: web.Request) -> str:
+    """The stream's id, once the request's key may publish to it (before any body is read:
+    a refused publisher writes nothing)."""
+    video_id = layout.check_video_id(request.match_info["video_id"])
+    key = bearer_key(request.headers.get("Authorization"))
+    request.app[PUBLISHERS].check(video_id, key)
+    return video_id
 
 
 def incoming_dir(app: web.Application) -> Path:
@@ -118,7 +128,7 @@ async def accept(
 
 async def upload(request: web.Request) -> web.Response:
     """POST /upload/{videoId}: one segment per call."""
-    video_id = layout.check_video_id(request.match_info["video_id"])
+    video_id = authorize(request)
     request.app[STREAMS].refuse_if_ended(video_id)
     received = await receive_upload(request)
     try:
@@ -129,7 +139,7 @@ async def upload(request: web.Request) -> web.Response:
 
 async def end(request: web.Request) -> web.Response:
     """POST /upload/{videoId}/end: no more segments; playlists get EXT-X-ENDLIST."""
-    runner = request.app[STREAMS].runner(request.match_info["video_id"])
+    runner = request.app[STREAMS].runner(authorize(request))
     await runner.end()
     stream = runner.stream
     return web.json_response(

@@ -128,7 +128,7 @@ class Edge:
         self.cache = SegmentCache(config.cache.max_bytes)
         self.mirror = Mirror()
         store = AsyncStore(FileStore(config.data_dir))
-        self.objects = HlsObjects(self.mirror, self.cache, store, self.metrics.viewers, config.http)
+        self.objects = HlsObjects(self.mirror, self.cache, store, self.metrics.viewers, config)
         self.cors = cors_headers(config.http.cors_origin)
         self.primary: aiohttp.ClientSession | None = None
 

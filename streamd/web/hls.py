@@ -9,8 +9,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+from streamd.access import tokens
 from streamd.appkeys import HLS
-from streamd.config import HttpConfig
+from streamd.clock import Clock, SystemClock
+from streamd.config import Config
 from streamd.errors import NotFound
 from streamd.manifests.hls import MIME
 from streamd.metrics import Viewers, client_id
@@ -66,19 +68,34 @@ class HlsObjects:
         cache: SegmentCache,
         store: AsyncStore,
         viewers: Viewers,
-        http: HttpConfig,
+        config: Config,
+        clock: Clock | None = None,
     ) -> None:
         self.playlists, self.cache, self.store, self.viewers = playlists, cache, store, viewers
+        http = config.http
         self.live_max_age = f"public, max-age={http.live_playlist_max_age_s}"
         self.segment_max_age = f"public, max-age={http.segment_max_age_s}, immutable"
+        self.viewer_secret = config.auth.viewer_secret
+        self.clock = clock or SystemClock()
+
+    def authorize(self, request: web.BaseRequest, video_id: str) -> str | None:
+        """The request's viewer token, once checked (None when watching is open)."""
+        if not self.viewer_secret:
+            return None
+        token = request.query.get(tokens.QUERY)
+        tokens.verify(self.viewer_secret, video_id, token, self.clock.wall_s())
+        return token
 
     async def respond(self, request: web.BaseRequest, video_id: str, path: str) -> web.Response:
+        token = self.authorize(request, video_id)  # first: no token, no answer at all
         stream = self.playlists.get(video_id)
         self.viewers.saw(stream.video_id, client_id(request))
         key = f"hls/{stream.video_id}/{path}"
         # Playlists first, and without parsing the path: every viewer polls them.
         body = stream.get(key)
         if body is not None:
+            if token is not None:
+                body = tokens.tokenized_playlist(body, token)
             return self.playlist_response(stream.ended, body)
         if not _OBJECT.match(path) or ".." in path:
             raise NotFound("no such object")

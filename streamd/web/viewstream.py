@@ -9,6 +9,7 @@ import re
 
 from aiohttp import web
 
+from streamd.access import tokens
 from streamd.appkeys import CONFIG, HLS, METRICS, STREAMS
 from streamd.errors import BadRequest, NotFound
 from streamd.manifests.hls import absolute_master
@@ -23,7 +24,9 @@ _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 
 
 def _published(request: web.Request) -> Stream:
-    """The stream a viewer asks for (counting the viewer), once it has a segment."""
+    """The stream a viewer asks for (counting the viewer), once it has a segment and the
+    viewer's token (if watching needs one) is checked."""
+    request.app[HLS].authorize(request, request.match_info["video_id"])
     stream = request.app[STREAMS].get(request.match_info["video_id"])
     request.app[METRICS].viewers.saw(stream.video_id, client_id(request))
     if not stream.segments:
@@ -37,8 +40,11 @@ def _published(request: web.Request) -> Stream:
 async def master(request: web.Request) -> web.Response:
     """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts)."""
     stream = _published(request)
-    text = absolute_master(stream, packaging_for(request.query.get("format")))
-    return request.app[HLS].playlist_response(stream.ended, text.encode())
+    body = absolute_master(stream, packaging_for(request.query.get("format"))).encode()
+    token = request.query.get(tokens.QUERY)
+    if request.app[HLS].viewer_secret and token:  # handed on to every variant
+        body = body.replace(b".m3u8\n", f".m3u8?{tokens.QUERY}={token}\n".encode())
+    return request.app[HLS].playlist_response(stream.ended, body)
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:

@@ -9,7 +9,10 @@ import { video } from './page.js';
 const params = new URLSearchParams(location.search);
 export const videoId = params.get('v') || params.get('id') || '';
 const enc = encodeURIComponent(videoId);
-export const masterUrl = '/viewstream/metadata/' + enc;
+// A signed link (?token=, when the server has a viewer secret) is handed to the master
+// playlist, which hands it on to every URL it names.
+const token = params.get('token');
+export const masterUrl = '/viewstream/metadata/' + enc + (token ? '?token=' + encodeURIComponent(token) : '');
 export const apiUrl = '/api/videos/' + enc;
 
 export const streamd = { hls: null, video: video, errors: [], mode: null, videoId: videoId };
