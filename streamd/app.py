@@ -57,11 +57,11 @@ def create_app(
         client_max_size=1 << 20,
     )
     app[CONFIG] = config
-    app[PUBLISHERS] = Publishers(config)  # first: a config it refuses starts nothing
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = metrics
     app[STORE] = store = AsyncStore(FileStore(config.data_dir))
     app[STATE] = SqliteState(config.data_dir / layout.STATE_FILE)
+    app[PUBLISHERS] = Publishers(config, app[STATE], app[CLOCK])  # may refuse the config
     app[CACHE] = SegmentCache(config.cache.max_bytes)
     app[JOBS] = jobs or LocalJobQueue(
         config.worker_count, logging.getLogger().getEffectiveLevel(), config.log_format
@@ -84,6 +84,7 @@ def create_app(
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
     await app[STATE].open()
+    await app[PUBLISHERS].load()
     yield
     await app[STATE].close()
 

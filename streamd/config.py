@@ -80,6 +80,9 @@ class AuthConfig:
     viewer_secret: str = setting(
         "", "When set, watching needs a link signed with it (streamd sign VIDEO); empty: open."
     )
+    admin_token: str = setting(
+        "", "Bearer token of the admin API (stream keys, deleting streams); empty: API off."
+    )
 
 
 @dataclass(frozen=True)

@@ -175,10 +175,15 @@ async def test_feed_is_not_served_over_tcp(client: TestClient) -> None:
     assert resp.status == 404
 
 
-async def test_edges_check_viewer_tokens(tmp_path: Path, media: MediaFactory) -> None:
+async def test_edges_check_viewer_tokens_and_drop_deleted_streams(
+    tmp_path: Path, media: MediaFactory
+) -> None:
     secret = "edge-secret"
     async with server_process(
-        tmp_path / "data", STREAMD_HTTP_PROCESSES="2", STREAMD_AUTH_VIEWER_SECRET=secret
+        tmp_path / "data",
+        STREAMD_HTTP_PROCESSES="2",
+        STREAMD_AUTH_VIEWER_SECRET=secret,
+        STREAMD_AUTH_ADMIN_TOKEN="edge-admin",
     ) as srv:
         clip = media("ts", duration_s=1.0)
         async with aiohttp.ClientSession(headers=AUTH) as s:
@@ -198,3 +203,15 @@ async def test_edges_check_viewer_tokens(tmp_path: Path, media: MediaFactory) ->
             assert (await _get(url))[0] == 401
             assert (await _get(f"{url}?token={token}x"))[0] == 403
             assert (await _get(f"{srv.url}/hls/tok/ts/240p/seg000000.ts"))[0] == 401
+        # A deleted stream is gone from every edge too (the feed says so).
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": "Bearer edge-admin"}) as s,
+            s.delete(f"{srv.url}/admin/streams/tok") as r,
+        ):
+            assert r.status == 204
+        for _ in range(50):
+            statuses = {(await _get(f"{url}?token={token}"))[0] for _ in range(6)}
+            if statuses == {404}:
+                break
+            await asyncio.sleep(0.1)
+        assert statuses == {404}

@@ -144,6 +144,7 @@ async def test_the_feed_carries_appends_and_whole_bodies() -> None:
     changes = [
         PlaylistChange("a", False, replaced={"hls/a/ts/240p/index.m3u8": b"#EXTM3U\n" * 40_000}),
         PlaylistChange("a", True, appended={"hls/a/ts/240p/index.m3u8": b"#EXT-X-ENDLIST\n"}),
+        PlaylistChange("a", True, removed=True),
     ]
     loop = asyncio.get_running_loop()
     reader = StreamReader(BaseProtocol(loop), 2**30, loop=loop)  # never pauses

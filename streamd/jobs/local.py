@@ -30,16 +30,18 @@ class _Worker:
         self.pool = make()
         self.busy = 0
 
+    def processes(self) -> list[Any]:
+        return list((getattr(self.pool, "_processes", None) or {}).values())  # None once shut
+
     def alive(self) -> bool:
-        return all(p.is_alive() for p in getattr(self.pool, "_processes", {}).values())
+        return all(p.is_alive() for p in self.processes())
 
     def replace(self) -> None:
         self.kill()
         self.pool = self._make()
 
     def kill(self) -> None:
-        processes = list(getattr(self.pool, "_processes", {}).values())
-        for p in processes:
+        for p in self.processes():
             with contextlib.suppress(Exception):
                 p.kill()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -63,6 +65,7 @@ class LocalJobQueue:
         ] = {}
         self._ids = itertools.count()
         self._reader: threading.Thread | None = None
+        self._closed = False
 
     def _make_pool(self, transcoder: bool = True) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -103,6 +106,7 @@ class LocalJobQueue:
                     loop.call_soon_threadsafe(callback, progress)
 
     async def close(self) -> None:
+        self._closed = True
         for w in [*self._workers, *([self._prober] if self._prober else [])]:
             w.kill()
         self._progress.put(None)
@@ -135,12 +139,14 @@ class LocalJobQueue:
         try:
             result, error = await loop.run_in_executor(chosen.pool, worker.transcode, job_id, job)
         except BrokenProcessPool as exc:
+            self._listeners.pop(job_id, None)
+            if self._closed:  # the server is stopping: the job is simply not done
+                raise TranscodeError("the server stopped", repr(exc)) from exc
             log.error(
                 "worker died transcoding %s uploads %s; replacing it",
                 job.video_id,
                 [i.upload for i in job.inputs],
             )
-            self._listeners.pop(job_id, None)
             chosen.replace()
             raise TranscodeError("the transcode worker crashed", repr(exc)) from exc
         finally:

@@ -68,6 +68,17 @@ class Segment:
         return self.start_s + self.duration_s
 
 
+@dataclass(frozen=True)
+class StreamKey:
+    """A publish key for one stream, made through the admin API; only its hash is kept."""
+
+    key_id: str
+    video_id: str
+    key_sha256: str
+    created_wall_s: float
+    revoked_wall_s: float | None = None
+
+
 @dataclass
 class Bandwidth:
     """A rung's bit rate in one packaging, kept as segments are added (RFC 8216 4.3.4.2:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
-from streamd.model.stream import Segment, Stream, Upload
+from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS rung_outputs (
     codecs TEXT NOT NULL,
     inits TEXT NOT NULL,
     PRIMARY KEY (video_id, sequence, position)
+);
+CREATE TABLE IF NOT EXISTS stream_keys (
+    key_id TEXT PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    key_sha256 TEXT NOT NULL,
+    created_wall_s REAL NOT NULL,
+    revoked_wall_s REAL
 );
 """
 
@@ -246,6 +253,39 @@ class SqliteState:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    async def delete_stream(self, video_id: str) -> None:
+        await self._run(self._delete_stream, video_id)
+
+    def _delete_stream(self, video_id: str) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            # Children before the stream row they point at.
+            for table in ("rung_outputs", "segments", "uploads", "pipelines", "stream_keys"):
+                db.execute(f"DELETE FROM {table} WHERE video_id = ?", (video_id,))
+            db.execute("DELETE FROM streams WHERE video_id = ?", (video_id,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def load_keys(self) -> list[StreamKey]:
+        return await self._run(self._load_keys)
+
+    def _load_keys(self) -> list[StreamKey]:
+        assert self._db is not None
+        rows = self._db.execute("SELECT * FROM stream_keys ORDER BY created_wall_s")
+        return [StreamKey(*row) for row in rows]
+
+    async def save_key(self, key: StreamKey) -> None:
+        row = (key.key_id, key.video_id, key.key_sha256, key.created_wall_s, key.revoked_wall_s)
+        await self._run(self._save_key, row)
+
+    def _save_key(self, row: tuple[object, ...]) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT OR REPLACE INTO stream_keys VALUES (?,?,?,?,?)", row)
 
 
 class _Rows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from streamd.model.stream import Segment, Stream, Upload
+from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 
 class StateStore(Protocol):
@@ -31,3 +31,12 @@ class StateStore(Protocol):
     ) -> None:
         """One transaction: the stream's own fields, these uploads (inserted or updated),
         these new segments, and its pipeline state when `pipeline` is set."""
+
+    async def delete_stream(self, video_id: str) -> None:
+        """Forget a stream: its record, uploads, segments and keys."""
+
+    async def load_keys(self) -> list[StreamKey]:
+        """Every per-stream publish key, revoked ones included."""
+
+    async def save_key(self, key: StreamKey) -> None:
+        """Record a new key, or a key's revocation."""

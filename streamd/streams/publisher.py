@@ -118,6 +118,12 @@ class Publisher:
         self._announce(change)
         await self._write(change)
 
+    def remove(self, video_id: str) -> None:
+        """A deleted stream's playlists: gone here and from every edge."""
+        playlists = self.playlists.pop(video_id, None)
+        if playlists is not None:
+            self._announce(PlaylistChange(video_id, playlists.ended, removed=True))
+
     def _announce(self, change: PlaylistChange) -> None:
         for listener in list(self.listeners):
             listener(change)

@@ -125,6 +125,21 @@ class Streams:
             return self._runner(stream)
         return self.runners[video_id]
 
+    async def delete(self, video_id: str) -> None:
+        """A stream and everything it has: runner stopped, playlists withdrawn (edges too),
+        its record gone, its uploads and published objects deleted."""
+        self.get(video_id)
+        runner = self.runners.pop(video_id)
+        await runner.drain()
+        async with runner.lock:  # an upload being accepted finishes first
+            del self.records[video_id]
+            self.publisher.remove(video_id)
+            await self.state.delete_stream(video_id)
+        for prefix in (layout.stream_prefix(video_id), f"ingest/{video_id}/"):
+            for key in await self.store.list(prefix):
+                await self.store.delete(key)
+        log.warning("deleted stream %s", video_id)
+
     def forget_if_empty(self, video_id: str) -> None:
         """A stream whose first upload was refused is not kept (unless ffmpeg's init.mp4
         came for it: its segments need that)."""

@@ -55,6 +55,7 @@ class StreamRunner:
         if stream.ingest_init:
             self.init_arrived.set()
         self.task: asyncio.Task[None] | None = None
+        self.stopping = False  # finish the job in hand, publish nothing more, then stop
 
     # -- what ingest calls -----------------------------------------------------------------
     def existing_upload(self, number: int, sha256: str) -> Upload | None:
@@ -120,6 +121,14 @@ class StreamRunner:
             self.task = asyncio.create_task(self._run(), name=f"stream-{self.stream.video_id}")
         self.wake.set()
 
+    async def drain(self) -> None:
+        """Let the job in hand finish (its worker stops writing), publish nothing more, end
+        the task: what deleting a stream needs before it removes the stream's files."""
+        self.stopping = True
+        self.wake.set()
+        if self.task is not None:
+            await self.task
+
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
@@ -130,7 +139,7 @@ class StreamRunner:
 
     async def _run(self) -> None:
         stream = self.stream
-        while True:
+        while not self.stopping:
             self.wake.clear()
             solo = stream.solo_until >= (stream.next_upload or 0)
             batch = stream.next_jobs(1 if solo else MAX_UPLOADS_PER_JOB)
@@ -204,21 +213,26 @@ class StreamRunner:
         )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
-        while True:
-            getter = asyncio.ensure_future(progress.get())
-            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                item = getter.result()
-                if item.upload in by_number:
-                    by_number[item.upload].percent = item.percent
-                if item.segment is not None:
-                    upload = by_number[item.segment.upload]
-                    async with self.lock:
-                        await self.publisher.publish(stream, upload, item.segment)
-                continue
+        try:
+            while True:
+                getter = asyncio.ensure_future(progress.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    item = getter.result()
+                    if item.upload in by_number:
+                        by_number[item.upload].percent = item.percent
+                    if item.segment is not None and not self.stopping:
+                        upload = by_number[item.segment.upload]
+                        async with self.lock:
+                            await self.publisher.publish(stream, upload, item.segment)
+                    continue
+                getter.cancel()
+                if progress.empty():
+                    break
+        except asyncio.CancelledError:  # the runner is stopped: so is its job
             getter.cancel()
-            if progress.empty():
-                break
+            task.cancel()
+            raise
         async with self.lock:
             try:
                 result = task.result()

@@ -1,10 +1,10 @@
 """Serving: `/hls/` objects (`hls`), the design's `/viewstream` API (`viewstream`), the JSON
-API (`api`), pages (`pages`), operators' endpoints (`ops`), the one middleware, and edge
-processes (`edge`) that share the port and follow the primary's playlists (`feed`)."""
+API (`api`), the admin API (`admin`), pages (`pages`), operators' endpoints (`ops`), the one
+middleware, and edge processes (`edge`) that follow the primary's playlists (`feed`)."""
 
 from aiohttp import web
 
-from streamd.web import api, feed, hls, ops, pages, viewstream
+from streamd.web import admin, api, feed, hls, ops, pages, viewstream
 
 
 def routes() -> list[web.RouteDef]:
@@ -13,6 +13,7 @@ def routes() -> list[web.RouteDef]:
         *viewstream.routes(),
         *hls.routes(),
         *api.routes(),
+        *admin.routes(),
         *ops.routes(),
         *feed.routes(),
         *pages.routes(),

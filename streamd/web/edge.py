@@ -104,7 +104,10 @@ class Mirror:
                             self.ready.set()
                             continue
                         vid = change.video_id
-                        fresh.setdefault(vid, MirroredStream(vid)).apply(change)
+                        if change.removed:
+                            fresh.pop(vid, None)
+                        else:
+                            fresh.setdefault(vid, MirroredStream(vid)).apply(change)
             except (aiohttp.ClientError, ValueError, asyncio.IncompleteReadError) as exc:
                 log.debug("playlist feed: %r; reconnecting", exc)
             await asyncio.sleep(RECONNECT_S)

@@ -35,6 +35,7 @@ def encode(change: PlaylistChange) -> bytes:
         "ended": change.ended,
         "appended": {k: len(v) for k, v in change.appended.items()},
         "replaced": {k: len(v) for k, v in change.replaced.items()},
+        "removed": change.removed,
     }
     return b"".join(
         [json.dumps(header).encode(), b"\n", *change.appended.values(), *change.replaced.values()]
@@ -48,7 +49,9 @@ async def decode(content: StreamReader) -> AsyncIterator[PlaylistChange | None]:
         if header.get("ready"):
             yield None
             continue
-        change = PlaylistChange(header["video"], bool(header["ended"]))
+        change = PlaylistChange(
+            header["video"], bool(header["ended"]), removed=bool(header.get("removed"))
+        )
         for key, size in header["appended"].items():
             change.appended[key] = await content.readexactly(size)
         for key, size in header["replaced"].items():

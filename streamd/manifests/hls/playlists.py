@@ -56,6 +56,7 @@ class PlaylistChange:
     ended: bool
     appended: dict[str, bytes] = field(default_factory=dict)
     replaced: dict[str, bytes] = field(default_factory=dict)
+    removed: bool = False  # the stream was deleted: its playlists are gone
 
 
 class _MediaPlaylist:
