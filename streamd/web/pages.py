@@ -29,7 +29,10 @@ def _tree(url: str, root: Path) -> web.RouteDef:
     root = root.resolve()
 
     async def handler(request: web.Request) -> web.FileResponse:
-        path = (root / request.match_info["path"]).resolve()
+        try:  # a NUL in the path makes resolve() raise ValueError
+            path = (root / request.match_info["path"]).resolve()
+        except (ValueError, OSError) as exc:
+            raise NotFound("no such file") from exc
         if root not in path.parents or not path.is_file():
             raise NotFound("no such file")
         return web.FileResponse(path, headers=NO_CACHE)
