@@ -64,7 +64,10 @@ def create_app(
     app[PUBLISHERS] = Publishers(config, app[STATE], app[CLOCK])  # may refuse the config
     app[CACHE] = SegmentCache(config.cache.max_bytes)
     app[JOBS] = jobs or LocalJobQueue(
-        config.worker_count, logging.getLogger().getEffectiveLevel(), config.log_format
+        config.worker_count,
+        logging.getLogger().getEffectiveLevel(),
+        config.log_format,
+        config.transcode.worker_memory_bytes,
     )
     app[PUBLISHER] = Publisher(
         app[STATE], store, app[CACHE], app[CLOCK], metrics, config.transcode.segment_duration_s

@@ -38,6 +38,12 @@ class TranscodeConfig:
     encoder_threads: int = setting(
         0, "Threads per x264 encoder; 0 means 2 for the tallest rung and 1 for the others."
     )
+    upload_timeout_s: float = setting(
+        120.0, "Longest a worker may spend on one upload before it is killed and the upload fails."
+    )
+    worker_memory_bytes: int = setting(
+        4 << 30, "Address space a worker process may use (RLIMIT_AS); 0: no limit."
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class UploadConfig:
     gap_timeout_s: float = setting(
         30.0, "How long a live stream waits for a missing segment before going on without it."
     )
+    max_pixels: int = setting(7680 * 4320, "Largest video frame of an upload (width x height).")
+    max_frame_rate: float = setting(120.0, "Highest video frame rate of an upload.")
+    max_duration_s: float = setting(600.0, "Longest upload (seconds of media).")
+    max_streams: int = setting(16, "Most streams (video, audio, data...) in one upload.")
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,7 @@ class ServerProcess:
             "STREAMD_TRANSCODE_LADDER": ",".join(TEST_LADDER),
             "STREAMD_TRANSCODE_WORKERS": "1",
             "STREAMD_AUTH_PUBLISH_KEYS": TEST_KEY,
+            "STREAMD_MIN_FREE_BYTES": str(1 << 20),
             **self.env,
         }
         command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
@@ -260,6 +261,7 @@ def config(tmp_path: Path) -> Config:
         upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=30),
         cache=CacheConfig(max_bytes=32 << 20),
         auth=AuthConfig(publish_keys=[TEST_KEY]),
+        min_free_bytes=1 << 20,  # CI machines may have less than the 1 GiB default free
     )
 
 

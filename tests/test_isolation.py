@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
+from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import JOBS
-from tests.conftest import MediaFactory, published, upload, wait_for
+from streamd.config import Config
+from tests.conftest import AppClient, MediaFactory, published, upload, wait_for
 
 
 async def test_worker_crash_fails_one_upload_and_the_stream_goes_on(
@@ -32,5 +35,45 @@ async def test_worker_crash_fails_one_upload_and_the_stream_goes_on(
     assert "crashed" in up["error"]
     await upload(client, "crash", media("mp4", duration_s=2, gop=30), number=1)
     info = await wait_for(client, "crash", published(2))
+    assert info["uploadList"][1]["state"] == "published"
+    assert jobs.healthy()
+
+
+def _proc(pid: int, name: str) -> str | None:
+    """/proc/PID/NAME, or None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text()
+    except FileNotFoundError:
+        return None
+
+
+async def test_a_hung_worker_is_killed_and_the_stream_goes_on(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    transcode = replace(config.transcode, upload_timeout_s=3.0, worker_memory_bytes=3 << 30)
+    client = await make_client(replace(config, transcode=transcode))
+    await upload(client, "hang", media("mp4", size="640x480", duration_s=30, gop=30), number=0)
+    await wait_for(client, "hang", lambda v: v["uploads"]["transcoding"] == 1)
+    jobs = client.app[JOBS]
+    (pid,) = [
+        p.pid
+        for w in jobs._workers
+        if w.busy  # type: ignore[attr-defined]
+        for p in w.pool._processes.values()
+    ]
+    # Workers run under the configured address-space limit.
+    limits = _proc(pid, "limits") or ""
+    line = next(x for x in limits.splitlines() if x.startswith("Max address space"))
+    assert line.split()[3:5] == [str(3 << 30)] * 2
+    os.kill(pid, signal.SIGSTOP)  # as if FFmpeg looped forever on this upload
+    info = await wait_for(client, "hang", published(1), timeout_s=30)
+    (up,) = info["uploadList"]
+    assert up["state"] == "failed"
+    assert "took too long" in up["error"]
+    assert "upload_timeout_s" in up["error"]
+    stat = _proc(pid, "stat")
+    assert stat is None or ") Z " in stat, "the hung worker is gone (or a zombie)"
+    await upload(client, "hang", media("mp4", duration_s=2, gop=30), number=1)
+    info = await wait_for(client, "hang", published(2))
     assert info["uploadList"][1]["state"] == "published"
     assert jobs.healthy()

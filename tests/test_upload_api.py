@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,9 +12,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import CONFIG
-from streamd.config import UploadConfig
+from streamd.config import Config, UploadConfig
 from tests.conftest import (
     FFMPEG,
+    TEST_KEY,
     AppClient,
     MediaFactory,
     fetch,
@@ -161,3 +163,29 @@ async def test_too_large_upload_is_413(make_client: AppClient, media: MediaFacto
     assert resp.status == 413
     assert (await resp.json())["error"] == "upload_too_large"
     assert (await client.get("/api/videos/big")).status == 404
+
+
+async def test_a_chunked_body_past_the_cap_is_cut_at_once(
+    make_client: AppClient, config: Config
+) -> None:
+    client = await make_client(upload=UploadConfig(max_bytes=100_000))
+    host, port = client.server.host, client.server.port
+    assert host is not None
+    assert port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /upload/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + f"Authorization: Bearer {TEST_KEY}\r\n\r\n".encode()
+    )
+    for _ in range(13):  # 208 KB, past the cap, and then nothing more: no end of the body
+        writer.write(b"4000\r\n" + b"\0" * 0x4000 + b"\r\n")
+    await writer.drain()
+    # The answer comes while the body is still open: the server stopped at the cap.
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert status_line.split()[1] == b"413", status_line
+    assert b"application/json" in head
+    kept = [p.relative_to(config.data_dir) for p in config.data_dir.rglob("*") if p.is_file()]
+    assert not [p for p in kept if "chunked" in str(p) or str(p).startswith(".incoming")]
+    assert (await client.get("/api/videos/chunked")).status == 404

@@ -6,6 +6,7 @@ into the store and recorded before the answer, so a 202 means it is on disk.
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from aiohttp import web
 
 from streamd.access import bearer_key
 from streamd.appkeys import CLOCK, CONFIG, JOBS, METRICS, PUBLISHERS, STORE, STREAMS
-from streamd.errors import BadRequest, Handler, StreamdError
-from streamd.ingest.receive import Received, discard, receive
+from streamd.errors import BadRequest, Handler, StorageError, StreamdError
+from streamd.ingest.receive import Received, discard, ensure_space, receive
 from streamd.model import layout
+from streamd.model.jobs import MediaLimits
 from streamd.model.stream import Upload
 
 log = logging.getLogger("streamd.ingest")
@@ -39,10 +41,11 @@ def incoming_dir(app: web.Application) -> Path:
 
 
 async def receive_upload(request: web.Request) -> Received:
-    config = request.app[CONFIG].upload
-    return await receive(
-        request, incoming_dir(request.app), config.max_bytes, config.idle_timeout_s
-    )
+    config = request.app[CONFIG]
+    directory = incoming_dir(request.app)
+    await ensure_space(directory, config.min_free_bytes)
+    up = config.upload
+    return await receive(request, directory, up.max_bytes, up.idle_timeout_s)
 
 
 def _number(request: web.Request, received: Received) -> int | None:
@@ -92,9 +95,15 @@ async def accept(
                     source: Path | bytes = b"".join(parts) + await f.read()
             else:
                 source = received.path
-            info = await app[JOBS].probe(source, config.upload.probe_timeout_s)
+            limits = MediaLimits.of(config.upload)
+            info = await app[JOBS].probe(source, config.upload.probe_timeout_s, limits)
             key = layout.upload_key(video_id, number, received.extension)
-            await store.put_file(key, received.path)
+            try:
+                await store.put_file(key, received.path)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StorageError("the disk is full", "the upload was not kept") from exc
+                raise
             upload = Upload(
                 number,
                 received.sha256,

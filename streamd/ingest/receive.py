@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, web
 
-from streamd.errors import BadRequest, RequestTimeout, UploadTooLarge
+from streamd.errors import BadRequest, RequestTimeout, StorageError, UploadTooLarge
 
 CHUNK = 256 * 1024
 _SNIFF = [(b"\x1a\x45\xdf\xa3", "mkv"), (b"FLV", "flv"), (b"RIFF", "avi"), (b"G", "ts")]
@@ -91,6 +93,11 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s:
     except TimeoutError as exc:
         await discard(path)
         raise RequestTimeout("the upload stalled", f"no data for {idle_s:g} s") from exc
+    except OSError as exc:
+        await discard(path)
+        if exc.errno == errno.ENOSPC:
+            raise StorageError("the disk is full", "nothing of this upload was kept") from exc
+        raise
     except BaseException:
         await discard(path)
         raise
@@ -98,6 +105,17 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s:
         await discard(path)
         raise BadRequest("empty upload", "send the segment's bytes as the request body")
     return Received(path, digest.hexdigest(), size, _extension(head, filename), segment_field)
+
+
+async def ensure_space(directory: Path, min_free_bytes: int) -> None:
+    """Refuse an upload while the disk is below its low mark (the one /readyz uses), so
+    what is published stays readable and nothing is cut off half-written."""
+    free = (await asyncio.to_thread(shutil.disk_usage, directory)).free
+    if free < min_free_bytes:
+        raise StorageError(
+            "the disk is nearly full: uploads are refused",
+            f"{free} bytes free, the low mark (min_free_bytes) is {min_free_bytes}",
+        )
 
 
 async def discard(path: Path) -> None:

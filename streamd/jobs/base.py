@@ -10,7 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from streamd.model.jobs import JobProgress, SourceInfo, TranscodeJob, TranscodeResult
+from streamd.model.jobs import (
+    JobProgress,
+    MediaLimits,
+    SourceInfo,
+    TranscodeJob,
+    TranscodeResult,
+)
 
 
 class JobQueue(Protocol):
@@ -23,8 +29,10 @@ class JobQueue(Protocol):
     ) -> TranscodeResult:
         """Run a job to the end, calling `on_progress` on the loop as segments appear."""
 
-    async def probe(self, source: Path | bytes, timeout_s: float) -> SourceInfo:
-        """Inspect an upload in a worker; raises UnsupportedMedia."""
+    async def probe(
+        self, source: Path | bytes, timeout_s: float, limits: MediaLimits | None = None
+    ) -> SourceInfo:
+        """Inspect an upload in a worker, within `limits`; raises UnsupportedMedia."""
 
     def healthy(self) -> bool:
         """Whether the workers can take jobs."""

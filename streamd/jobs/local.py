@@ -17,7 +17,13 @@ from typing import Any
 
 from streamd.errors import TranscodeError, UnsupportedMedia, from_data
 from streamd.jobs import worker
-from streamd.model.jobs import JobProgress, SourceInfo, TranscodeJob, TranscodeResult
+from streamd.model.jobs import (
+    JobProgress,
+    MediaLimits,
+    SourceInfo,
+    TranscodeJob,
+    TranscodeResult,
+)
 
 log = logging.getLogger("streamd.jobs")
 
@@ -51,8 +57,13 @@ class LocalJobQueue:
     """Worker processes on this machine."""
 
     def __init__(
-        self, workers: int, log_level: int = logging.INFO, log_format: str = "text"
+        self,
+        workers: int,
+        log_level: int = logging.INFO,
+        log_format: str = "text",
+        memory_bytes: int = 0,
     ) -> None:
+        self._memory_bytes = memory_bytes
         self._ctx = multiprocessing.get_context("spawn")
         self._progress: Any = self._ctx.Queue()
         self._log_level = log_level
@@ -72,7 +83,13 @@ class LocalJobQueue:
             1,
             mp_context=self._ctx,
             initializer=worker.init,
-            initargs=(self._progress, self._log_level, self._log_format, transcoder),
+            initargs=(
+                self._progress,
+                self._log_level,
+                self._log_format,
+                transcoder,
+                self._memory_bytes,
+            ),
         )
 
     async def start(self) -> None:
@@ -137,7 +154,22 @@ class LocalJobQueue:
         self._listeners[job_id] = (loop, on_item)
         chosen.busy += 1
         try:
-            result, error = await loop.run_in_executor(chosen.pool, worker.transcode, job_id, job)
+            result, error = await asyncio.wait_for(
+                loop.run_in_executor(chosen.pool, worker.transcode, job_id, job), job.timeout_s
+            )
+        except TimeoutError as exc:
+            self._listeners.pop(job_id, None)
+            log.error(
+                "transcoding %s uploads %s took over %g s; killing the worker",
+                job.video_id,
+                [i.upload for i in job.inputs],
+                job.timeout_s,
+            )
+            chosen.replace()
+            raise TranscodeError(
+                "the transcode took too long",
+                f"gave up after {job.timeout_s:g} s (transcode.upload_timeout_s per upload)",
+            ) from exc
         except BrokenProcessPool as exc:
             self._listeners.pop(job_id, None)
             if self._closed:  # the server is stopping: the job is simply not done
@@ -165,12 +197,17 @@ class LocalJobQueue:
         finally:
             self._listeners.pop(job_id, None)
 
-    async def probe(self, source: Path | bytes, timeout_s: float) -> SourceInfo:
+    async def probe(
+        self, source: Path | bytes, timeout_s: float, limits: MediaLimits | None = None
+    ) -> SourceInfo:
         assert self._prober is not None
         loop = asyncio.get_running_loop()
         try:
             info, error = await asyncio.wait_for(
-                loop.run_in_executor(self._prober.pool, worker.probe, source), timeout_s
+                loop.run_in_executor(
+                    self._prober.pool, worker.probe, source, limits or MediaLimits()
+                ),
+                timeout_s,
             )
         except TimeoutError as exc:
             self._prober.replace()

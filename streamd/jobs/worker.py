@@ -8,13 +8,20 @@ exception.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 from pathlib import Path
 from typing import Any
 
 from streamd.errors import StreamdError, TranscodeError, UnsupportedMedia
 from streamd.logs import setup_logging
-from streamd.model.jobs import JobProgress, SourceInfo, TranscodeJob, TranscodeResult
+from streamd.model.jobs import (
+    JobProgress,
+    MediaLimits,
+    SourceInfo,
+    TranscodeJob,
+    TranscodeResult,
+)
 from streamd.process import die_with_parent, set_process_name
 
 log = logging.getLogger("streamd.jobs.worker")
@@ -23,7 +30,9 @@ _progress_queue: Any = None
 Outcome = tuple[Any, dict[str, Any] | None]  # (result, None) or (None, error data)
 
 
-def init(progress_queue: Any, log_level: int, log_format: str, transcoder: bool) -> None:
+def init(
+    progress_queue: Any, log_level: int, log_format: str, transcoder: bool, memory_bytes: int
+) -> None:
     """The pool's initializer, once per worker process."""
     global _progress_queue
     _progress_queue = progress_queue
@@ -31,6 +40,8 @@ def init(progress_queue: Any, log_level: int, log_format: str, transcoder: bool)
     die_with_parent(signal.SIGKILL)
     set_process_name("streamd-worker" if transcoder else "streamd-prober")
     setup_logging(log_level, log_format)
+    if memory_bytes > 0:  # a hostile upload that balloons fails its job, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     if transcoder:
         import streamd.media.transcode  # noqa: F401  (now, not on the first upload)
 
@@ -59,11 +70,11 @@ def transcode(job_id: int, job: TranscodeJob) -> Outcome:
         _progress_queue.put((job_id, None))
 
 
-def probe(source: Path | bytes) -> Outcome:
+def probe(source: Path | bytes, limits: MediaLimits) -> Outcome:
     from streamd.media.probe import probe as probe_media
 
     try:
-        info: SourceInfo = probe_media(source)
+        info: SourceInfo = probe_media(source, limits)
         return info, None
     except StreamdError as exc:
         return None, exc.as_data()

@@ -17,7 +17,7 @@ import av
 import av.container
 
 from streamd.errors import UnsupportedMedia
-from streamd.model.jobs import SourceInfo
+from streamd.model.jobs import MediaLimits, SourceInfo
 from streamd.model.ladder import Geometry
 
 # Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
@@ -68,17 +68,24 @@ def describe(
     )
 
 
-def probe(source: Path | bytes) -> SourceInfo:
-    """Check an upload decodes and describe it; raises UnsupportedMedia otherwise."""
+def probe(source: Path | bytes, limits: MediaLimits) -> SourceInfo:
+    """Check an upload is within `limits` and decodes, and describe it; raises
+    UnsupportedMedia otherwise. What the headers declare is checked before any decoding."""
     with open_media(source) as container:
         if not container.streams.video:
             raise UnsupportedMedia("the upload has no video stream")
+        limits.check_streams(len(container.streams))
         vstream = container.streams.video[0]
+        cc = vstream.codec_context
+        limits.check_frame(cc.width or 0, cc.height or 0)
+        limits.check_rate(float(vstream.average_rate or 0))
+        duration = container.duration / 1_000_000 if container.duration else None
+        limits.check_duration(duration)
         try:
             frame = next(container.decode(vstream), None)
         except av.FFmpegError as exc:
             raise UnsupportedMedia("the video does not decode", str(exc)) from exc
         if frame is None:
             raise UnsupportedMedia("the upload holds no video frames")
-        duration = container.duration / 1_000_000 if container.duration else None
+        limits.check_frame(frame.width, frame.height)
         return describe(container, frame, duration)

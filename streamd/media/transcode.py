@@ -22,7 +22,7 @@ from streamd.media.pipeline import StreamPipeline
 from streamd.media.probe import describe, open_media
 from streamd.media.scale import RungPictures, thumbnail
 from streamd.model import layout
-from streamd.model.jobs import SourceInfo, TranscodeJob, TranscodeResult
+from streamd.model.jobs import MediaLimits, SourceInfo, TranscodeJob, TranscodeResult
 from streamd.model.pipeline import VIDEO_HZ
 from streamd.store import Store, open_store
 
@@ -73,8 +73,10 @@ class _Upload:
         pipeline: StreamPipeline,
         publisher: SegmentWriter,
         span: tuple[Fraction, Fraction],
+        limits: MediaLimits,
     ) -> None:
         self.number, self.video_id, self.store = number, video_id, store
+        self.limits = limits
         self.pipeline, self.publisher = pipeline, publisher
         self.first_s, end_s = span
         self.duration_s = float(end_s - self.first_s)
@@ -103,6 +105,7 @@ class _Upload:
         self.last_pts = pts
         shape = (frame.width, frame.height, frame.format.name)
         if self.pictures is None or self.pictures.shape != shape:  # first, or a size change
+            self.limits.check_frame(frame.width, frame.height)
             self.pictures = RungPictures(frame, self.rotation_deg, self.pipeline.state.rungs)
         started = time.perf_counter()
         scaled = self.pictures(frame)
@@ -173,7 +176,8 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     aac_tail, media_s = job.state.input_audio_tail, 0.0
     for inp in job.inputs:
         source = _source(store, inp.keys)
-        upload = _Upload(inp.upload, job.video_id, store, pipeline, publisher, _video_span(source))
+        span = _video_span(source)
+        upload = _Upload(inp.upload, job.video_id, store, pipeline, publisher, span, job.limits)
         info, aac_tail = upload.feed(source, aac_tail)
         media_s += upload.duration_s
         log.info(

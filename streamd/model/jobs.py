@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamd.config import UploadConfig
+from streamd.errors import UnsupportedMedia
 from streamd.model.ladder import Geometry, Rung
 from streamd.model.pipeline import EncodeSettings, PipelineState
 
@@ -40,6 +42,50 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
+class MediaLimits:
+    """What an upload may hold (from `[upload]`): checked from its headers before a frame is
+    decoded, and on every frame while it is transcoded, so a decompression bomb costs nothing.
+    """
+
+    max_pixels: int = 7680 * 4320
+    max_frame_rate: float = 120.0
+    max_duration_s: float = 600.0
+    max_streams: int = 16
+
+    @classmethod
+    def of(cls, upload: UploadConfig) -> MediaLimits:
+        return cls(
+            upload.max_pixels, upload.max_frame_rate, upload.max_duration_s, upload.max_streams
+        )
+
+    def check_streams(self, count: int) -> None:
+        if count > self.max_streams:
+            raise UnsupportedMedia(
+                f"the upload has {count} streams", f"upload.max_streams is {self.max_streams}"
+            )
+
+    def check_frame(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise UnsupportedMedia(
+                f"the video is {width}x{height}", f"upload.max_pixels is {self.max_pixels}"
+            )
+
+    def check_rate(self, frame_rate: float) -> None:
+        if frame_rate > self.max_frame_rate:
+            raise UnsupportedMedia(
+                f"the video runs at {frame_rate:g} fps",
+                f"upload.max_frame_rate is {self.max_frame_rate:g}",
+            )
+
+    def check_duration(self, duration_s: float | None) -> None:
+        if duration_s is not None and duration_s > self.max_duration_s:
+            raise UnsupportedMedia(
+                f"the upload is {duration_s:g} s long",
+                f"upload.max_duration_s is {self.max_duration_s:g}",
+            )
+
+
+@dataclass(frozen=True)
 class JobInput:
     """One upload of the job: its number and the objects that make it, concatenated
     ((fMP4 init, fragment), or just the file)."""
@@ -58,6 +104,8 @@ class TranscodeJob:
     settings: EncodeSettings
     store_spec: str
     publish_from: int = 0  # segments below this were published before a restart
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    timeout_s: float | None = None  # the worker is killed and the job fails after this
 
 
 @dataclass(frozen=True)

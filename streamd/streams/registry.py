@@ -11,6 +11,7 @@ from streamd.errors import NotFound, StreamEnded
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
 from streamd.model import layout
+from streamd.model.jobs import MediaLimits
 from streamd.model.ladder import parse_ladder
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import DONE, HELD, TRANSCODING, Stream
@@ -94,6 +95,8 @@ class Streams:
             clock=self.clock,
             metrics=self.metrics,
             gap_timeout_s=self.config.upload.gap_timeout_s,
+            limits=MediaLimits.of(self.config.upload),
+            upload_timeout_s=self.config.transcode.upload_timeout_s,
         )
         self.runners[stream.video_id] = runner
         return runner

@@ -15,7 +15,7 @@ from streamd.clock import Clock
 from streamd.errors import SegmentConflict, StreamdError, TranscodeError
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
-from streamd.model.jobs import JobInput, JobProgress, TranscodeJob
+from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
@@ -43,12 +43,16 @@ class StreamRunner:
         clock: Clock,
         metrics: Metrics,
         gap_timeout_s: float,
+        limits: MediaLimits,
+        upload_timeout_s: float,
     ) -> None:
         self.stream = stream
         self.state, self.publisher, self.jobs = state, publisher, jobs
         self.settings, self.store_spec = settings, store_spec
         self.clock, self.metrics = clock, metrics
         self.gap_timeout_s = gap_timeout_s
+        self.limits = limits
+        self.upload_timeout_s = upload_timeout_s
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
@@ -210,6 +214,8 @@ class StreamRunner:
             self.settings,
             self.store_spec,
             publish_from=len(stream.segments),
+            limits=self.limits,
+            timeout_s=self.upload_timeout_s * len(batch),
         )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))

@@ -46,6 +46,9 @@ def request_middleware(cors_origin: str, metrics: Metrics) -> web.middleware:  #
                 except web.HTTPException as redirect:
                     metrics.count_request(_route(request), redirect.status)
                     raise
+                if request.body_exists and not request.content.at_eof():
+                    # Refused mid-body (too large, no key): close rather than read the rest.
+                    response.force_close()
             if cross_origin:
                 response.headers.update(cors)
         metrics.count_request(_route(request), response.status)
