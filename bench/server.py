@@ -70,7 +70,12 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = secrets.token_urlsafe(16)  # the publish key of this run
         self.auth = {"Authorization": f"Bearer {self.key}"}
-        self.env = {**os.environ, "STREAMD_AUTH_PUBLISH_KEYS": self.key, **(env or {})}
+        self.env = {
+            **os.environ,
+            "STREAMD_AUTH_PUBLISH_KEYS": self.key,
+            "STREAMD_MIN_FREE_BYTES": str(64 << 20),  # benches run where disks are small too
+            **(env or {}),
+        }
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Server:
