@@ -29,9 +29,11 @@ from streamd.appkeys import (
     STATE,
     STORE,
     STREAMS,
+    UPLOAD_SLOTS,
 )
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
+from streamd.ingest.http import UploadSlots
 from streamd.jobs import JobQueue
 from streamd.jobs.local import LocalJobQueue
 from streamd.metrics import Metrics
@@ -78,6 +80,7 @@ def create_app(
     app[HLS] = HlsObjects(app[PUBLISHER], app[CACHE], store, metrics.viewers, config, app[CLOCK])
     app[FEEDS] = set()
     metrics.add_gauges(lambda: ops.gauges(app))
+    app[UPLOAD_SLOTS] = UploadSlots(config.upload.max_concurrent)
     app.add_routes(ingest.routes())
     app.add_routes(serving.routes())
     app.on_shutdown.append(feed.end_feeds)

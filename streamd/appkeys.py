@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from streamd.access import Publishers
     from streamd.clock import Clock
     from streamd.config import Config
+    from streamd.ingest.http import UploadSlots
     from streamd.jobs import JobQueue
     from streamd.metrics import Metrics
     from streamd.store import AsyncStore, SegmentCache
@@ -33,4 +34,5 @@ PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 HLS: web.AppKey[HlsObjects] = web.AppKey("hls")
 PUBLISHERS: web.AppKey[Publishers] = web.AppKey("publishers")
+UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots")
 FEEDS: web.AppKey[set[asyncio.Queue[bytes]]] = web.AppKey("feeds")  # edges following playlists

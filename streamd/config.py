@@ -58,6 +58,9 @@ class UploadConfig:
     max_frame_rate: float = setting(120.0, "Highest video frame rate of an upload.")
     max_duration_s: float = setting(600.0, "Longest upload (seconds of media).")
     max_streams: int = setting(16, "Most streams (video, audio, data...) in one upload.")
+    max_concurrent: int = setting(
+        32, "Uploads received and checked at once; more get 503 with Retry-After."
+    )
 
 
 @dataclass(frozen=True)

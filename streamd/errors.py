@@ -25,10 +25,13 @@ class StreamdError(Exception):
     http_status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, detail: str | None = None) -> None:
+    def __init__(
+        self, message: str, detail: str | None = None, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
+        self.retry_after_s = retry_after_s  # sent as Retry-After (RFC 9110 10.2.3)
 
     def as_data(self) -> dict[str, Any]:
         """The error as JSON-able data (what an HTTP error body carries, too)."""
@@ -166,6 +169,8 @@ def error_response(request: web.BaseRequest, exc: Exception) -> web.Response:
         response = json_error(exc.http_status, exc.code, exc.message, exc.detail)
         if isinstance(exc, Unauthorized):  # RFC 6750 3
             response.headers["WWW-Authenticate"] = 'Bearer realm="streamd"'
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -189,3 +190,39 @@ async def test_a_chunked_body_past_the_cap_is_cut_at_once(
     kept = [p.relative_to(config.data_dir) for p in config.data_dir.rglob("*") if p.is_file()]
     assert not [p for p in kept if "chunked" in str(p) or str(p).startswith(".incoming")]
     assert (await client.get("/api/videos/chunked")).status == 404
+
+
+async def test_too_many_uploads_at_once_get_503_with_retry_after(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    client = await make_client(upload=replace(config.upload, max_concurrent=1))
+    host, port = client.server.host, client.server.port
+    assert host is not None
+    assert port is not None
+    clip = media("ts", duration_s=1.0).read_bytes()
+    # A slow sender holds the one slot: headers and a first piece of a large body.
+    _, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /upload/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n"
+        + f"Authorization: Bearer {TEST_KEY}\r\n\r\n".encode()
+        + b"\0" * 1000
+    )
+    await writer.drain()
+    for _ in range(100):
+        resp = await client.post("/upload/cam", data=clip)
+        if resp.status == 503:
+            break
+        await asyncio.sleep(0.02)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    error = await resp.json()
+    assert error["error"] == "unavailable"
+    assert "upload.max_concurrent" in error["detail"]
+    writer.close()  # the slow sender goes: its slot is free again
+    await writer.wait_closed()
+    for _ in range(100):
+        resp = await client.post("/upload/cam", data=clip)
+        if resp.status == 202:
+            break
+        await asyncio.sleep(0.05)
+    assert resp.status == 202

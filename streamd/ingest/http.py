@@ -6,16 +6,27 @@ into the store and recorded before the answer, so a 202 means it is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiofiles
 from aiohttp import web
 
 from streamd.access import bearer_key
-from streamd.appkeys import CLOCK, CONFIG, JOBS, METRICS, PUBLISHERS, STORE, STREAMS
-from streamd.errors import BadRequest, Handler, StorageError, StreamdError
+from streamd.appkeys import (
+    CLOCK,
+    CONFIG,
+    JOBS,
+    METRICS,
+    PUBLISHERS,
+    STORE,
+    STREAMS,
+    UPLOAD_SLOTS,
+)
+from streamd.errors import BadRequest, Handler, StorageError, StreamdError, Unavailable
 from streamd.ingest.receive import Received, discard, ensure_space, receive
 from streamd.model import layout
 from streamd.model.jobs import MediaLimits
@@ -161,12 +172,36 @@ async def end(request: web.Request) -> web.Response:
     )
 
 
+class UploadSlots:
+    """How many uploads are being received and checked at once: past the limit, 503 with
+    Retry-After, so a burst (or many slow senders) cannot hold the disk and the prober."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.busy = limit, 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        if self.busy >= self.limit:
+            raise Unavailable(
+                "too many uploads at once",
+                f"upload.max_concurrent is {self.limit}; try again shortly",
+                retry_after_s=1,
+            )
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+
+
 def counted(handler: Handler) -> Handler:
-    """Count refused uploads by their error code (accepted ones are counted in `accept`)."""
+    """An upload route: within the upload slots, refusals counted by their error code
+    (accepted uploads are counted in `accept`)."""
 
     async def counted(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            with request.app[UPLOAD_SLOTS].take():
+                return await handler(request)
         except StreamdError as exc:
             request.app[METRICS].uploads.labels(exc.code).inc()
             raise

@@ -93,6 +93,9 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s:
     except TimeoutError as exc:
         await discard(path)
         raise RequestTimeout("the upload stalled", f"no data for {idle_s:g} s") from exc
+    except ConnectionResetError as exc:
+        await discard(path)
+        raise BadRequest("the upload was cut off", str(exc)) from exc
     except OSError as exc:
         await discard(path)
         if exc.errno == errno.ENOSPC:

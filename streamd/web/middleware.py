@@ -68,11 +68,19 @@ def _eof_received(self: web_protocol.RequestHandler) -> bool | None:
 
     aiohttp closes the whole connection on a client's FIN (aio-libs/aiohttp#3659), so ffmpeg's
     segment uploads would never get an answer. While a request is pending, keep the write
-    side open (a body cut short ends by the upload's idle timeout); an idle client leaving
-    still closes at once.
+    side open; an idle client leaving still closes at once. A body that can no longer be
+    complete (the FIN came before its end) fails its reader now, instead of holding an
+    upload slot until the idle timeout.
     """
     idle = self._waiter is not None and not self._waiter.done() and not self._messages
-    return None if idle else True
+    if idle:
+        return None
+    request = getattr(self, "_current_request", None)
+    if request is not None and request.body_exists and not request.content.is_eof():
+        request.content.set_exception(
+            ConnectionResetError("the client closed the connection before its body's end")
+        )
+    return True
 
 
 def allow_half_close() -> None:
