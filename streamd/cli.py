@@ -110,7 +110,7 @@ def _ttl_s(text: str) -> int:
     """`90`, `90s`, `30m`, `1h` or `7d` as seconds."""
     unit = _TTL_UNITS.get(text[-1:].lower())
     number = text[:-1] if unit else text
-    if not number.isdigit() or int(number) <= 0:
+    if not (number.isascii() and number.isdigit()) or int(number) <= 0:
         raise argparse.ArgumentTypeError(f"bad TTL {text!r}: use e.g. 90s, 30m, 1h, 7d")
     return int(number) * (unit or 1)
 

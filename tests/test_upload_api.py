@@ -131,14 +131,20 @@ async def test_bad_inputs_get_json_errors_and_lose_nothing(
     await wait_for(client, "bad", published(1))
     before = await fetch(client, "/hls/bad/ts/240p/index.m3u8")
 
+    whole = clip.read_bytes()
+    hls = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n"
     cases = {
         "garbage": (b"\x00\x01not a video at all" * 100, 422, "unsupported_media"),
-        "playlist": (b"#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n", 422, "unsupported_media"),
+        "playlist": (hls + b"file:///etc/passwd\n", 422, "unsupported_media"),
+        "http playlist": (hls + b"http://127.0.0.1:9/x.ts\n", 422, "unsupported_media"),
         "concat": (b"ffconcat version 1.0\nfile '/etc/passwd'\n", 422, "unsupported_media"),
+        "truncated": (whole[: len(whole) // 3], 422, "unsupported_media"),
         "empty": (b"", 400, "bad_request"),
     }
     for name, (data, status, code) in cases.items():
-        resp = await client.post("/upload/bad", data=data, headers={"X-Segment-Number": "1"})
+        # Named like a segment, whatever it holds: the bytes decide, not the name.
+        headers = {"X-Segment-Number": "1", "X-Segment-Filename": "index1.ts"}
+        resp = await client.post("/upload/bad", data=data, headers=headers)
         body = await resp.json()
         assert resp.status == status, (name, body)
         assert body["error"] == code, (name, body)
@@ -152,8 +158,12 @@ async def test_bad_inputs_get_json_errors_and_lose_nothing(
     resp = await client.post("/upload/bad", data=audio_only.read_bytes())
     assert resp.status == 422
     assert "no video" in (await resp.json())["message"]
-    # Nothing already published changed, and the stream still takes good uploads.
+    # Nothing already published changed, no refused byte was kept, and the stream still
+    # takes good uploads.
     assert await fetch(client, "/hls/bad/ts/240p/index.m3u8") == before
+    data_dir = client.app[CONFIG].data_dir
+    assert [p.name for p in (data_dir / "ingest" / "bad").iterdir()] == ["000000.mp4"]
+    assert not list((data_dir / ".incoming").iterdir())
     await upload(client, "bad", media("mp4", tone_hz=300), number=1)
     await wait_for(client, "bad", published(2))
 

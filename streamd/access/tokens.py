@@ -34,7 +34,7 @@ def verify(secret: str, video_id: str, token: str | None, now_s: float) -> None:
     if not token:
         raise Unauthorized(f"watching {video_id!r} needs a signed link", "add ?token=...")
     expiry, _, signature = token[:_MAX_LENGTH].partition(".")
-    if not expiry.isdigit() or len(expiry) > 12:
+    if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:  # "¹".isdigit()
         raise Forbidden("malformed viewer token", "expected EXPIRY.SIGNATURE")
     expected = _signature(secret, video_id, int(expiry))
     if not hmac.compare_digest(signature.encode(), expected.encode()):

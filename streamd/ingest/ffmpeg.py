@@ -17,7 +17,22 @@ from streamd.ingest.receive import discard
 from streamd.model import layout
 
 INIT_WAIT_S = 10.0
-_FFMPEG_SEGMENT = re.compile(r"^(?P<stem>.*?)(?P<number>\d+)\.(?P<ext>ts|m4s|mp4|aac|m2ts)$")
+# At most 9 digits: a segment number is a small int, never a 5,000-digit one to convert.
+_FFMPEG_SEGMENT = re.compile(
+    r"^(?P<stem>.*?)(?<!\d)(?P<number>\d{1,9})\.(?P<ext>ts|m4s|mp4|aac|m2ts)$"
+)
+
+
+def parse_pushed_playlist(text: str) -> tuple[list[int], bool]:
+    """The segment numbers an ffmpeg playlist names, and whether it has ended."""
+    numbers = [
+        int(m["number"])
+        for line in text.splitlines()
+        if line
+        and not line.startswith("#")
+        and (m := _FFMPEG_SEGMENT.match(line.strip().rsplit("/", 1)[-1]))
+    ]
+    return numbers, "#EXT-X-ENDLIST" in text
 
 
 async def ffmpeg_put(request: web.Request) -> web.Response:
@@ -27,14 +42,7 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
     streams = request.app[STREAMS]
     if name.endswith(".m3u8"):
         text = (await request.content.read(1 << 20)).decode("utf-8", "replace")
-        numbers = [
-            int(m["number"])
-            for line in text.splitlines()
-            if line
-            and not line.startswith("#")
-            and (m := _FFMPEG_SEGMENT.match(line.strip().rsplit("/", 1)[-1]))
-        ]
-        ended = "#EXT-X-ENDLIST" in text
+        numbers, ended = parse_pushed_playlist(text)
         if ended and numbers:
             if video_id in streams.records:
                 await streams.runners[video_id].end_after(max(numbers))

@@ -67,7 +67,7 @@ def _number(request: web.Request, received: Received) -> int | None:
     ):
         if value is None or value == "":
             continue
-        if not value.isdigit() or len(value) > 9:
+        if not (value.isascii() and value.isdigit()) or len(value) > 9:  # "¹".isdigit()
             raise BadRequest(
                 f"bad segment number {value[:20]!r} in the {source}", "a whole number from 0"
             )
