@@ -44,9 +44,9 @@ def verify(secret: str, video_id: str, token: str | None, now_s: float) -> None:
 
 
 def tokenized_playlist(body: bytes, token: str) -> bytes:
-    """A media playlist with `?token=` on every URI it names (segments, init segments)."""
+    """A playlist with `?token=` on every URI it names: a master's media playlists, a media
+    playlist's segments and init segments."""
     suffix = f"?{QUERY}={token}".encode()
-    for packaging in PACKAGINGS.values():
-        ext = f".{packaging.extension}".encode()
+    for ext in [b".m3u8", *(f".{p.extension}".encode() for p in PACKAGINGS.values())]:
         body = body.replace(ext + b"\n", ext + suffix + b"\n")
     return body.replace(b'.mp4"', b".mp4" + suffix + b'"')  # EXT-X-MAP:URI="init-....mp4"

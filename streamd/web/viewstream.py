@@ -23,10 +23,10 @@ _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 
 
-def _published(request: web.Request) -> Stream:
-    """The stream a viewer asks for (counting the viewer), once it has a segment and the
-    viewer's token (if watching needs one) is checked."""
-    request.app[HLS].authorize(request, request.match_info["video_id"])
+def _published(request: web.Request) -> tuple[Stream, str | None]:
+    """The stream a viewer asks for (counting the viewer), once it has a segment, and the
+    viewer's token once checked (None when watching is open)."""
+    token = request.app[HLS].authorize(request, request.match_info["video_id"])
     stream = request.app[STREAMS].get(request.match_info["video_id"])
     request.app[METRICS].viewers.saw(stream.video_id, client_id(request))
     if not stream.segments:
@@ -34,16 +34,15 @@ def _published(request: web.Request) -> Stream:
             f"stream {stream.video_id!r} has nothing published yet",
             "its first segment is still being transcoded",
         )
-    return stream
+    return stream, token
 
 
 async def master(request: web.Request) -> web.Response:
     """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts)."""
-    stream = _published(request)
+    stream, token = _published(request)
     body = absolute_master(stream, packaging_for(request.query.get("format"))).encode()
-    token = request.query.get(tokens.QUERY)
-    if request.app[HLS].viewer_secret and token:  # handed on to every variant
-        body = body.replace(b".m3u8\n", f".m3u8?{tokens.QUERY}={token}\n".encode())
+    if token is not None:  # handed on to every variant
+        body = tokens.tokenized_playlist(body, token)
     return request.app[HLS].playlist_response(stream.ended, body)
 
 
@@ -65,7 +64,7 @@ def _pick_rung(stream: Stream, resolution: str | None) -> str:
 
 async def view(request: web.Request) -> web.Response:
     """GET /viewstream/{videoId}?timestamp=T: the segment holding second T, playable alone."""
-    stream = _published(request)
+    stream, _ = _published(request)
     q = request.query
     packaging = packaging_for(q.get("format"))
     lang = q.get("lang")
