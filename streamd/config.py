@@ -52,7 +52,7 @@ class UploadConfig:
     probe_timeout_s: float = setting(20.0, "Longest time to inspect an upload before refusing.")
     idle_timeout_s: float = setting(30.0, "An upload that sends nothing for this long is cut.")
     gap_timeout_s: float = setting(
-        30.0, "How long a live stream waits for a missing segment before going on without it."
+        30.0, "How long a live stream waits for a missing segment before an EXT-X-GAP in its place."
     )
     max_pixels: int = setting(7680 * 4320, "Largest video frame of an upload (width x height).")
     max_frame_rate: float = setting(120.0, "Highest video frame rate of an upload.")

@@ -4,7 +4,9 @@ SQLite, the edges' feed, and errors that cross processes as data."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+import sqlite3
 from pathlib import Path
 
 import m3u8
@@ -47,16 +49,23 @@ def _stream(durations: list[float], inits: list[str] | None = None) -> Stream:
 
 def _full_render(stream: Stream, packaging: str, rung: str) -> bytes:
     """The playlist rendered whole from the record (how 0.1 wrote every playlist)."""
-    segments = tuple(
-        MediaSegment(
-            f"seg{s.sequence:06d}.{'m4s' if packaging == 'fmp4' else 'ts'}",
-            s.duration_s,
-            stream.start_wall_s + s.start_s if stream.start_wall_s else None,
-            s.rung(rung).inits.get("fmp4") if packaging == "fmp4" else None,
+    segments = []
+    init = None
+    for s in stream.segments:
+        out = s.rung(rung)
+        if out is not None and packaging == "fmp4":
+            init = out.inits.get("fmp4")
+        segments.append(
+            MediaSegment(
+                f"seg{s.sequence:06d}.{'m4s' if packaging == 'fmp4' else 'ts'}",
+                s.duration_s,
+                stream.start_wall_s + s.start_s if stream.start_wall_s else None,
+                init,
+                gap=out is None,
+                discontinuity=s.discontinuity,
+            )
         )
-        for s in stream.segments
-    )
-    return MediaPlaylist(segments, 2, ended=stream.ended).render().encode()
+    return MediaPlaylist(tuple(segments), 2, ended=stream.ended).render().encode()
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -66,6 +75,14 @@ def test_appending_gives_the_playlist_a_full_render_gives(seed: int) -> None:
     durations[17] = 3.6  # longer than the target: the header changes, the playlist is rewritten
     inits = ["init-a.mp4"] * 10 + ["init-b.mp4"] * 20  # an SPS change: a second EXT-X-MAP
     whole = _stream(durations, inits)
+    for i in rnd.sample(range(1, 30), 6):  # missing uploads, dropped rungs, restarts
+        seg = whole.segments[i]
+        kind = rnd.choice(["gap", "dropped", "restart"])
+        rungs = () if kind == "gap" else seg.rungs[1:] if kind == "dropped" else seg.rungs
+        whole.segments[i] = dataclasses.replace(seg, rungs=rungs, discontinuity=kind == "restart")
+    segments, whole = whole.segments, _stream([])
+    for seg in segments:
+        whole.add_segment(seg)
     playlists = StreamPlaylists("s1", 2.0)
     growing = Stream("s1", whole.created_wall_s, rungs=RUNGS, frame_rate=30.0, start_wall_s=1.7e9)
     on_disk: dict[str, bytes] = {}
@@ -86,6 +103,11 @@ def test_appending_gives_the_playlist_a_full_render_gives(seed: int) -> None:
             assert on_disk[key] == expected
             parsed = m3u8.loads(expected.decode())
             assert parsed.target_duration == 4
+            gaps = [not s.rungs or s.rung(rung) is None for s in whole.segments]
+            assert [bool(s.gap_tag) for s in parsed.segments] == gaps
+            assert [s.discontinuity for s in parsed.segments] == [
+                s.discontinuity for s in whole.segments
+            ]
             assert parsed.is_endlist
     # The one walk over the record (at start-up) builds the same bytes.
     rebuilt = StreamPlaylists.of(whole, 2.0)
@@ -113,12 +135,16 @@ async def test_sqlite_state_round_trip(tmp_path: Path) -> None:
     state = SqliteState(tmp_path / "state.sqlite3")
     await state.open()
     stream = Stream("cam", 1.7e9, next_upload=0, rungs=RUNGS, frame_rate=29.97)
+    stream.session, stream.session_base, stream.session_first = "b", 7, 9
     up = Upload(0, "ab" * 32, 1234, ("ingest/cam/000000.ts",), 1.7e9 + 1, source={"w": 1})
+    up.session_start = True
     stream.add_upload(up)
     await state.record(stream, uploads=[up])
     stream.pipeline = PipelineState(next_segment=2, audio_carry=b"\x01\x02", levels=("3.0",))
     stream.set_state(up, PUBLISHED)
-    for seg in _stream([2.0, 1.5]).segments:
+    segments = _stream([2.0, 1.5, 2.0]).segments
+    segments[1] = dataclasses.replace(segments[1], rungs=(), discontinuity=True)  # a gap
+    for seg in segments:
         stream.add_segment(seg)
         await state.record(stream, segments=[seg])
     await state.record(stream, uploads=[up], pipeline=True)
@@ -136,8 +162,38 @@ async def test_sqlite_state_round_trip(tmp_path: Path) -> None:
     assert loaded.counts[PUBLISHED] == 1
     assert loaded.counts[HELD] == 0
     assert not loaded.pending
-    assert loaded.segment_at(2.5) == stream.segments[1]
-    assert loaded.segment_at(3.5) is None
+    assert (loaded.session, loaded.session_base, loaded.session_first) == ("b", 7, 9)
+    assert loaded.segment_at(2.5) is None  # in the gap
+    assert loaded.segment_at(4.0) == stream.segments[2]
+    assert loaded.segment_at(5.5) is None
+
+
+async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    fixture = Path(__file__).parent / "fixtures" / "state-v1.sql"
+    with sqlite3.connect(path) as db:
+        db.executescript(fixture.read_text())
+    state = SqliteState(path)
+    await state.open()
+    (stream,) = await state.load()
+    assert stream.session is None
+    assert stream.session_base == 0
+    assert not stream.segments[0].discontinuity
+    assert not stream.uploads[0].session_start
+    # It takes the new columns from now on.
+    stream.session = "s2"
+    seg = dataclasses.replace(stream.segments[0], sequence=1, start_s=2.0, discontinuity=True)
+    stream.add_segment(seg)
+    await state.record(stream, segments=[seg])
+    await state.close()
+    again = SqliteState(path)
+    await again.open()
+    (loaded,) = await again.load()
+    await again.close()
+    assert loaded.session == "s2"
+    assert [s.discontinuity for s in loaded.segments] == [False, True]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 async def test_the_feed_carries_appends_and_whole_bodies() -> None:

@@ -45,7 +45,8 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
         numbers, ended = parse_pushed_playlist(text)
         if ended and numbers:
             if video_id in streams.records:
-                await streams.runners[video_id].end_after(max(numbers))
+                runner = streams.runners[video_id]
+                await runner.end_after(runner.stream.session_base + max(numbers))
         return web.json_response({"videoId": video_id, "playlist": name, "ended": ended})
     match = _FFMPEG_SEGMENT.match(name)
     init = match is None and name.endswith(".mp4")
@@ -72,7 +73,8 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
             if runner.stream.ingest_init is None:
                 raise UnsupportedMedia("an fMP4 segment arrived without its init.mp4")
             prefix = (runner.stream.ingest_init,)
-        return await accept(request.app, video_id, int(match["number"]), received, prefix)
+        number = int(match["number"])
+        return await accept(request.app, video_id, number, received, prefix, names_restart=True)
     finally:
         await discard(received.path)
 

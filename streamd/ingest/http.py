@@ -33,6 +33,7 @@ from streamd.model.jobs import MediaLimits
 from streamd.model.stream import Upload
 
 log = logging.getLogger("streamd.ingest")
+SESSION_HEADER = "X-Publish-Session"
 
 
 def authorize(request: web.Request) -> str:
@@ -75,20 +76,45 @@ def _number(request: web.Request, received: Received) -> int | None:
     return None
 
 
+def _session(request: web.Request) -> str | None:
+    """The encoder session an upload belongs to (`X-Publish-Session`): a new value says the
+    encoder restarted, so the stream goes on with a new timeline."""
+    value = request.headers.get(SESSION_HEADER)
+    if value is None:
+        return None
+    if not (0 < len(value) <= 64 and value.isascii() and value.isprintable()):
+        raise BadRequest(f"bad {SESSION_HEADER} header", "1 to 64 printable ASCII characters")
+    return value
+
+
 async def accept(
     app: web.Application,
     video_id: str,
     number: int | None,
     received: Received,
     prefix_keys: tuple[str, ...] = (),
+    *,
+    session: str | None = None,
+    names_restart: bool = False,
 ) -> web.Response:
-    """Check a received upload and record it (or answer a retry); 202 once it is on disk."""
+    """Check a received upload and record it (or answer a retry); 202 once it is on disk.
+
+    `number` counts within the encoder's `session`; with `names_restart` (ffmpeg's HLS PUT,
+    whose names are the only sign of a restart) a number 0 with new bytes starts a session.
+    """
     streams, store, config = app[STREAMS], app[STORE], app[CONFIG]
     arrived_wall_s = app[CLOCK].wall_s()  # the body is in: publish delays count from here
     runner = streams.for_upload(video_id)
     try:
         async with runner.lock:
-            number = runner.stream.next_number() if number is None else number
+            stream = runner.stream
+            if (
+                names_restart
+                and number is not None
+                and stream.counting_again(number, received.sha256)
+            ):
+                session = f"restart-{stream.highest_upload + 1}"
+            number = stream.upload_number(session, number)
             existing = runner.existing_upload(number, received.sha256)
             if existing is not None:
                 app[METRICS].uploads.labels("duplicate").inc()
@@ -122,6 +148,7 @@ async def accept(
                 (*prefix_keys, key),
                 arrived_wall_s,
                 source=info.as_json(),
+                session_start=number == stream.session_first,
             )
             await runner.add_upload(upload)
             app[METRICS].uploads.labels("accepted").inc()
@@ -152,7 +179,8 @@ async def upload(request: web.Request) -> web.Response:
     request.app[STREAMS].refuse_if_ended(video_id)
     received = await receive_upload(request)
     try:
-        return await accept(request.app, video_id, _number(request, received), received)
+        number = _number(request, received)
+        return await accept(request.app, video_id, number, received, session=_session(request))
     finally:
         await discard(received.path)
 

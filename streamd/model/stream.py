@@ -43,11 +43,13 @@ class Upload:
     error: str | None = None
     source: dict[str, Any] | None = None
     percent: float = 0.0
+    session_start: bool = False  # the first upload of a restarted encoder: a new timeline
 
 
 @dataclass(frozen=True)
 class Segment:
-    """A published output segment, in every rung and packaging."""
+    """A published output segment, in the rungs it was made in (a rung it lacks, or all of
+    them for a missing upload, is an EXT-X-GAP in that rung's playlist)."""
 
     sequence: int
     start_s: float
@@ -55,13 +57,27 @@ class Segment:
     upload: int
     published_wall_s: float
     rungs: tuple[RungOutput, ...]
+    discontinuity: bool = False  # starts a new timeline (the encoder restarted)
 
     @classmethod
-    def published(cls, seg: PublishedSegment, wall_s: float) -> Segment:
-        return cls(seg.sequence, seg.start_s, seg.duration_s, seg.upload, wall_s, seg.rungs)
+    def published(cls, seg: PublishedSegment, wall_s: float, discontinuity: bool) -> Segment:
+        return cls(
+            seg.sequence,
+            seg.start_s,
+            seg.duration_s,
+            seg.upload,
+            wall_s,
+            seg.rungs,
+            discontinuity,
+        )
 
-    def rung(self, name: str) -> RungOutput:
-        return next(r for r in self.rungs if r.name == name)
+    @property
+    def gap(self) -> bool:
+        """A stretch of the timeline with no media at all (its upload never came)."""
+        return not self.rungs
+
+    def rung(self, name: str) -> RungOutput | None:
+        return next((r for r in self.rungs if r.name == name), None)
 
     @property
     def end_s(self) -> float:
@@ -127,12 +143,20 @@ class Stream:
     realtime_factor: float | None = None  # of the last upload's transcode (not persisted)
     publish_delay_s: float | None = None  # of the last segment (not persisted)
     solo_until: int = -1  # uploads up to this number go one per job (after a failed run)
+    # The provider's encoder session (X-Publish-Session, or a restart ffmpeg's segment names
+    # show): upload numbers of a session are offset by its base, so a restart counting from
+    # 0 again goes on after everything received before it.
+    session: str | None = None
+    session_base: int = 0
+    session_first: int | None = None  # the upload that starts the current session's timeline
+    discontinuity_due: bool = False  # the next published segment starts a new timeline
     updated_wall_s: float = 0.0
     # Kept as uploads and segments come, so no question needs a walk over the history.
     pending: dict[int, Upload] = field(default_factory=dict, repr=False)  # not yet done
     counts: Counter[str] = field(default_factory=Counter, repr=False)  # uploads by state
     highest_upload: int = -1
     bandwidth: dict[tuple[str, str], Bandwidth] = field(default_factory=dict, repr=False)
+    codecs: dict[str, str] = field(default_factory=dict, repr=False)  # by rung, the latest
 
     @property
     def state(self) -> str:
@@ -166,6 +190,26 @@ class Stream:
         """The number of an upload that came without one: the one after the highest seen."""
         return self.highest_upload + 1
 
+    def upload_number(self, session: str | None, number: int | None) -> int:
+        """An upload's number in the stream, given its encoder session and its number there.
+
+        A session other than the current one starts after the highest upload received (its
+        first upload then starts a new timeline); a retry within a session keeps its number,
+        so the usual duplicate and conflict rules apply.
+        """
+        if session is not None and session != self.session:
+            self.session = session
+            if self.uploads:
+                self.session_first = self.highest_upload + 1
+                self.session_base = self.session_first - (number or 0)
+        return self.next_number() if number is None else self.session_base + number
+
+    def counting_again(self, number: int, sha256: str) -> bool:
+        """Whether an encoder that numbers its uploads by name (ffmpeg's HLS PUT) started
+        again from 0: a restart, not a retry, when the bytes differ."""
+        first = self.uploads.get(self.session_base)
+        return number == 0 and first is not None and first.sha256 != sha256
+
     def refresh_states(self) -> None:
         """Uploads waiting in an unbroken run from `next_upload` are queued; the rest held."""
         n = self.next_upload
@@ -187,6 +231,8 @@ class Stream:
             up = self.pending.get(n)
             if up is None or up.state not in (QUEUED, TRANSCODING):
                 break
+            if run and up.session_start:  # a new timeline starts a job of its own
+                break
             run.append(up)
             n += 1
         return run
@@ -204,6 +250,7 @@ class Stream:
     def add_segment(self, seg: Segment) -> None:
         self.segments.append(seg)
         for out in seg.rungs:
+            self.codecs[out.name] = out.codecs
             for packaging, size in out.size_bytes.items():
                 tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
                 tally.add(size, seg.duration_s)
@@ -213,7 +260,7 @@ class Stream:
         if i < 0:
             return None
         seg = self.segments[i]
-        return seg if time_s < seg.end_s else None
+        return seg if time_s < seg.end_s and not seg.gap else None
 
     def rates(self, rung: str, packaging: str) -> tuple[int, int]:
         """(peak, average) bit rate of a rung's published segments, audio included."""

@@ -24,7 +24,7 @@ from streamd.model.pipeline import PipelineState
 from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     video_id TEXT PRIMARY KEY,
@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS streams (
     start_wall_s REAL,
     ingest_init TEXT,
     rungs TEXT NOT NULL,
-    frame_rate REAL NOT NULL
+    frame_rate REAL NOT NULL,
+    session TEXT,
+    session_base INTEGER NOT NULL DEFAULT 0,
+    session_first INTEGER
 );
 CREATE TABLE IF NOT EXISTS pipelines (
     video_id TEXT PRIMARY KEY REFERENCES streams,
@@ -53,6 +56,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     state TEXT NOT NULL,
     error TEXT,
     source TEXT,
+    session_start INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, number)
 );
 CREATE TABLE IF NOT EXISTS segments (
@@ -62,6 +66,7 @@ CREATE TABLE IF NOT EXISTS segments (
     duration_s REAL NOT NULL,
     upload INTEGER NOT NULL,
     published_wall_s REAL NOT NULL,
+    discontinuity INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, sequence)
 );
 CREATE TABLE IF NOT EXISTS rung_outputs (
@@ -82,6 +87,17 @@ CREATE TABLE IF NOT EXISTS stream_keys (
     revoked_wall_s REAL
 );
 """
+# What brings a database of the version before each one up to it (new columns go last, where
+# SCHEMA puts them, since rows are read and written by position).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (  # encoder sessions and gaps (issue 10)
+        "ALTER TABLE streams ADD COLUMN session TEXT",
+        "ALTER TABLE streams ADD COLUMN session_base INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE streams ADD COLUMN session_first INTEGER",
+        "ALTER TABLE uploads ADD COLUMN session_start INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE segments ADD COLUMN discontinuity INTEGER NOT NULL DEFAULT 0",
+    ),
+}
 
 STREAM_COLUMNS = (
     "video_id",
@@ -95,6 +111,9 @@ STREAM_COLUMNS = (
     "ingest_init",
     "rungs",
     "frame_rate",
+    "session",
+    "session_base",
+    "session_first",
 )
 UPSERT_STREAM = (
     f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)})"
@@ -160,7 +179,13 @@ class SqliteState:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} is from a newer streamd (schema {version})")
-        db.executescript(SCHEMA)
+        if version == 0:  # a new database
+            db.executescript(SCHEMA)
+        else:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                db.executescript(
+                    "BEGIN;" + ";".join(MIGRATIONS[step]) + f";PRAGMA user_version={step};COMMIT;"
+                )
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db = db
 
@@ -192,6 +217,9 @@ class SqliteState:
                 ingest_init=init,
                 rungs=tuple(Rung(**r) for r in json.loads(row[9])),
                 frame_rate=row[10],
+                session=row[11],
+                session_base=row[12],
+                session_first=row[13],
             )
         for vid, state in db.execute("SELECT video_id, state FROM pipelines"):
             streams[vid].pipeline = pipeline_from_json(json.loads(state))
@@ -206,6 +234,7 @@ class SqliteState:
                     state=row[6],
                     error=row[7],
                     source=None if row[8] is None else json.loads(row[8]),
+                    session_start=bool(row[9]),
                 )
             )
         outputs: dict[tuple[str, int], list[RungOutput]] = {}
@@ -216,7 +245,8 @@ class SqliteState:
         for row in db.execute("SELECT * FROM segments ORDER BY video_id, sequence"):
             vid, seq = row[0], row[1]
             rungs = tuple(outputs.get((vid, seq), ()))
-            streams[vid].add_segment(Segment(seq, row[2], row[3], row[4], row[5], rungs))
+            segment = Segment(seq, row[2], row[3], row[4], row[5], rungs, bool(row[6]))
+            streams[vid].add_segment(segment)
         return list(streams.values())
 
     # -- writing -----------------------------------------------------------------------------
@@ -245,9 +275,9 @@ class SqliteState:
             if rows.pipeline is not None:
                 db.execute("INSERT OR REPLACE INTO pipelines VALUES (?,?)", rows.pipeline)
             db.executemany(
-                "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?,?)", rows.uploads
+                "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?)", rows.uploads
             )
-            db.executemany("INSERT INTO segments VALUES (?,?,?,?,?,?)", rows.segments)
+            db.executemany("INSERT INTO segments VALUES (?,?,?,?,?,?,?)", rows.segments)
             db.executemany("INSERT INTO rung_outputs VALUES (?,?,?,?,?,?,?)", rows.outputs)
             db.execute("COMMIT")
         except BaseException:
@@ -311,6 +341,9 @@ class _Rows:
             s.ingest_init,
             _json([asdict(r) for r in s.rungs]),
             s.frame_rate,
+            s.session,
+            s.session_base,
+            s.session_first,
         )
         self.pipeline = (vid, _json(pipeline_json(s.pipeline))) if pipeline else None
         self.uploads = [
@@ -324,11 +357,20 @@ class _Rows:
                 u.state,
                 u.error,
                 None if u.source is None else _json(u.source),
+                int(u.session_start),
             )
             for u in uploads
         ]
         self.segments = [
-            (vid, g.sequence, g.start_s, g.duration_s, g.upload, g.published_wall_s)
+            (
+                vid,
+                g.sequence,
+                g.start_s,
+                g.duration_s,
+                g.upload,
+                g.published_wall_s,
+                int(g.discontinuity),
+            )
             for g in segments
         ]
         self.outputs = [

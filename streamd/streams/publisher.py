@@ -73,16 +73,9 @@ class Publisher:
             stream.start_wall_s = min(now, upload.received_wall_s) - source_s
         if not stream.rungs:
             stream.rungs, stream.frame_rate = seg.ladder, seg.frame_rate
-        segment = Segment.published(seg, now)
-        stream.add_segment(segment)
-        stream.updated_wall_s = now
-        playlists = self.playlists.get(stream.video_id)
-        if playlists is None:
-            playlists = StreamPlaylists(stream.video_id, self.target_duration_s)
-            self.playlists[stream.video_id] = playlists
-        # Viewers see it now (playlists are served from RAM); the record and the disk follow.
-        change = playlists.add(stream, segment)
-        self._announce(change)
+        segment = Segment.published(seg, now, stream.discontinuity_due)
+        stream.discontinuity_due = False
+        change = self._add(stream, segment)
         delay_s = now - upload.received_wall_s
         stream.publish_delay_s = round(delay_s, 3)
         self.metrics.publish_delay.observe(delay_s)
@@ -108,6 +101,42 @@ class Publisher:
                 "publish_delay_ms": round(1000 * delay_s),
             },
         )
+
+    async def publish_gap(self, stream: Stream, uploads: range, duration_s: float) -> None:
+        """Hold the place of uploads that never came: EXT-X-GAP segments of `duration_s`
+        each, so the timeline (and every wall-clock time after it) stays true."""
+        if not stream.segments:
+            return  # nothing published yet: the stream simply starts later
+        gaps = []
+        for number in uploads:
+            last = stream.segments[-1]
+            gap = Segment(
+                len(stream.segments), last.end_s, duration_s, number, self.clock.wall_s(), ()
+            )
+            await self._write(self._add(stream, gap))
+            gaps.append(gap)
+        await self.state.record(stream, segments=gaps)
+        log.warning(
+            "%s: uploads %d-%d never came; %d gap segments of %.3f s published",
+            stream.video_id,
+            uploads.start,
+            uploads.stop - 1,
+            len(gaps),
+            duration_s,
+        )
+
+    def _add(self, stream: Stream, segment: Segment) -> PlaylistChange:
+        """Add a segment to the record and to every playlist, and announce it: viewers see
+        it now (playlists are served from RAM); the state store and the disk follow."""
+        stream.add_segment(segment)
+        stream.updated_wall_s = segment.published_wall_s
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            playlists = StreamPlaylists(stream.video_id, self.target_duration_s)
+            self.playlists[stream.video_id] = playlists
+        change = playlists.add(stream, segment)
+        self._announce(change)
+        return change
 
     async def end(self, stream: Stream) -> None:
         """EXT-X-ENDLIST on every media playlist (the record says `ended` already)."""

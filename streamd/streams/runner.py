@@ -25,6 +25,9 @@ log = logging.getLogger("streamd.streams.runner")
 # Queued uploads one job may take: enough to keep the encoders warm through a backlog,
 # few enough that a failure costs little to retry one by one.
 MAX_UPLOADS_PER_JOB = 8
+# Gap segments one hole may hold at most: a sender that skips a million numbers must not
+# make a million playlist entries.
+MAX_GAP_UPLOADS = 30
 
 
 class StreamRunner:
@@ -149,6 +152,8 @@ class StreamRunner:
             batch = stream.next_jobs(1 if solo else MAX_UPLOADS_PER_JOB)
             if batch:
                 try:
+                    if batch[0].session_start:
+                        await self._start_timeline(batch[0])
                     await self._transcode(batch)
                 except Exception as exc:  # a bug must not stop the stream for good
                     log.exception(
@@ -162,12 +167,7 @@ class StreamRunner:
                 continue
             if stream.ending:
                 async with self.lock:
-                    if stream.skip_gap():
-                        log.warning(
-                            "%s: ending, skipping to held upload %s",
-                            stream.video_id,
-                            stream.next_upload,
-                        )
+                    if await self._skip_gap():
                         continue
                     stream.ended = True
                     await self.state.record(stream)
@@ -185,21 +185,53 @@ class StreamRunner:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except TimeoutError:
                 async with self.lock:
-                    self._on_gap_timeout()
+                    if not await self._skip_gap() and stream.end_after is not None:
+                        log.warning(
+                            "%s: upload %d never came, ending", stream.video_id, stream.end_after
+                        )
+                        stream.ending = True
 
-    def _on_gap_timeout(self) -> None:
+    async def _skip_gap(self) -> bool:
+        """Go on past missing uploads to the first one held (after `gap_timeout_s`, or at
+        the end): their time becomes EXT-X-GAP segments, and the timeline resumes after."""
         stream = self.stream
-        missing = stream.next_upload
-        if stream.skip_gap():
-            log.warning(
-                "%s: upload %s missing for %g s, going on without it",
-                stream.video_id,
-                missing,
-                self.gap_timeout_s,
+        missing_from = stream.next_upload
+        if missing_from is None or not stream.skip_gap():
+            return False
+        assert stream.next_upload is not None
+        missing = range(missing_from, min(stream.next_upload, missing_from + MAX_GAP_UPLOADS))
+        await self.publisher.publish_gap(stream, missing, self._upload_duration_s())
+        if stream.segments and len(stream.segments) > stream.pipeline.next_segment:
+            stream.pipeline = stream.pipeline.resumed_at(
+                len(stream.segments), stream.segments[-1].end_s
             )
-        elif stream.end_after is not None:
-            log.warning("%s: upload %d never came, ending", stream.video_id, stream.end_after)
-            stream.ending = True
+        await self.state.record(stream, pipeline=True)
+        return True
+
+    def _upload_duration_s(self) -> float:
+        """How long a missing upload probably was: as long as the one before it."""
+        last = self.stream.segments[-1] if self.stream.segments else None
+        if last is not None and last.gap:
+            return last.duration_s
+        before = self.stream.uploads.get(last.upload) if last is not None else None
+        source_s = (before.source or {}).get("durationS") if before is not None else None
+        return float(source_s) if source_s else self.settings.segment_duration_s
+
+    async def _start_timeline(self, upload: Upload) -> None:
+        """The encoder restarted: the stream goes on at the real time this upload began
+        (never earlier than the end of the last segment), after EXT-X-DISCONTINUITY."""
+        stream = self.stream
+        if not stream.segments or stream.segments[-1].upload == upload.number:
+            return  # nothing before it, or begun already (before a restart of streamd)
+        async with self.lock:
+            last_end_s = stream.segments[-1].end_s
+            source_s = (upload.source or {}).get("durationS") or 0.0
+            began_s = upload.received_wall_s - source_s - (stream.start_wall_s or 0.0)
+            stream.pipeline = stream.pipeline.resumed_at(
+                len(stream.segments), max(last_end_s, began_s)
+            )
+            stream.discontinuity_due = True
+            await self.state.record(stream, pipeline=True)
 
     async def _transcode(self, batch: list[Upload]) -> None:
         """One job for a run of queued uploads: warm encoders carry from one to the next."""

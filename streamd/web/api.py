@@ -39,7 +39,7 @@ def summary(stream: Stream) -> dict[str, Any]:
                 "height": r.height,
                 "bandwidthBps": peak,
                 "averageBandwidthBps": avg,
-                "codecs": last.rung(r.name).codecs if last else None,
+                "codecs": stream.codecs.get(r.name),
             }
         )
     return {

@@ -83,9 +83,14 @@ async def view(request: web.Request) -> web.Response:
         raise NotFound(
             f"timestamp {time_s:g} s is {when}", f"published: 0 to {stream.duration_s:g} s"
         )
+    out = seg.rung(rung)
+    if out is None:  # the rung was dropped for this segment (overload): the next one down
+        heights = {r.name: r.height for r in stream.rungs}
+        out = next((o for o in seg.rungs if heights[o.name] <= heights[rung]), seg.rungs[-1])
+        rung = out.name
     vid, name = stream.video_id, packaging.name
     keys = [layout.segment_key(vid, name, rung, seg.sequence)]
-    init = seg.rung(rung).inits.get(name)
+    init = out.inits.get(name)
     if init is not None:
         keys.insert(0, layout.init_key(vid, name, rung, init))
     parts = [await request.app[HLS].object_bytes(key) for key in keys]

@@ -73,11 +73,17 @@ class _MediaPlaylist:
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
         out = seg.rung(self.rung)
         pdt = None if stream.start_wall_s is None else stream.start_wall_s + seg.start_s
+        if out is None:  # a missing upload, or a rung dropped under overload
+            map_uri = self.current_map
+        else:
+            map_uri = out.inits.get(self.packaging.name) if self.packaging.has_init else None
         return MediaSegment(
             uri=layout.segment_name(seg.sequence, self.packaging.name),
             duration_s=seg.duration_s,
             program_date_time_s=pdt,
-            map_uri=out.inits.get(self.packaging.name) if self.packaging.has_init else None,
+            map_uri=map_uri,
+            gap=out is None,
+            discontinuity=seg.discontinuity,
         )
 
     def _header(self, entry: MediaSegment) -> str:
@@ -174,7 +180,6 @@ class StreamPlaylists:
 
 def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") -> MasterPlaylist:
     """Variants relative to the master's own folder, or under `base_uri` when given."""
-    last = stream.segments[-1]
     variants = []
     for rung in stream.rungs:
         peak, average = stream.rates(rung.name, packaging.name)
@@ -186,7 +191,7 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
                 width=rung.width,
                 height=rung.height,
                 frame_rate=stream.frame_rate,
-                codecs=last.rung(rung.name).codecs,
+                codecs=stream.codecs[rung.name],
             )
         )
     # Players start with the first variant: a middle rung starts fast and looks decent.

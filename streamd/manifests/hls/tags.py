@@ -31,20 +31,27 @@ def round_half_up(x: float) -> int:
 
 @dataclass(frozen=True)
 class MediaSegment:
-    """#EXTINF, preceded by #EXT-X-PROGRAM-DATE-TIME (and #EXT-X-MAP when it changes)."""
+    """#EXTINF, preceded by #EXT-X-DISCONTINUITY (a new timeline), #EXT-X-MAP (when it
+    changes), #EXT-X-PROGRAM-DATE-TIME and #EXT-X-GAP (no media: players skip it)."""
 
     uri: str
     duration_s: float
     program_date_time_s: float | None = None
     map_uri: str | None = None  # fMP4 init segment this segment needs
+    gap: bool = False
+    discontinuity: bool = False
 
     def render(self, current_map: str | None) -> str:
         """Its lines, given the EXT-X-MAP in force before it."""
         lines = []
+        if self.discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY\n")
         if self.map_uri and self.map_uri != current_map:
             lines.append(f'#EXT-X-MAP:URI="{self.map_uri}"\n')
         if self.program_date_time_s is not None:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(self.program_date_time_s)}\n")
+        if self.gap:
+            lines.append("#EXT-X-GAP\n")
         lines.append(f"#EXTINF:{_decimal(self.duration_s)},\n{self.uri}\n")
         return "".join(lines)
 
