@@ -44,6 +44,11 @@ class TranscodeConfig:
     worker_memory_bytes: int = setting(
         4 << 30, "Address space a worker process may use (RLIMIT_AS); 0: no limit."
     )
+    overload_delay_s: float = setting(
+        4.0,
+        "A live stream publishing this long after uploads arrive drops its tallest rung "
+        "until it catches up; 0: never.",
+    )
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,12 @@ class Metrics:
             ["rung"],
             registry=r,
         )
+        self.ladder_changes = Counter(
+            "streamd_ladder_changes",
+            "Rungs left out of a live stream's new segments (transcoding fell behind), and back.",
+            ["rung", "change"],
+            registry=r,
+        )
         self.publish_delay = Histogram(
             "streamd_publish_delay_seconds",
             "From the end of an upload to its segment being in every rung's playlist.",

@@ -26,6 +26,7 @@ from streamd.model.jobs import (
 )
 
 log = logging.getLogger("streamd.jobs")
+BACKGROUND_NICE = 19
 
 
 class _Worker:
@@ -70,6 +71,7 @@ class LocalJobQueue:
         self._log_format = log_format
         self._size = workers
         self._workers: list[_Worker] = []
+        self._background: list[_Worker] = []
         self._prober: _Worker | None = None
         self._listeners: dict[
             int, tuple[asyncio.AbstractEventLoop, Callable[[JobProgress | None], None]]
@@ -78,7 +80,7 @@ class LocalJobQueue:
         self._reader: threading.Thread | None = None
         self._closed = False
 
-    def _make_pool(self, transcoder: bool = True) -> ProcessPoolExecutor:
+    def _make_pool(self, transcoder: bool = True, nice: int = 0) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             1,
             mp_context=self._ctx,
@@ -89,11 +91,17 @@ class LocalJobQueue:
                 self._log_format,
                 transcoder,
                 self._memory_bytes,
+                nice,
             ),
         )
 
     async def start(self) -> None:
         self._workers = [_Worker(self._make_pool) for _ in range(self._size)]
+        # Recordings go to workers of their own at the lowest CPU priority, so a backlog never
+        # slows a live stream down (spawned on first use: a server without one never pays).
+        self._background = [
+            _Worker(lambda: self._make_pool(nice=BACKGROUND_NICE)) for _ in range(self._size)
+        ]
         self._prober = _Worker(lambda: self._make_pool(transcoder=False))
         self._reader = threading.Thread(
             target=self._read_progress, name="job-progress", daemon=True
@@ -124,7 +132,7 @@ class LocalJobQueue:
 
     async def close(self) -> None:
         self._closed = True
-        for w in [*self._workers, *([self._prober] if self._prober else [])]:
+        for w in [*self._workers, *self._background, *([self._prober] if self._prober else [])]:
             w.kill()
         self._progress.put(None)
         if self._reader is not None:
@@ -137,7 +145,7 @@ class LocalJobQueue:
     async def transcode(
         self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
     ) -> TranscodeResult:
-        chosen = min(self._workers, key=lambda w: w.busy)
+        chosen = min(self._background if job.background else self._workers, key=lambda w: w.busy)
         if not chosen.alive():  # died while idle (killed, out of memory): start afresh
             log.warning("replacing a dead idle worker")
             chosen.replace()

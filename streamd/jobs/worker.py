@@ -8,6 +8,7 @@ exception.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 from pathlib import Path
@@ -31,14 +32,21 @@ Outcome = tuple[Any, dict[str, Any] | None]  # (result, None) or (None, error da
 
 
 def init(
-    progress_queue: Any, log_level: int, log_format: str, transcoder: bool, memory_bytes: int
+    progress_queue: Any,
+    log_level: int,
+    log_format: str,
+    transcoder: bool,
+    memory_bytes: int,
+    nice: int = 0,
 ) -> None:
     """The pool's initializer, once per worker process."""
     global _progress_queue
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server to handle
     die_with_parent(signal.SIGKILL)
-    set_process_name("streamd-worker" if transcoder else "streamd-prober")
+    set_process_name("streamd-prober" if not transcoder else f"streamd-worker{'-bg' * bool(nice)}")
+    if nice:  # background work (recordings) takes only the CPU live streams leave
+        os.nice(nice)
     setup_logging(log_level, log_format)
     if memory_bytes > 0:  # a hostile upload that balloons fails its job, not the machine
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))

@@ -6,16 +6,20 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from streamd.errors import UnsupportedMedia
 from streamd.media.codecs import aac
 from streamd.media.codecs.h264 import avc_codecs
 from streamd.model import layout
 from streamd.model.jobs import JobProgress, PublishedSegment, RungOutput, TranscodeJob
-from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ, PipelineState
+from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ
 from streamd.package import PACKAGERS, SegmentMedia
 from streamd.package.base import init_name
 from streamd.store import Store
+
+if TYPE_CHECKING:
+    from streamd.media.pipeline import StreamPipeline as Pipeline
 
 Report = Callable[[JobProgress], None]
 
@@ -24,9 +28,9 @@ class SegmentWriter:
     """Packages each finished segment in every container for every rung and stores it."""
 
     def __init__(
-        self, job: TranscodeJob, store: Store, report: Report, pipeline: Callable[[], PipelineState]
+        self, job: TranscodeJob, store: Store, report: Report, pipeline: Callable[[], Pipeline]
     ) -> None:
-        self.job, self.store, self.report, self.pipeline_state = job, store, report, pipeline
+        self.job, self.store, self.report, self.pipeline = job, store, report, pipeline
         self.written_inits: set[str] = set()
         self.rung_seconds: defaultdict[int, float] = defaultdict(float)  # scale + mux, by rung
         self.count = 0
@@ -35,13 +39,14 @@ class SegmentWriter:
 
     def __call__(self, seg: SegmentMedia) -> None:
         self.count += 1
-        state = self.pipeline_state()
+        pipeline = self.pipeline()
+        state = pipeline.state
         vid = self.job.video_id
         start_s = seg.start_90k / VIDEO_HZ - TIMELINE_ORIGIN_S
         if seg.sequence < self.job.publish_from:
             return  # written before a restart; its bytes are already served
         outputs = []
-        for i, (rung, packets) in enumerate(zip(state.rungs, seg.video, strict=True)):
+        for i, (rung, packets) in enumerate(zip(pipeline.active_rungs, seg.video, strict=True)):
             if not packets:
                 raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
             sizes: dict[str, int] = {}

@@ -21,7 +21,7 @@ import numpy as np
 
 from streamd.media.codecs.aac import AudioTrack
 from streamd.media.codecs.h264 import RungEncoder, h264_level, open_x264
-from streamd.model.ladder import Geometry, plan_ladder
+from streamd.model.ladder import Geometry, Rung, plan_ladder
 from streamd.model.pipeline import (
     AUDIO_HZ,
     TIMELINE_ORIGIN_S,
@@ -55,8 +55,10 @@ class StreamPipeline:
         state: PipelineState,
         settings: EncodeSettings,
         on_segment: Callable[[SegmentMedia], None],
+        skip_rungs: int = 0,
     ) -> None:
         self.state = state
+        self.skip_rungs = skip_rungs
         self.settings = settings
         self.on_segment = on_segment
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
@@ -96,11 +98,10 @@ class StreamPipeline:
         self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
         self.upload_end_90k = start + total
         if not self.encoders:  # warm from the previous upload of this job otherwise
+            levels = self.state.levels[len(self.state.rungs) - len(self.active_rungs) :]
             self.encoders = [
                 RungEncoder(open_x264(r, level, frame_rate, self.settings.preset, self.threads(i)))
-                for i, (r, level) in enumerate(
-                    zip(self.state.rungs, self.state.levels, strict=True)
-                )
+                for i, (r, level) in enumerate(zip(self.active_rungs, levels, strict=True))
             ]
             self.assembly.seen_pts = [-1] * len(self.encoders)
             self.rung_seconds = [0.0] * len(self.encoders)
@@ -169,6 +170,12 @@ class StreamPipeline:
         )
         self.assembly = _Assembly(self.state.next_segment)
         return self.state
+
+    @property
+    def active_rungs(self) -> tuple[Rung, ...]:
+        """The rungs this job encodes (tallest first): all but the `skip_rungs` tallest."""
+        skip = min(self.skip_rungs, len(self.state.rungs) - 1)
+        return self.state.rungs[skip:]
 
     def threads(self, rung: int) -> int:
         """x264 threads for a rung: as configured, or (0) two for the tallest and one for the

@@ -106,7 +106,7 @@ class _Upload:
         shape = (frame.width, frame.height, frame.format.name)
         if self.pictures is None or self.pictures.shape != shape:  # first, or a size change
             self.limits.check_frame(frame.width, frame.height)
-            self.pictures = RungPictures(frame, self.rotation_deg, self.pipeline.state.rungs)
+            self.pictures = RungPictures(frame, self.rotation_deg, self.pipeline.active_rungs)
         started = time.perf_counter()
         scaled = self.pictures(frame)
         elapsed = time.perf_counter() - started
@@ -171,8 +171,8 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     started = time.monotonic()
     store = open_store(job.store_spec)
     pipeline: StreamPipeline
-    publisher = SegmentWriter(job, store, report, lambda: pipeline.state)
-    pipeline = StreamPipeline(job.state, job.settings, publisher)
+    publisher = SegmentWriter(job, store, report, lambda: pipeline)
+    pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs)
     aac_tail, media_s = job.state.input_audio_tail, 0.0
     for inp in job.inputs:
         source = _source(store, inp.keys)
@@ -207,6 +207,6 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     )
     rung_seconds = {
         r.name: round(publisher.rung_seconds[i] + pipeline.rung_seconds[i], 4)
-        for i, r in enumerate(state.rungs)
+        for i, r in enumerate(pipeline.active_rungs)
     }
     return TranscodeResult(state, media_s, elapsed, publisher.count, rung_seconds)

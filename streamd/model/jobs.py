@@ -106,6 +106,8 @@ class TranscodeJob:
     publish_from: int = 0  # segments below this were published before a restart
     limits: MediaLimits = field(default_factory=MediaLimits)
     timeout_s: float | None = None  # the worker is killed and the job fails after this
+    skip_rungs: int = 0  # the tallest rungs left out (the stream is behind real time)
+    background: bool = False  # a recording: yields the CPU to live streams
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ the same whatever the stream's length.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,12 +158,29 @@ class Stream:
     highest_upload: int = -1
     bandwidth: dict[tuple[str, str], Bandwidth] = field(default_factory=dict, repr=False)
     codecs: dict[str, str] = field(default_factory=dict, repr=False)  # by rung, the latest
+    # Overload (not persisted: a restarted server starts from the whole ladder again).
+    dropped_rungs: int = 0  # the tallest rungs left out of new segments: transcoding fell behind
+    calm_jobs: int = 0  # jobs in a row that would have kept up with one more rung
+    rung_cost: dict[str, float] = field(default_factory=dict, repr=False)  # worker s per media s
+    arrivals: deque[tuple[float, float]] = field(  # (received_wall_s, duration_s), latest few
+        default_factory=lambda: deque(maxlen=6), repr=False
+    )
 
     @property
     def state(self) -> str:
         if self.ended:
             return "ended"
         return "live" if self.segments else "waiting"
+
+    @property
+    def recording(self) -> bool:
+        """Whether uploads come faster than real time (a recording pushed whole, not a live
+        event): its transcode may take longer than its duration without anyone waiting."""
+        if len(self.arrivals) < 3:
+            return False
+        span_s = self.arrivals[-1][0] - self.arrivals[0][0]
+        media_s = sum(d for _, d in itertools.islice(self.arrivals, 1, None))
+        return media_s > 2 * span_s
 
     @property
     def duration_s(self) -> float:
@@ -173,6 +191,7 @@ class Stream:
         """A new upload (or one loaded back from the store)."""
         self.uploads[upload.number] = upload
         self.highest_upload = max(self.highest_upload, upload.number)
+        self.arrivals.append((upload.received_wall_s, (upload.source or {}).get("durationS") or 0))
         self.counts[upload.state] += 1
         if upload.state not in DONE:
             self.pending[upload.number] = upload

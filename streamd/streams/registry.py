@@ -97,6 +97,7 @@ class Streams:
             gap_timeout_s=self.config.upload.gap_timeout_s,
             limits=MediaLimits.of(self.config.upload),
             upload_timeout_s=self.config.transcode.upload_timeout_s,
+            overload_delay_s=self.config.transcode.overload_delay_s,
         )
         self.runners[stream.video_id] = runner
         return runner

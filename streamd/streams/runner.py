@@ -15,7 +15,7 @@ from streamd.clock import Clock
 from streamd.errors import SegmentConflict, StreamdError, TranscodeError
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
-from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob
+from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob, TranscodeResult
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
@@ -28,6 +28,7 @@ MAX_UPLOADS_PER_JOB = 8
 # Gap segments one hole may hold at most: a sender that skips a million numbers must not
 # make a million playlist entries.
 MAX_GAP_UPLOADS = 30
+CALM_JOBS = 3  # jobs in a row that would keep up with a dropped rung before it comes back
 
 
 class StreamRunner:
@@ -48,6 +49,7 @@ class StreamRunner:
         gap_timeout_s: float,
         limits: MediaLimits,
         upload_timeout_s: float,
+        overload_delay_s: float = 0.0,
     ) -> None:
         self.stream = stream
         self.state, self.publisher, self.jobs = state, publisher, jobs
@@ -56,6 +58,7 @@ class StreamRunner:
         self.gap_timeout_s = gap_timeout_s
         self.limits = limits
         self.upload_timeout_s = upload_timeout_s
+        self.overload_delay_s = overload_delay_s
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
@@ -239,6 +242,7 @@ class StreamRunner:
         by_number = {u.number: u for u in batch}
         for u in batch:
             stream.set_state(u, TRANSCODING)
+        background = stream.recording
         job = TranscodeJob(
             stream.video_id,
             tuple(JobInput(u.number, u.keys) for u in batch),
@@ -248,6 +252,8 @@ class StreamRunner:
             publish_from=len(stream.segments),
             limits=self.limits,
             timeout_s=self.upload_timeout_s * len(batch),
+            skip_rungs=0 if background else stream.dropped_rungs,
+            background=background,
         )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
@@ -284,8 +290,53 @@ class StreamRunner:
                 stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
                 for rung, seconds in result.rung_seconds.items():
                     self.metrics.transcode_seconds.labels(rung).inc(seconds)
+                    stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
+                if not background:
+                    self._keep_up(batch[-1], result)
                 self._advance(len(batch))
             await self.state.record(stream, uploads=batch, pipeline=True)
+
+    def _keep_up(self, upload: Upload, result: TranscodeResult) -> None:
+        """Drop the tallest rung of new segments while a live stream publishes too late (its
+        playlists show EXT-X-GAP there; players switch down), and bring it back once three
+        jobs in a row would have kept up with it."""
+        stream, limit_s = self.stream, self.overload_delay_s
+        if not limit_s or len(stream.rungs) < 2:
+            return
+        behind_s = self.clock.wall_s() - upload.received_wall_s
+        if behind_s > limit_s and stream.dropped_rungs < len(stream.rungs) - 1:
+            rung = stream.rungs[stream.dropped_rungs].name
+            stream.dropped_rungs += 1
+            stream.calm_jobs = 0
+            self.metrics.ladder_changes.labels(rung, "dropped").inc()
+            log.warning(
+                "%s: publishing %.1f s after upload (over transcode.overload_delay_s %g):"
+                " %s left out of new segments",
+                stream.video_id,
+                behind_s,
+                limit_s,
+                rung,
+                extra={"stream": stream.video_id, "rung": rung, "behind_s": round(behind_s, 3)},
+            )
+            return
+        if not stream.dropped_rungs:
+            return
+        rung = stream.rungs[stream.dropped_rungs - 1].name
+        cost_s = sum(result.rung_seconds.values())
+        with_rung_s = result.elapsed_s * (cost_s + stream.rung_cost.get(rung, cost_s)) / cost_s
+        calm = behind_s < limit_s / 2 and with_rung_s < 0.8 * result.media_duration_s
+        stream.calm_jobs = stream.calm_jobs + 1 if calm else 0
+        if stream.calm_jobs >= CALM_JOBS:
+            stream.dropped_rungs -= 1
+            stream.calm_jobs = 0
+            self.metrics.ladder_changes.labels(rung, "restored").inc()
+            log.info(
+                "%s: caught up (%.1f s behind); %s back in new segments",
+                stream.video_id,
+                behind_s,
+                rung,
+                extra={"stream": stream.video_id, "rung": rung, "behind_s": round(behind_s, 3)},
+            )
 
     def _advance(self, uploads: int = 1) -> None:
         stream = self.stream

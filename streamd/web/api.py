@@ -52,6 +52,8 @@ def summary(stream: Stream) -> dict[str, Any]:
         "frameRate": stream.frame_rate or None,
         "realtimeFactor": stream.realtime_factor,
         "publishDelayS": stream.publish_delay_s,
+        # Rungs left out of new segments while transcoding is behind real time.
+        "droppedRungs": [r.name for r in stream.rungs[: stream.dropped_rungs]],
         "uploads": {state: stream.counts[state] for state in UPLOAD_STATES},
         "rungs": rungs,
         "links": {

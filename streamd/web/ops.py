@@ -48,6 +48,15 @@ def gauges(app: web.Application) -> Iterator[Metric]:
         },
         ("stream",),
     )
+    dropped: Counter[str] = Counter(
+        r.name for s in streams.records.values() if not s.ended for r in s.rungs[: s.dropped_rungs]
+    )
+    yield gauge(
+        "streamd_rungs_dropped",
+        "Live streams leaving a rung out of new segments, because transcoding fell behind.",
+        {(rung,): n for rung, n in dropped.items()},
+        ("rung",),
+    )
     yield gauge(
         "streamd_viewers",
         "Distinct clients that fetched from a stream in the last minute.",

@@ -1,0 +1,87 @@
+"""Overload: a live stream that publishes too late leaves its tallest rung out of new segments
+(EXT-X-GAP there, players switch down) and brings it back once it keeps up; a recording's
+jobs run on workers that yield the CPU to live streams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import m3u8
+from aiohttp.test_utils import TestClient
+
+from streamd.appkeys import STREAMS
+from streamd.config import TranscodeConfig
+from tests.conftest import TEST_LADDER, AppClient, MediaFactory, fetch, published, upload, wait_for
+from tests.test_ops import _get, _metrics
+
+
+async def _live(
+    client: TestClient, video_id: str, parts: list[Path], numbers: range, start: float
+) -> None:
+    """Upload 2 s parts as a live encoder does: each once its time (from `start`) has come."""
+    for i in numbers:
+        await asyncio.sleep(max(0.0, start + 2.0 * i - time.monotonic()))
+        await upload(client, video_id, parts[i], number=i)
+        await wait_for(client, video_id, published(i + 1))
+
+
+async def test_a_live_stream_behind_drops_its_top_rung_then_restores_it(
+    make_client: AppClient, media: MediaFactory
+) -> None:
+    ladder = TranscodeConfig(ladder=list(TEST_LADDER), workers=1, overload_delay_s=0.001)
+    client = await make_client(transcode=ladder)
+    parts = media.split(media("mp4", duration_s=12, gop=30), 2.0)
+    assert len(parts) == 6
+    # Every job publishes later than 1 ms after its upload: the stream is "behind".
+    start = time.monotonic()
+    await _live(client, "busy", parts, range(1), start)
+    runner = client.app[STREAMS].runners["busy"]
+    assert runner.overload_delay_s == 0.001
+    info = await (await client.get("/api/videos/busy")).json()
+    assert info["droppedRungs"] == ["240p"]
+    samples = await _metrics(client)
+    assert _get(samples, "streamd_rungs_dropped", rung="240p") == 1
+    assert _get(samples, "streamd_ladder_changes_total", rung="240p", change="dropped") == 1
+    await _live(client, "busy", parts, range(1, 2), start)
+    # Caught up: three calm jobs bring the rung back.
+    runner.overload_delay_s = 1000.0
+    await _live(client, "busy", parts, range(2, 6), start)
+    info = await (await client.get("/api/videos/busy")).json()
+    assert info["droppedRungs"] == []
+    assert info["uploads"]["failed"] == 0
+    samples = await _metrics(client)
+    assert _get(samples, "streamd_ladder_changes_total", rung="240p", change="restored") == 1
+    for packaging in ("ts", "fmp4"):
+        top = m3u8.loads((await fetch(client, f"/hls/busy/{packaging}/240p/index.m3u8")).decode())
+        low = m3u8.loads((await fetch(client, f"/hls/busy/{packaging}/144p/index.m3u8")).decode())
+        assert [bool(s.gap_tag) for s in top.segments] == [False, True, True, True, True, False]
+        assert not any(s.gap_tag for s in low.segments)
+        # The same timeline in both: players switch between them at any segment.
+        assert [s.duration for s in top.segments] == [s.duration for s in low.segments]
+    await fetch(client, "/hls/busy/ts/240p/segment-1.ts", 404)
+    # /viewstream asked for the dropped rung gives the next one down.
+    resp = await client.get("/viewstream/busy?timestamp=3&resolution=240p")
+    assert resp.status == 200
+    assert resp.headers["X-Resolution"] == "144p"
+
+
+async def test_a_recording_runs_in_the_background(
+    make_client: AppClient, media: MediaFactory
+) -> None:
+    client = await make_client(transcode=TranscodeConfig(ladder=["144p:150k"], workers=1))
+    parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
+    for i, part in enumerate(parts):  # as fast as it can: a recording
+        await upload(client, "rec", part, number=i)
+    stream = client.app[STREAMS].records["rec"]
+    assert stream.recording
+    await wait_for(client, "rec", published(len(parts)))
+    # Its jobs ran on the niced workers: look at them.
+    jobs = client.app[STREAMS].jobs
+    niced = [p for w in jobs._background for p in w.processes()]  # type: ignore[attr-defined]
+    assert niced, "no background worker was started"
+    for proc in niced:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()  # noqa: ASYNC240
+        fields = stat.rsplit(")", 1)[1].split()
+        assert int(fields[16]) == 19  # nice, field 19 of /proc/PID/stat
