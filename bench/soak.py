@@ -94,9 +94,10 @@ async def viewer(base: str, stats: Stats, until: float, delay_s: float) -> None:
             await asyncio.sleep(1.0)
 
 
-async def main_async(viewers: int, seconds: int) -> int:
+async def main_async(viewers: int, seconds: int, cache_mb: int | None) -> int:
+    env = {} if cache_mb is None else {"STREAMD_CACHE_MAX_BYTES": str(cache_mb << 20)}
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        async with Server(Path(tmp) / "data") as server:
+        async with Server(Path(tmp) / "data", env) as server:
             encoder = await asyncio.create_subprocess_exec(
                 FFMPEG, "-v", "error", "-re", *lavfi_source(640, 360, seconds + 30),
                 *h264_aac("veryfast"), "-f", "hls", "-hls_time", "2",
@@ -114,9 +115,12 @@ async def main_async(viewers: int, seconds: int) -> int:
             ]
             pids = process_tree(server.proc.pid) if server.proc else []
             first_rss_mb, first_files = server.rss_kb() / 1024, open_files(pids)
+            cache = "default" if cache_mb is None else f"{cache_mb} MB per process"
             print(
-                f"{viewers} viewers for {seconds} s; RSS {first_rss_mb:.0f} MB, {first_files} fds"
+                f"{viewers} viewers for {seconds} s, cache.max_bytes {cache};"
+                f" RSS {first_rss_mb:.0f} MB, {first_files} fds"
             )
+            rss_mb: list[float] = []
             sent, last = 0, started
             while time.monotonic() < until:
                 await asyncio.sleep(min(60.0, max(0.0, until - time.monotonic())))
@@ -124,6 +128,7 @@ async def main_async(viewers: int, seconds: int) -> int:
                 done = len(stats.latencies_s) + len(stats.failures)
                 rate = (done - sent) / max(now - last, 1e-3)
                 pids = process_tree(server.proc.pid) if server.proc else []
+                rss_mb.append(server.rss_kb() / 1024)
                 print(
                     f"{now - started:5.0f} s: {rate:6.0f} req/s, p99 {stats.p99_ms():6.1f} ms,"
                     f" failed {len(stats.failures)}, longest stall {stats.longest_stall_s:.1f} s,"
@@ -141,6 +146,14 @@ async def main_async(viewers: int, seconds: int) -> int:
                 f" {len(stats.failures)} failed, longest stall {stats.longest_stall_s:.1f} s"
                 f" (limit {STALL_S:g}), RSS {first_rss_mb:.0f} -> {server.rss_kb() / 1024:.0f} MB"
             )
+            if len(rss_mb) >= 4:  # the second half against the first: levelling off or not
+                half = len(rss_mb) // 2
+                first_growth = rss_mb[half - 1] - rss_mb[0]
+                second_growth = rss_mb[-1] - rss_mb[half - 1]
+                print(
+                    f"RSS growth: {first_growth:+.0f} MB in the first half of the samples,"
+                    f" {second_growth:+.0f} MB in the second"
+                )
             for failure in stats.failures[:10]:
                 print("  failed:", failure)
             ok = not stats.failures and stats.longest_stall_s <= STALL_S
@@ -151,8 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=600)
+    parser.add_argument("--cache-mb", type=int, help="cache.max_bytes of each process, in MB")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main_async(args.viewers, args.seconds)))
+    sys.exit(asyncio.run(main_async(args.viewers, args.seconds, args.cache_mb)))
 
 
 if __name__ == "__main__":

@@ -56,3 +56,10 @@ HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
 def test_serve_bench_smoke() -> None:
     out = _bench("bench.serve", "--seconds", "1", "--connections", "8")
     assert out.count("ratio streamd/nginx = ") == 2
+
+
+def test_overload_bench_smoke() -> None:
+    out = _bench("bench.overload", "--seconds", "4", "--streams", "1")
+    assert "no degrading (reference): overload_delay_s = 0" in out
+    assert "live0: publish delay p50" in out
+    assert "worst publish delay:" in out

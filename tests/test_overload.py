@@ -13,7 +13,16 @@ from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import STREAMS
 from streamd.config import TranscodeConfig
-from tests.conftest import TEST_LADDER, AppClient, MediaFactory, fetch, published, upload, wait_for
+from tests.conftest import (
+    TEST_LADDER,
+    AppClient,
+    MediaFactory,
+    fetch,
+    ffprobe,
+    published,
+    upload,
+    wait_for,
+)
 from tests.test_ops import _get, _metrics
 
 
@@ -85,3 +94,25 @@ async def test_a_recording_runs_in_the_background(
         stat = Path(f"/proc/{proc.pid}/stat").read_text()  # noqa: ASYNC240
         fields = stat.rsplit(")", 1)[1].split()
         assert int(fields[16]) == 19  # nice, field 19 of /proc/PID/stat
+
+
+async def test_a_job_behind_real_time_leaves_the_top_rung_out_at_its_next_cut(
+    make_client: AppClient, media: MediaFactory, tmp_path: Path
+) -> None:
+    ladder = TranscodeConfig(ladder=list(TEST_LADDER), workers=1, overload_delay_s=0.001)
+    client = await make_client(transcode=ladder)
+    # One 6 s upload: three segments from one job; behind at its first cut already.
+    await upload(client, "slow", media("mp4", duration_s=6, gop=30), number=0)
+    info = await wait_for(client, "slow", published(1))
+    assert info["segments"] == 3
+    assert info["droppedRungs"] == ["240p"]
+    top = m3u8.loads((await fetch(client, "/hls/slow/fmp4/240p/index.m3u8")).decode())
+    assert [bool(s.gap_tag) for s in top.segments] == [False, True, True]
+    # The segment that closed at the cut is whole in the rung left out after it.
+    low = m3u8.loads((await fetch(client, "/hls/slow/fmp4/144p/index.m3u8")).decode())
+    assert top.segments[0].duration == low.segments[0].duration
+    first = await fetch(client, "/viewstream/slow?timestamp=0&resolution=240p&format=ts")
+    (tmp_path / "first.ts").write_bytes(first)
+    probe = ffprobe(tmp_path / "first.ts", "-show_streams", "-show_format")
+    assert probe["streams"][0]["height"] == 240
+    assert float(probe["format"]["duration"]) >= low.segments[0].duration - 0.1

@@ -27,6 +27,7 @@ from streamd.model.jobs import (
 
 log = logging.getLogger("streamd.jobs")
 BACKGROUND_NICE = 19
+LIVE_GROWTH = 2  # live streams may grow the pool to this many times `workers`
 
 
 class _Worker:
@@ -146,6 +147,10 @@ class LocalJobQueue:
         self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
     ) -> TranscodeResult:
         chosen = min(self._background if job.background else self._workers, key=lambda w: w.busy)
+        if chosen.busy and not job.background and len(self._workers) < LIVE_GROWTH * self._size:
+            # Every live stream busy: one more worker, so that a stream shares the CPU with
+            # the others instead of waiting a whole job for its turn.
+            chosen = self._grow()
         if not chosen.alive():  # died while idle (killed, out of memory): start afresh
             log.warning("replacing a dead idle worker")
             chosen.replace()
@@ -161,6 +166,9 @@ class LocalJobQueue:
 
         self._listeners[job_id] = (loop, on_item)
         chosen.busy += 1
+        idle = any(not w.busy for w in self._workers)
+        if not job.background and not idle and len(self._workers) < LIVE_GROWTH * self._size:
+            self._grow()  # started now, so the next live stream finds it warm
         try:
             result, error = await asyncio.wait_for(
                 loop.run_in_executor(chosen.pool, worker.transcode, job_id, job), job.timeout_s
@@ -196,6 +204,14 @@ class LocalJobQueue:
             raise from_data(error)
         assert isinstance(result, TranscodeResult)
         return result
+
+    def _grow(self) -> _Worker:
+        """A new live worker, spawned and warmed in the background."""
+        new = _Worker(self._make_pool)
+        self._workers.append(new)
+        warming = asyncio.get_running_loop().run_in_executor(new.pool, worker.warm)
+        warming.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen, not raised
+        return new
 
     async def _drain(self, job_id: int, done: asyncio.Event) -> None:
         try:

@@ -46,7 +46,9 @@ class SegmentWriter:
         if seg.sequence < self.job.publish_from:
             return  # written before a restart; its bytes are already served
         outputs = []
-        for i, (rung, packets) in enumerate(zip(pipeline.active_rungs, seg.video, strict=True)):
+        for i, (rung, packets) in enumerate(zip(state.rungs, seg.video, strict=True)):
+            if i < seg.skip_rungs:
+                continue  # left out: transcoding is behind real time
             if not packets:
                 raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
             sizes: dict[str, int] = {}

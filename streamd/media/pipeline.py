@@ -38,6 +38,7 @@ class _Assembly:
 
     first_sequence: int
     starts_90k: list[int] = field(default_factory=list)
+    skips: list[int] = field(default_factory=list)  # rungs left out of each segment
     uploads: list[int] = field(default_factory=list)  # the upload each segment comes from
     audio_starts: list[int] = field(default_factory=list)
     video: list[list[list[EncodedPacket]]] = field(default_factory=list)  # [segment][rung]
@@ -56,13 +57,15 @@ class StreamPipeline:
         settings: EncodeSettings,
         on_segment: Callable[[SegmentMedia], None],
         skip_rungs: int = 0,
+        behind: Callable[[int], bool] = lambda upload: False,
     ) -> None:
         self.state = state
         self.skip_rungs = skip_rungs
+        self.behind = behind
         self.settings = settings
         self.on_segment = on_segment
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
-        self.encoders: list[RungEncoder] = []
+        self.encoders: list[RungEncoder | None] = []  # by rung; None for rungs left out
         self.assembly = _Assembly(state.next_segment)
         self.cuts_90k: list[int] = []
         self.upload_end_90k = state.video_pts_90k
@@ -98,10 +101,16 @@ class StreamPipeline:
         self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
         self.upload_end_90k = start + total
         if not self.encoders:  # warm from the previous upload of this job otherwise
-            levels = self.state.levels[len(self.state.rungs) - len(self.active_rungs) :]
+            skip = len(self.state.rungs) - len(self.active_rungs)
             self.encoders = [
-                RungEncoder(open_x264(r, level, frame_rate, self.settings.preset, self.threads(i)))
-                for i, (r, level) in enumerate(zip(self.active_rungs, levels, strict=True))
+                None
+                if i < skip
+                else RungEncoder(
+                    open_x264(r, level, frame_rate, self.settings.preset, self.threads(i - skip))
+                )
+                for i, (r, level) in enumerate(
+                    zip(self.state.rungs, self.state.levels, strict=True)
+                )
             ]
             self.assembly.seen_pts = [-1] * len(self.encoders)
             self.rung_seconds = [0.0] * len(self.encoders)
@@ -115,18 +124,36 @@ class StreamPipeline:
         opened = len(self.assembly.starts_90k) - self.upload_first_segment
         cut = opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
         if cut:
+            if self.behind(self.assembly.uploads[-1]) and len(self.active_rungs) > 1:
+                self._leave_out_top_rung()
             self._open_segment(pts_90k)
         new_segment, self.first_frame = cut or self.first_frame, False
         picture = av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
-        for frame, enc in zip(frames, self.encoders, strict=True):
+        active = [enc for enc in self.encoders if enc is not None]
+        # Scaled before a rung was left out at this cut: its picture is the first, unused.
+        for frame, enc in zip(frames[len(frames) - len(active) :], active, strict=True):
             frame.pts = pts_90k
             frame.time_base = Fraction(1, VIDEO_HZ)
             frame.pict_type = picture
             enc.put(frame)
-        for rung, enc in enumerate(self.encoders):
-            for p in enc.take():
-                self._add_video(rung, p)
+        for rung, running in enumerate(self.encoders):
+            if running is not None:
+                for p in running.take():
+                    self._add_video(rung, p)
         self._encode_audio()
+
+    def _leave_out_top_rung(self) -> None:
+        """Behind real time at a cut: the tallest rung ends with the segment now closing (its
+        encoder drained into it) and is left out of the segments after, in this job."""
+        rung = len(self.state.rungs) - len(self.active_rungs)
+        enc = self.encoders[rung]
+        assert enc is not None
+        enc.put(None)
+        for p in enc.finish():
+            self._add_video(rung, p)
+        self.rung_seconds[rung] += enc.busy_s
+        self.encoders[rung] = None
+        self.skip_rungs = rung + 1
 
     def _encode_audio(self) -> None:
         for p in self.audio.encode_ready():
@@ -153,9 +180,10 @@ class StreamPipeline:
 
     def finish(self) -> PipelineState:
         """Drain the encoders, release the last segments, return the state to carry."""
-        for enc in self.encoders:
+        active = [(rung, enc) for rung, enc in enumerate(self.encoders) if enc is not None]
+        for _, enc in active:
             enc.put(None)  # all drain at once
-        for rung, enc in enumerate(self.encoders):
+        for rung, enc in active:
             for p in enc.finish():
                 self._add_video(rung, p)
             self.rung_seconds[rung] += enc.busy_s
@@ -194,6 +222,7 @@ class StreamPipeline:
     def _open_segment(self, start_90k: int) -> None:
         a = self.assembly
         a.uploads.append(self.upload)
+        a.skips.append(len(self.state.rungs) - len(self.active_rungs))
         a.starts_90k.append(start_90k)
         a.audio_starts.append(self._audio_at(start_90k))
         a.video.append([[] for _ in self.encoders])
@@ -220,7 +249,12 @@ class StreamPipeline:
                 if last:
                     return
                 nxt, nxt_audio = a.starts_90k[i + 1], a.audio_starts[i + 1]
-                if min(a.seen_pts) < nxt or a.seen_audio < nxt_audio:
+                seen = [
+                    pts
+                    for pts, enc in zip(a.seen_pts, self.encoders, strict=False)
+                    if enc is not None
+                ]
+                if min(seen, default=nxt) < nxt or a.seen_audio < nxt_audio:
                     return
             end = self.upload_end_90k if last else a.starts_90k[i + 1]
             self.on_segment(
@@ -231,6 +265,7 @@ class StreamPipeline:
                     duration_90k=end - a.starts_90k[i],
                     video=tuple(tuple(v) for v in a.video[i]),
                     audio=tuple(a.audio[i]),
+                    skip_rungs=a.skips[i],
                 )
             )
             a.video[i], a.audio[i] = [], []

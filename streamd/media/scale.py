@@ -35,6 +35,7 @@ class RungPictures:
 
     def __init__(self, first: av.VideoFrame, rotation_deg: int, rungs: tuple[Rung, ...]) -> None:
         self.shape = (first.width, first.height, first.format.name)
+        self.rungs = rungs
         graph = av.filter.Graph()
         node = graph.add_buffer(
             width=first.width,

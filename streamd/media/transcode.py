@@ -104,14 +104,17 @@ class _Upload:
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
         shape = (frame.width, frame.height, frame.format.name)
-        if self.pictures is None or self.pictures.shape != shape:  # first, or a size change
+        rungs = self.pipeline.active_rungs
+        if self.pictures is None or self.pictures.shape != shape or self.pictures.rungs != rungs:
+            # The first frame, a size change, or a rung left out (transcoding fell behind).
             self.limits.check_frame(frame.width, frame.height)
-            self.pictures = RungPictures(frame, self.rotation_deg, self.pipeline.active_rungs)
+            self.pictures = RungPictures(frame, self.rotation_deg, rungs)
         started = time.perf_counter()
         scaled = self.pictures(frame)
         elapsed = time.perf_counter() - started
+        skip = len(self.pipeline.state.rungs) - len(rungs)
         for i, share in enumerate(self.pictures.shares):
-            self.publisher.rung_seconds[i] += elapsed * share
+            self.publisher.rung_seconds[skip + i] += elapsed * share
         if self.frames == 0:
             self.store.put(layout.thumbnail_key(self.video_id), thumbnail(scaled[-1]))
         self.pipeline.push_video(scaled, pts)
@@ -172,7 +175,14 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     store = open_store(job.store_spec)
     pipeline: StreamPipeline
     publisher = SegmentWriter(job, store, report, lambda: pipeline)
-    pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs)
+    received = {inp.upload: inp.received_wall_s for inp in job.inputs}
+
+    def behind(upload: int) -> bool:
+        """At a cut: the segment closing will be published over the overload delay late."""
+        limit_s = job.overload_delay_s
+        return limit_s > 0 and time.time() - received[upload] > limit_s
+
+    pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs, behind)
     aac_tail, media_s = job.state.input_audio_tail, 0.0
     for inp in job.inputs:
         source = _source(store, inp.keys)
@@ -207,6 +217,9 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     )
     rung_seconds = {
         r.name: round(publisher.rung_seconds[i] + pipeline.rung_seconds[i], 4)
-        for i, r in enumerate(pipeline.active_rungs)
+        for i, r in enumerate(state.rungs)
+        if i >= job.skip_rungs
     }
-    return TranscodeResult(state, media_s, elapsed, publisher.count, rung_seconds)
+    return TranscodeResult(
+        state, media_s, elapsed, publisher.count, rung_seconds, pipeline.skip_rungs
+    )

@@ -92,6 +92,7 @@ class JobInput:
 
     upload: int
     keys: tuple[str, ...]
+    received_wall_s: float = 0.0  # when it arrived: how far behind real time its segments are
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class TranscodeJob:
     limits: MediaLimits = field(default_factory=MediaLimits)
     timeout_s: float | None = None  # the worker is killed and the job fails after this
     skip_rungs: int = 0  # the tallest rungs left out (the stream is behind real time)
+    overload_delay_s: float = 0.0  # leave out one more at a cut this far behind (0: never)
     background: bool = False  # a recording: yields the CPU to live streams
 
 
@@ -140,6 +142,7 @@ class TranscodeResult:
     elapsed_s: float
     segments: int
     rung_seconds: dict[str, float]  # worker time per rung: scale + encode + mux
+    skip_rungs: int = 0  # the tallest rungs left out at the end (more than asked: it fell behind)
 
 
 @dataclass(frozen=True)

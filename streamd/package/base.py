@@ -36,6 +36,7 @@ class SegmentMedia:
     duration_90k: int
     video: tuple[tuple[EncodedPacket, ...], ...]  # per rung, in decode order
     audio: tuple[EncodedPacket, ...]  # shared by every rung
+    skip_rungs: int = 0  # the tallest rungs left out of this segment (their video is empty)
 
     @property
     def duration_s(self) -> float:

@@ -16,6 +16,7 @@ from streamd.errors import SegmentConflict, StreamdError, TranscodeError
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
 from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob, TranscodeResult
+from streamd.model.ladder import Rung
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
@@ -28,6 +29,7 @@ MAX_UPLOADS_PER_JOB = 8
 # Gap segments one hole may hold at most: a sender that skips a million numbers must not
 # make a million playlist entries.
 MAX_GAP_UPLOADS = 30
+HEADROOM = 0.7  # after dropping rungs, aim to transcode at this fraction of real time
 CALM_JOBS = 3  # jobs in a row that would keep up with a dropped rung before it comes back
 
 
@@ -245,7 +247,7 @@ class StreamRunner:
         background = stream.recording
         job = TranscodeJob(
             stream.video_id,
-            tuple(JobInput(u.number, u.keys) for u in batch),
+            tuple(JobInput(u.number, u.keys, u.received_wall_s) for u in batch),
             stream.pipeline,
             self.settings,
             self.store_spec,
@@ -253,6 +255,7 @@ class StreamRunner:
             limits=self.limits,
             timeout_s=self.upload_timeout_s * len(batch),
             skip_rungs=0 if background else stream.dropped_rungs,
+            overload_delay_s=0.0 if background else self.overload_delay_s,
             background=background,
         )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
@@ -304,20 +307,19 @@ class StreamRunner:
         if not limit_s or len(stream.rungs) < 2:
             return
         behind_s = self.clock.wall_s() - upload.received_wall_s
+        if result.skip_rungs > stream.dropped_rungs:  # the worker left rungs out mid-job
+            self._left_out(stream.rungs[stream.dropped_rungs : result.skip_rungs], behind_s, result)
+            stream.dropped_rungs = result.skip_rungs
+            behind_s = 0.0  # already acted on; the next job shows whether it was enough
         if behind_s > limit_s and stream.dropped_rungs < len(stream.rungs) - 1:
-            rung = stream.rungs[stream.dropped_rungs].name
-            stream.dropped_rungs += 1
-            stream.calm_jobs = 0
-            self.metrics.ladder_changes.labels(rung, "dropped").inc()
-            log.warning(
-                "%s: publishing %.1f s after upload (over transcode.overload_delay_s %g):"
-                " %s left out of new segments",
-                stream.video_id,
-                behind_s,
-                limit_s,
-                rung,
-                extra={"stream": stream.video_id, "rung": rung, "behind_s": round(behind_s, 3)},
-            )
+            # As many rungs as it takes for the rest to run faster than real time again.
+            speed = result.media_duration_s / max(result.elapsed_s, 0.001)
+            budget_s = speed * HEADROOM * self._cost_s(stream.dropped_rungs)
+            drop = stream.dropped_rungs + 1
+            while drop < len(stream.rungs) - 1 and self._cost_s(drop) > budget_s:
+                drop += 1
+            self._left_out(stream.rungs[stream.dropped_rungs : drop], behind_s, result)
+            stream.dropped_rungs = drop
             return
         if not stream.dropped_rungs:
             return
@@ -337,6 +339,27 @@ class StreamRunner:
                 rung,
                 extra={"stream": stream.video_id, "rung": rung, "behind_s": round(behind_s, 3)},
             )
+
+    def _left_out(self, rungs: tuple[Rung, ...], behind_s: float, result: TranscodeResult) -> None:
+        stream = self.stream
+        stream.calm_jobs = 0
+        names = [r.name for r in rungs]
+        for rung in names:
+            self.metrics.ladder_changes.labels(rung, "dropped").inc()
+        log.warning(
+            "%s: publishing %.1f s after upload (over transcode.overload_delay_s %g),"
+            " transcoding at %.2fx real time: %s left out of new segments",
+            stream.video_id,
+            behind_s,
+            self.overload_delay_s,
+            result.media_duration_s / max(result.elapsed_s, 0.001),
+            " and ".join(names),
+            extra={"stream": stream.video_id, "rungs": names, "behind_s": round(behind_s, 3)},
+        )
+
+    def _cost_s(self, skip: int) -> float:
+        """Worker seconds per media second of the ladder without its `skip` tallest rungs."""
+        return sum(self.stream.rung_cost.get(r.name, 0.0) for r in self.stream.rungs[skip:])
 
     def _advance(self, uploads: int = 1) -> None:
         stream = self.stream
