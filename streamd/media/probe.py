@@ -2,7 +2,8 @@
 
 An upload is only ever opened as a media file: the demuxer must be one of the containers we
 accept, and no protocol but plain files may be reached from inside it, so FFmpeg never
-follows a playlist, concat list or URL that a hostile upload carries. Runs in worker
+follows a playlist, concat list, image sequence or URL that a hostile upload carries, and a
+MOV/MP4 never reads its samples from another file (a `dref` alias). Runs in worker
 processes only (PyAV), never on the event loop.
 """
 
@@ -22,7 +23,19 @@ from streamd.model.ladder import Geometry
 
 # Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
 ALLOWED_DEMUXERS = "mov,mp4,matroska,webm,mpegts,flv,avi"
-SAFE_OPTIONS = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "file"}
+SAFE_OPTIONS = {
+    "format_whitelist": ALLOWED_DEMUXERS,
+    "protocol_whitelist": "file",
+    # mov's defaults, pinned: with drefs on, an alias atom makes FFmpeg read a track's samples
+    # from a file next to the upload (another stream's upload), whatever the whitelists say.
+    "enable_drefs": "0",
+    "use_absolute_path": "0",
+}
+ACCEPTED = "accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI"
+
+
+def _accepted(format_name: str) -> bool:
+    return bool(set(format_name.split(",")) & set(ALLOWED_DEMUXERS.split(",")))
 
 
 def open_media(source: Path | bytes) -> av.container.InputContainer:
@@ -31,11 +44,16 @@ def open_media(source: Path | bytes) -> av.container.InputContainer:
     try:
         container = av.open(target, mode="r", container_options=dict(SAFE_OPTIONS))
     except av.FFmpegError as exc:
+        # exc.strerror, not str(exc), which names the temp file's path on this machine.
         raise UnsupportedMedia(
-            "not a media file streamd accepts",
-            f"{exc}; accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI",
+            "not a media file streamd accepts", f"{exc.strerror}; {ACCEPTED}"
         ) from exc
     assert isinstance(container, av.container.InputContainer)
+    if not _accepted(container.format.name):  # the whitelist again, should FFmpeg not apply it
+        container.close()
+        raise UnsupportedMedia(
+            "not a media file streamd accepts", f"FFmpeg found {container.format.name}; {ACCEPTED}"
+        )
     return container
 
 
