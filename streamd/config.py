@@ -45,7 +45,7 @@ class TranscodeConfig:
         4 << 30, "Address space a worker process may use (RLIMIT_AS); 0: no limit."
     )
     overload_delay_s: float = setting(
-        4.0,
+        3.0,
         "A live stream publishing this long after uploads arrive drops its tallest rung "
         "until it catches up; 0: never.",
     )

@@ -57,7 +57,7 @@ class StreamPipeline:
         settings: EncodeSettings,
         on_segment: Callable[[SegmentMedia], None],
         skip_rungs: int = 0,
-        behind: Callable[[int], bool] = lambda upload: False,
+        behind: Callable[[int], int] = lambda upload: 0,
     ) -> None:
         self.state = state
         self.skip_rungs = skip_rungs
@@ -124,8 +124,9 @@ class StreamPipeline:
         opened = len(self.assembly.starts_90k) - self.upload_first_segment
         cut = opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
         if cut:
-            if self.behind(self.assembly.uploads[-1]) and len(self.active_rungs) > 1:
-                self._leave_out_top_rung()
+            for _ in range(self.behind(self.assembly.uploads[-1])):
+                if len(self.active_rungs) > 1:
+                    self._leave_out_top_rung()
             self._open_segment(pts_90k)
         new_segment, self.first_frame = cut or self.first_frame, False
         picture = av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE

@@ -177,10 +177,12 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     publisher = SegmentWriter(job, store, report, lambda: pipeline)
     received = {inp.upload: inp.received_wall_s for inp in job.inputs}
 
-    def behind(upload: int) -> bool:
-        """At a cut: the segment closing will be published over the overload delay late."""
+    def behind(upload: int) -> int:
+        """At a cut: how many rungs to leave out from here, by how late the segment closing
+        will be published (one per overload delay past the first)."""
         limit_s = job.overload_delay_s
-        return limit_s > 0 and time.time() - received[upload] > limit_s
+        late_s = time.time() - received[upload]
+        return int(late_s // limit_s) if limit_s > 0 else 0
 
     pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs, behind)
     aac_tail, media_s = job.state.input_audio_tail, 0.0

@@ -291,9 +291,11 @@ class StreamRunner:
                     u.percent = 100.0
                 stream.pipeline = result.state
                 stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
+                whole = {r.name for r in stream.rungs[result.skip_rungs :]}
                 for rung, seconds in result.rung_seconds.items():
                     self.metrics.transcode_seconds.labels(rung).inc(seconds)
-                    stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
+                    if rung in whole:  # not left out part way: its cost per second is known
+                        stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
                 if not background:
                     self._keep_up(batch[-1], result)
                 self._advance(len(batch))
@@ -310,11 +312,12 @@ class StreamRunner:
         if result.skip_rungs > stream.dropped_rungs:  # the worker left rungs out mid-job
             self._left_out(stream.rungs[stream.dropped_rungs : result.skip_rungs], behind_s, result)
             stream.dropped_rungs = result.skip_rungs
-            behind_s = 0.0  # already acted on; the next job shows whether it was enough
         if behind_s > limit_s and stream.dropped_rungs < len(stream.rungs) - 1:
-            # As many rungs as it takes for the rest to run faster than real time again.
+            # As many rungs as it takes for the rest to run faster than real time again, and
+            # the further behind, the faster (the backlog goes through in few batched jobs).
             speed = result.media_duration_s / max(result.elapsed_s, 0.001)
-            budget_s = speed * HEADROOM * self._cost_s(stream.dropped_rungs)
+            catch_up = min(1.0, limit_s / behind_s)
+            budget_s = speed * HEADROOM * catch_up * self._cost_s(stream.dropped_rungs)
             drop = stream.dropped_rungs + 1
             while drop < len(stream.rungs) - 1 and self._cost_s(drop) > budget_s:
                 drop += 1
