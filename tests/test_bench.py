@@ -60,6 +60,6 @@ def test_serve_bench_smoke() -> None:
 
 def test_overload_bench_smoke() -> None:
     out = _bench("bench.overload", "--seconds", "4", "--streams", "1")
-    assert "no degrading (reference): overload_delay_s = 0" in out
+    assert "no degrading (reference): transcode.overload_delay_s = 0" in out
     assert "live0: publish delay p50" in out
     assert "worst publish delay:" in out
