@@ -50,6 +50,9 @@ async def test_a_live_stream_behind_drops_its_top_rung_then_restores_it(
     assert runner.overload_delay_s == 0.001
     info = await (await client.get("/api/videos/busy")).json()
     assert info["droppedRungs"] == ["240p"]
+    # Left out from its first frame: the master names only the rung that has segments.
+    master = m3u8.loads((await fetch(client, "/viewstream/metadata/busy")).decode())
+    assert [p.stream_info.resolution for p in master.playlists] == [(192, 144)]
     samples = await _metrics(client)
     assert _get(samples, "streamd_rungs_dropped", rung="240p") == 1
     assert _get(samples, "streamd_ladder_changes_total", rung="240p", change="dropped") == 1
@@ -62,10 +65,12 @@ async def test_a_live_stream_behind_drops_its_top_rung_then_restores_it(
     assert info["uploads"]["failed"] == 0
     samples = await _metrics(client)
     assert _get(samples, "streamd_ladder_changes_total", rung="240p", change="restored") == 1
+    master = m3u8.loads((await fetch(client, "/viewstream/metadata/busy")).decode())
+    assert sorted(p.stream_info.resolution for p in master.playlists) == [(192, 144), (320, 240)]
     for packaging in ("ts", "fmp4"):
         top = m3u8.loads((await fetch(client, f"/hls/busy/{packaging}/240p/index.m3u8")).decode())
         low = m3u8.loads((await fetch(client, f"/hls/busy/{packaging}/144p/index.m3u8")).decode())
-        assert [bool(s.gap_tag) for s in top.segments] == [False, True, True, True, True, False]
+        assert [bool(s.gap_tag) for s in top.segments] == [True] * 5 + [False]
         assert not any(s.gap_tag for s in low.segments)
         # The same timeline in both: players switch between them at any segment.
         assert [s.duration for s in top.segments] == [s.duration for s in low.segments]
@@ -96,23 +101,23 @@ async def test_a_recording_runs_in_the_background(
         assert int(fields[16]) == 19  # nice, field 19 of /proc/PID/stat
 
 
-async def test_a_job_behind_real_time_leaves_the_top_rung_out_at_its_next_cut(
+async def test_a_job_behind_real_time_leaves_the_top_rung_out_at_once(
     make_client: AppClient, media: MediaFactory, tmp_path: Path
 ) -> None:
     ladder = TranscodeConfig(ladder=list(TEST_LADDER), workers=1, overload_delay_s=0.001)
     client = await make_client(transcode=ladder)
-    # One 6 s upload: three segments from one job; behind at its first cut already.
+    # One 6 s upload: three segments from one job, behind from its first frame.
     await upload(client, "slow", media("mp4", duration_s=6, gop=30), number=0)
     info = await wait_for(client, "slow", published(1))
     assert info["segments"] == 3
     assert info["droppedRungs"] == ["240p"]
     top = m3u8.loads((await fetch(client, "/hls/slow/fmp4/240p/index.m3u8")).decode())
-    assert [bool(s.gap_tag) for s in top.segments] == [False, True, True]
-    # The segment that closed at the cut is whole in the rung left out after it.
+    assert [bool(s.gap_tag) for s in top.segments] == [True, True, True]
     low = m3u8.loads((await fetch(client, "/hls/slow/fmp4/144p/index.m3u8")).decode())
-    assert top.segments[0].duration == low.segments[0].duration
+    assert [s.duration for s in top.segments] == [s.duration for s in low.segments]
+    # /viewstream asked for the rung left out gives the next one down, whole.
     first = await fetch(client, "/viewstream/slow?timestamp=0&resolution=240p&format=ts")
     (tmp_path / "first.ts").write_bytes(first)
     probe = ffprobe(tmp_path / "first.ts", "-show_streams", "-show_format")
-    assert probe["streams"][0]["height"] == 240
+    assert probe["streams"][0]["height"] == 144
     assert float(probe["format"]["duration"]) >= low.segments[0].duration - 0.1

@@ -61,6 +61,7 @@ class StreamPipeline:
     ) -> None:
         self.state = state
         self.skip_rungs = skip_rungs
+        self.first_skip = skip_rungs
         self.behind = behind
         self.settings = settings
         self.on_segment = on_segment
@@ -123,10 +124,13 @@ class StreamPipeline:
         """One source frame, already scaled to every rung, at its output time."""
         opened = len(self.assembly.starts_90k) - self.upload_first_segment
         cut = opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
+        # Behind real time: leave rungs out from the tallest, one per overload delay late.
+        # At a cut the closing segment keeps the rung; within a segment, the segment loses it.
+        left_out = self.skip_rungs - self.first_skip
+        if self.encoders and self.behind(self.assembly.uploads[-1]) > left_out:
+            if len(self.active_rungs) > 1:
+                self._leave_out_top_rung(keep_current=cut)
         if cut:
-            for _ in range(self.behind(self.assembly.uploads[-1])):
-                if len(self.active_rungs) > 1:
-                    self._leave_out_top_rung()
             self._open_segment(pts_90k)
         new_segment, self.first_frame = cut or self.first_frame, False
         picture = av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
@@ -143,15 +147,20 @@ class StreamPipeline:
                     self._add_video(rung, p)
         self._encode_audio()
 
-    def _leave_out_top_rung(self) -> None:
-        """Behind real time at a cut: the tallest rung ends with the segment now closing (its
-        encoder drained into it) and is left out of the segments after, in this job."""
+    def _leave_out_top_rung(self, keep_current: bool) -> None:
+        """Leave the tallest rung out of the rest of this job. Its encoder is drained into
+        the segments before (kept whole); the current one, unless `keep_current` (a cut:
+        it is closing), loses the rung."""
         rung = len(self.state.rungs) - len(self.active_rungs)
         enc = self.encoders[rung]
         assert enc is not None
         enc.put(None)
+        a = self.assembly
         for p in enc.finish():
             self._add_video(rung, p)
+        if not keep_current:
+            a.video[-1][rung] = []
+            a.skips[-1] = rung + 1
         self.rung_seconds[rung] += enc.busy_s
         self.encoders[rung] = None
         self.skip_rungs = rung + 1

@@ -182,6 +182,8 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
     """Variants relative to the master's own folder, or under `base_uri` when given."""
     variants = []
     for rung in stream.rungs:
+        if rung.name not in stream.codecs:
+            continue  # left out of every segment so far (overload): no variant yet
         peak, average = stream.rates(rung.name, packaging.name)
         variants.append(
             Variant(
