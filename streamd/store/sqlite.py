@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
+from streamd.model.protection import Protection, method_of
 from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     video_id TEXT PRIMARY KEY,
@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS streams (
     start_wall_s REAL,
     ingest_init TEXT,
     rungs TEXT NOT NULL,
-    frame_rate REAL NOT NULL
+    frame_rate REAL NOT NULL,
+    encryption TEXT NOT NULL DEFAULT 'none',
+    key_secret BLOB,
+    key_rotation_segments INTEGER
 );
 CREATE TABLE IF NOT EXISTS pipelines (
     video_id TEXT PRIMARY KEY REFERENCES streams,
@@ -82,6 +85,16 @@ CREATE TABLE IF NOT EXISTS stream_keys (
     revoked_wall_s REAL
 );
 """
+# What brings a database written at version N-1 to version N, by N: SCHEMA above already
+# has every step in it, so a new database starts at the last version and runs none.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (  # HLS AES-128: the stream's method and key secret (only ever kept here)
+        "ALTER TABLE streams ADD COLUMN encryption TEXT NOT NULL DEFAULT 'none'",
+        "ALTER TABLE streams ADD COLUMN key_secret BLOB",
+        "ALTER TABLE streams ADD COLUMN key_rotation_segments INTEGER",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 STREAM_COLUMNS = (
     "video_id",
@@ -95,6 +108,9 @@ STREAM_COLUMNS = (
     "ingest_init",
     "rungs",
     "frame_rate",
+    "encryption",
+    "key_secret",
+    "key_rotation_segments",
 )
 UPSERT_STREAM = (
     f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)})"
@@ -160,8 +176,11 @@ class SqliteState:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} is from a newer streamd (schema {version})")
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version == 0:  # a new database (every streamd since SQLite set a version)
+            _transaction(db, SCHEMA.split(";"), SCHEMA_VERSION)
+            version = SCHEMA_VERSION
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            _transaction(db, MIGRATIONS[step], step)
         self._db = db
 
     async def close(self) -> None:
@@ -192,6 +211,7 @@ class SqliteState:
                 ingest_init=init,
                 rungs=tuple(Rung(**r) for r in json.loads(row[9])),
                 frame_rate=row[10],
+                protection=None if row[12] is None else Protection(row[12], row[13], row[11]),
             )
         for vid, state in db.execute("SELECT video_id, state FROM pipelines"):
             streams[vid].pipeline = pipeline_from_json(json.loads(state))
@@ -288,6 +308,20 @@ class SqliteState:
         self._db.execute("INSERT OR REPLACE INTO stream_keys VALUES (?,?,?,?,?)", row)
 
 
+def _transaction(db: sqlite3.Connection, statements: Sequence[str], version: int) -> None:
+    """Statements and the new user_version in one transaction: all of them, or none."""
+    db.execute("BEGIN")
+    try:
+        for statement in statements:
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={version}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class _Rows:
     """A change to a stream, as the rows that record it."""
 
@@ -311,6 +345,9 @@ class _Rows:
             s.ingest_init,
             _json([asdict(r) for r in s.rungs]),
             s.frame_rate,
+            method_of(s.protection),
+            None if s.protection is None else s.protection.secret,
+            None if s.protection is None else s.protection.rotation_segments,
         )
         self.pipeline = (vid, _json(pipeline_json(s.pipeline))) if pipeline else None
         self.uploads = [
