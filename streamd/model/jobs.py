@@ -10,6 +10,7 @@ from streamd.config import UploadConfig
 from streamd.errors import UnsupportedMedia
 from streamd.model.ladder import Geometry, Rung
 from streamd.model.pipeline import EncodeSettings, PipelineState
+from streamd.model.protection import Protection
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class TranscodeJob:
     publish_from: int = 0  # segments below this were published before a restart
     limits: MediaLimits = field(default_factory=MediaLimits)
     timeout_s: float | None = None  # the worker is killed and the job fails after this
+    protection: Protection | None = None  # segments are written encrypted when set
 
 
 @dataclass(frozen=True)

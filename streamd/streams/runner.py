@@ -216,6 +216,7 @@ class StreamRunner:
             publish_from=len(stream.segments),
             limits=self.limits,
             timeout_s=self.upload_timeout_s * len(batch),
+            protection=stream.protection,
         )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
