@@ -30,6 +30,7 @@ from streamd.errors import BadRequest, Handler, StorageError, StreamdError, Unav
 from streamd.ingest.receive import Received, discard, ensure_space, receive
 from streamd.model import layout
 from streamd.model.jobs import MediaLimits
+from streamd.model.protection import QUERY as ENCRYPTION
 from streamd.model.stream import Upload
 
 log = logging.getLogger("streamd.ingest")
@@ -81,11 +82,12 @@ async def accept(
     number: int | None,
     received: Received,
     prefix_keys: tuple[str, ...] = (),
+    encryption: str | None = None,
 ) -> web.Response:
     """Check a received upload and record it (or answer a retry); 202 once it is on disk."""
     streams, store, config = app[STREAMS], app[STORE], app[CONFIG]
     arrived_wall_s = app[CLOCK].wall_s()  # the body is in: publish delays count from here
-    runner = streams.for_upload(video_id)
+    runner = streams.for_upload(video_id, encryption)
     try:
         async with runner.lock:
             number = runner.stream.next_number() if number is None else number
@@ -147,12 +149,15 @@ async def accept(
 
 
 async def upload(request: web.Request) -> web.Response:
-    """POST /upload/{videoId}: one segment per call."""
+    """POST /upload/{videoId}: one segment per call (?encryption=aes-128 on the first)."""
     video_id = authorize(request)
+    encryption = request.query.get(ENCRYPTION)
     request.app[STREAMS].refuse_if_ended(video_id)
+    request.app[STREAMS].check_encryption(video_id, encryption)
     received = await receive_upload(request)
     try:
-        return await accept(request.app, video_id, _number(request, received), received)
+        number = _number(request, received)
+        return await accept(request.app, video_id, number, received, encryption=encryption)
     finally:
         await discard(received.path)
 
