@@ -104,6 +104,18 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class ProtectionConfig:
+    encryption: str = setting(
+        "none",
+        "none or aes-128: HLS AES-128 on every new stream (needs auth.viewer_secret); one"
+        " stream: ?encryption=aes-128 on its first upload.",
+    )
+    key_rotation_segments: int = setting(
+        10, "A new AES-128 key every this many segments (fixed per stream when it starts)."
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = setting("0.0.0.0", "Address to listen on.")
     port: int = setting(8080, "TCP port to listen on.")
@@ -118,6 +130,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    protection: ProtectionConfig = field(default_factory=ProtectionConfig)
 
     @property
     def worker_count(self) -> int:

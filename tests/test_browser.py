@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.access import tokens
-from streamd.config import AuthConfig, Config
+from streamd.config import AuthConfig, Config, ProtectionConfig
 from tests.conftest import TEST_KEY, AppClient, MediaFactory, published, upload, wait_for
 
 pytestmark = pytest.mark.slow
@@ -90,3 +90,28 @@ async def test_player_plays_a_signed_link(
     assert result["fatalErrors"] == []
     # The same media without the token is refused.
     assert (await client.get("/hls/signed/fmp4/240p/index.m3u8")).status == 401
+
+
+async def test_player_plays_an_aes_128_stream(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    auth = AuthConfig(publish_keys=[TEST_KEY], viewer_secret="aes-secret")
+    protection = ProtectionConfig(key_rotation_segments=2)  # a key change while it plays
+    client = await make_client(replace(config, auth=auth, protection=protection))
+    parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        query = "?encryption=aes-128" if i == 0 else ""
+        resp = await client.post(
+            f"/upload/aes{query}", data=part.read_bytes(), headers={"X-Segment-Number": str(i)}
+        )
+        assert resp.status == 202, await resp.text()
+    await client.post("/upload/aes/end")
+    await wait_for(client, "aes", lambda v: v["state"] == "ended")
+    token = tokens.sign("aes-secret", "aes", int(time.time()) + 600)
+    playlist = await (await client.get(f"/hls/aes/fmp4/240p/index.m3u8?token={token}")).text()
+    assert playlist.count("METHOD=AES-128") >= 2
+    url = str(client.make_url(f"/player.html?v=aes&token={token}"))
+    result = await _play(url, "--min-time", "5", "--timeout", "60")
+    assert result["ok"], result
+    assert result["fatalErrors"] == []
+    assert float(result["currentTime"]) >= 5  # type: ignore[arg-type]

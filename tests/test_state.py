@@ -193,7 +193,7 @@ async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None
     assert loaded.session == "s2"
     assert [s.discontinuity for s in loaded.segments] == [False, True]
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 async def test_the_feed_carries_appends_and_whole_bodies() -> None:

@@ -2,8 +2,9 @@
 
 A token is `EXPIRY.SIGNATURE`: the expiry in Unix seconds and an HMAC-SHA256, over the video
 id and that expiry, in URL-safe base64. It goes in the query string (`?token=`), and the
-master playlist hands it on to every URL it names; media playlists get it on every segment
-and init segment URI as they are served. No token is 401, a bad one 403, an expired one 410.
+master playlist hands it on to every URL it names; media playlists get it on every segment,
+init segment and key URI as they are served. No token is 401, a bad one 403, an expired one
+410.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def verify(secret: str, video_id: str, token: str | None, now_s: float) -> None:
 
 def tokenized_playlist(body: bytes, token: str) -> bytes:
     """A playlist with `?token=` on every URI it names: a master's media playlists, a media
-    playlist's segments and init segments."""
+    playlist's segments, init segments and AES-128 keys."""
     suffix = f"?{QUERY}={token}".encode()
     for ext in [b".m3u8", *(f".{p.extension}".encode() for p in PACKAGINGS.values())]:
         body = body.replace(ext + b"\n", ext + suffix + b"\n")
-    return body.replace(b'.mp4"', b".mp4" + suffix + b'"')  # EXT-X-MAP:URI="init-....mp4"
+    for quoted in (b".mp4", b".key"):  # EXT-X-MAP:URI="init-....mp4", EXT-X-KEY:...URI="....key"
+        body = body.replace(quoted + b'"', quoted + suffix + b'"')
+    return body

@@ -15,6 +15,7 @@ from streamd.errors import BadRequest, UnsupportedMedia
 from streamd.ingest.http import accept, authorize, counted, receive_upload
 from streamd.ingest.receive import discard
 from streamd.model import layout
+from streamd.model.protection import QUERY as ENCRYPTION
 
 INIT_WAIT_S = 10.0
 # At most 9 digits: a segment number is a small int, never a 5,000-digit one to convert.
@@ -30,7 +31,8 @@ def parse_pushed_playlist(text: str) -> tuple[list[int], bool]:
         for line in text.splitlines()
         if line
         and not line.startswith("#")
-        and (m := _FFMPEG_SEGMENT.match(line.strip().rsplit("/", 1)[-1]))
+        # Names may be URLs with a query (-hls_segment_filename '...%d.ts?encryption=...').
+        and (m := _FFMPEG_SEGMENT.match(line.strip().split("?", 1)[0].rsplit("/", 1)[-1]))
     ]
     return numbers, "#EXT-X-ENDLIST" in text
 
@@ -56,9 +58,11 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
             "name segments like index12.ts, or POST to /upload/{videoId}",
         )
     streams.refuse_if_ended(video_id)
+    encryption = request.query.get(ENCRYPTION)  # as on a POST: the first request's counts
+    streams.check_encryption(video_id, encryption)
     received = await receive_upload(request)
     try:
-        runner = streams.for_upload(video_id)
+        runner = streams.for_upload(video_id, encryption)
         if init:
             key = layout.ingest_init_key(video_id, f"init-{received.sha256[:12]}.mp4")
             await request.app[STORE].put_file(key, received.path)
@@ -74,7 +78,9 @@ async def ffmpeg_put(request: web.Request) -> web.Response:
                 raise UnsupportedMedia("an fMP4 segment arrived without its init.mp4")
             prefix = (runner.stream.ingest_init,)
         number = int(match["number"])
-        return await accept(request.app, video_id, number, received, prefix, names_restart=True)
+        return await accept(
+            request.app, video_id, number, received, prefix, encryption, names_restart=True
+        )
     finally:
         await discard(received.path)
 

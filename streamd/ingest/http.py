@@ -30,6 +30,7 @@ from streamd.errors import BadRequest, Handler, StorageError, StreamdError, Unav
 from streamd.ingest.receive import Received, discard, ensure_space, receive
 from streamd.model import layout
 from streamd.model.jobs import MediaLimits
+from streamd.model.protection import QUERY as ENCRYPTION
 from streamd.model.stream import Upload
 
 log = logging.getLogger("streamd.ingest")
@@ -93,6 +94,7 @@ async def accept(
     number: int | None,
     received: Received,
     prefix_keys: tuple[str, ...] = (),
+    encryption: str | None = None,
     *,
     session: str | None = None,
     names_restart: bool = False,
@@ -104,7 +106,7 @@ async def accept(
     """
     streams, store, config = app[STREAMS], app[STORE], app[CONFIG]
     arrived_wall_s = app[CLOCK].wall_s()  # the body is in: publish delays count from here
-    runner = streams.for_upload(video_id)
+    runner = streams.for_upload(video_id, encryption)
     try:
         async with runner.lock:
             stream = runner.stream
@@ -174,13 +176,22 @@ async def accept(
 
 
 async def upload(request: web.Request) -> web.Response:
-    """POST /upload/{videoId}: one segment per call."""
+    """POST /upload/{videoId}: one segment per call (?encryption=aes-128 on the first)."""
     video_id = authorize(request)
+    encryption = request.query.get(ENCRYPTION)
     request.app[STREAMS].refuse_if_ended(video_id)
+    request.app[STREAMS].check_encryption(video_id, encryption)
     received = await receive_upload(request)
     try:
         number = _number(request, received)
-        return await accept(request.app, video_id, number, received, session=_session(request))
+        return await accept(
+            request.app,
+            video_id,
+            number,
+            received,
+            encryption=encryption,
+            session=_session(request),
+        )
     finally:
         await discard(received.path)
 

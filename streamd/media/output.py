@@ -1,5 +1,5 @@
-"""A finished segment packaged in every registered container for every rung, written to the
-store, and reported to the server."""
+"""A finished segment packaged in every registered container for every rung (encrypted for a
+protected stream), written to the store, and reported to the server."""
 
 from __future__ import annotations
 
@@ -59,9 +59,12 @@ class SegmentWriter:
                 self.rung_seconds[i] += time.perf_counter() - started
                 if packaged.init is not None:
                     inits[packaging] = self._write_init(packaging, rung.name, packaged.init)
+                media = packaged.media
+                if self.job.protection is not None:  # init segments stay in clear
+                    media = self.job.protection.encrypt(vid, seg.sequence, media)
                 key = layout.segment_key(vid, packaging, rung.name, seg.sequence)
-                self.store.put(key, packaged.media)
-                sizes[packaging] = len(packaged.media)
+                self.store.put(key, media)
+                sizes[packaging] = len(media)  # what crosses the wire: BANDWIDTH
             codecs = f"{avc_codecs(packets[0].data)},{aac.CODECS}"
             outputs.append(RungOutput(rung.name, sizes, codecs, inits))
         published = PublishedSegment(

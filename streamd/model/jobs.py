@@ -10,6 +10,7 @@ from streamd.config import UploadConfig
 from streamd.errors import UnsupportedMedia
 from streamd.model.ladder import Geometry, Rung
 from streamd.model.pipeline import EncodeSettings, PipelineState
+from streamd.model.protection import Protection
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class TranscodeJob:
     skip_rungs: int = 0  # the tallest rungs left out (the stream is behind real time)
     overload_delay_s: float = 0.0  # leave out one more at a cut this far behind (0: never)
     background: bool = False  # a recording: yields the CPU to live streams
+    protection: Protection | None = None  # segments are written encrypted when set
 
 
 @dataclass(frozen=True)

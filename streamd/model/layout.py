@@ -56,6 +56,17 @@ def init_key(video_id: str, packaging: str, rung: str, name: str) -> str:
     return f"hls/{video_id}/{packaging}/{rung}/{name}"
 
 
+def key_name(index: int) -> str:
+    """An AES-128 key's path under `hls/ID/`: served, never stored (streamd.model.protection)."""
+    return f"keys/{index}.key"
+
+
+def key_uri(index: int) -> str:
+    """The key's URI as a media playlist (`hls/ID/PACKAGING/RUNG/index.m3u8`) names it: one
+    URL per key for every rung and packaging, so a player switching rung fetches it once."""
+    return "../../" + key_name(index)
+
+
 def thumbnail_key(video_id: str) -> str:
     return f"hls/{video_id}/thumb.jpg"
 

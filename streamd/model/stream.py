@@ -18,6 +18,7 @@ from typing import Any
 from streamd.model.jobs import PublishedSegment, RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
+from streamd.model.protection import Protection
 
 HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED = (
     "held",
@@ -141,6 +142,7 @@ class Stream:
     ingest_init: str | None = None  # fMP4 init segment ffmpeg pushed, for its .m4s uploads
     rungs: tuple[Rung, ...] = ()  # the published ladder
     frame_rate: float = 0.0
+    protection: Protection | None = None  # AES-128, chosen when the stream is made
     realtime_factor: float | None = None  # of the last upload's transcode (not persisted)
     publish_delay_s: float | None = None  # of the last segment (not persisted)
     solo_until: int = -1  # uploads up to this number go one per job (after a failed run)

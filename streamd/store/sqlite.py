@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
+from streamd.model.protection import Protection, method_of
 from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     video_id TEXT PRIMARY KEY,
@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS streams (
     ingest_init TEXT,
     rungs TEXT NOT NULL,
     frame_rate REAL NOT NULL,
+    encryption TEXT NOT NULL DEFAULT 'none',
+    key_secret BLOB,
+    key_rotation_segments INTEGER,
     session TEXT,
     session_base INTEGER NOT NULL DEFAULT 0,
     session_first INTEGER
@@ -87,10 +90,15 @@ CREATE TABLE IF NOT EXISTS stream_keys (
     revoked_wall_s REAL
 );
 """
-# What brings a database of the version before each one up to it (new columns go last, where
-# SCHEMA puts them, since rows are read and written by position).
+# What brings a database written at version N-1 to version N, by N: SCHEMA above already
+# has every step in it, so a new database starts at the last version and runs none.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: (  # encoder sessions and gaps (issue 10)
+    2: (  # HLS AES-128: the stream's method and key secret (only ever kept here)
+        "ALTER TABLE streams ADD COLUMN encryption TEXT NOT NULL DEFAULT 'none'",
+        "ALTER TABLE streams ADD COLUMN key_secret BLOB",
+        "ALTER TABLE streams ADD COLUMN key_rotation_segments INTEGER",
+    ),
+    3: (  # encoder sessions and gaps (issue 10)
         "ALTER TABLE streams ADD COLUMN session TEXT",
         "ALTER TABLE streams ADD COLUMN session_base INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE streams ADD COLUMN session_first INTEGER",
@@ -98,6 +106,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE segments ADD COLUMN discontinuity INTEGER NOT NULL DEFAULT 0",
     ),
 }
+SCHEMA_VERSION = max(MIGRATIONS)
 
 STREAM_COLUMNS = (
     "video_id",
@@ -111,6 +120,9 @@ STREAM_COLUMNS = (
     "ingest_init",
     "rungs",
     "frame_rate",
+    "encryption",
+    "key_secret",
+    "key_rotation_segments",
     "session",
     "session_base",
     "session_first",
@@ -179,14 +191,11 @@ class SqliteState:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} is from a newer streamd (schema {version})")
-        if version == 0:  # a new database
-            db.executescript(SCHEMA)
-        else:
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                db.executescript(
-                    "BEGIN;" + ";".join(MIGRATIONS[step]) + f";PRAGMA user_version={step};COMMIT;"
-                )
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version == 0:  # a new database (every streamd since SQLite set a version)
+            _transaction(db, SCHEMA.split(";"), SCHEMA_VERSION)
+            version = SCHEMA_VERSION
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            _transaction(db, MIGRATIONS[step], step)
         self._db = db
 
     async def close(self) -> None:
@@ -217,9 +226,10 @@ class SqliteState:
                 ingest_init=init,
                 rungs=tuple(Rung(**r) for r in json.loads(row[9])),
                 frame_rate=row[10],
-                session=row[11],
-                session_base=row[12],
-                session_first=row[13],
+                protection=None if row[12] is None else Protection(row[12], row[13], row[11]),
+                session=row[14],
+                session_base=row[15],
+                session_first=row[16],
             )
         for vid, state in db.execute("SELECT video_id, state FROM pipelines"):
             streams[vid].pipeline = pipeline_from_json(json.loads(state))
@@ -318,6 +328,20 @@ class SqliteState:
         self._db.execute("INSERT OR REPLACE INTO stream_keys VALUES (?,?,?,?,?)", row)
 
 
+def _transaction(db: sqlite3.Connection, statements: Sequence[str], version: int) -> None:
+    """Statements and the new user_version in one transaction: all of them, or none."""
+    db.execute("BEGIN")
+    try:
+        for statement in statements:
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={version}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class _Rows:
     """A change to a stream, as the rows that record it."""
 
@@ -341,6 +365,9 @@ class _Rows:
             s.ingest_init,
             _json([asdict(r) for r in s.rungs]),
             s.frame_rate,
+            method_of(s.protection),
+            None if s.protection is None else s.protection.secret,
+            None if s.protection is None else s.protection.rotation_segments,
             s.session,
             s.session_base,
             s.session_first,

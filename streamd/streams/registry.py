@@ -7,13 +7,21 @@ import logging
 
 from streamd.clock import Clock
 from streamd.config import Config
-from streamd.errors import NotFound, StreamEnded
+from streamd.errors import Conflict, NotFound, StreamEnded
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
 from streamd.model import layout
 from streamd.model.jobs import MediaLimits
 from streamd.model.ladder import parse_ladder
 from streamd.model.pipeline import EncodeSettings
+from streamd.model.protection import (
+    NONE,
+    Protection,
+    check_config,
+    check_method,
+    method_of,
+    new_stream_method,
+)
 from streamd.model.stream import DONE, HELD, TRANSCODING, Stream
 from streamd.store import AsyncStore
 from streamd.store.migrate import migrate_v1
@@ -50,6 +58,7 @@ class Streams:
     ) -> None:
         self.config, self.state, self.store, self.publisher = config, state, store, publisher
         self.jobs, self.clock, self.metrics = jobs, clock, metrics
+        check_config(config)  # [protection]: refused at start, not at the first upload
         self.settings = encode_settings(config)
         self.records: dict[str, Stream] = {}
         self.runners: dict[str, StreamRunner] = {}
@@ -119,12 +128,31 @@ class Streams:
         if stream is not None and (stream.ending or stream.ended):
             raise StreamEnded(f"stream {video_id!r} has ended", "start a new videoId")
 
-    def for_upload(self, video_id: str) -> StreamRunner:
-        """The runner an upload goes to, making the stream if this is its first."""
-        self.refuse_if_ended(video_id)
+    def check_encryption(self, video_id: str, requested: str | None) -> str:
+        """The method an upload's ?encryption= asks for, checked before its body is read: a
+        new stream's choice (400 if it cannot have it), or the one the stream already has
+        (409 if the upload asks for another)."""
         stream = self.records.get(video_id)
         if stream is None:
-            stream = Stream(video_id, self.clock.wall_s())
+            return new_stream_method(self.config, requested)
+        method = method_of(stream.protection)
+        if requested is not None and check_method(requested) != method:
+            raise Conflict(
+                f"stream {video_id!r} is encrypted with {method}, not {requested}",
+                "a stream's encryption is chosen by its first upload",
+            )
+        return method
+
+    def for_upload(self, video_id: str, encryption: str | None = None) -> StreamRunner:
+        """The runner an upload goes to, making the stream if this is its first (with the
+        encryption its ?encryption= or the config asks for)."""
+        self.refuse_if_ended(video_id)
+        method = self.check_encryption(video_id, encryption)
+        stream = self.records.get(video_id)
+        if stream is None:
+            rotation = self.config.protection.key_rotation_segments
+            protection = None if method == NONE else Protection.new(rotation)
+            stream = Stream(video_id, self.clock.wall_s(), protection=protection)
             self.records[video_id] = stream
             return self._runner(stream)
         return self.runners[video_id]

@@ -257,6 +257,7 @@ class StreamRunner:
             skip_rungs=0 if background else stream.dropped_rungs,
             overload_delay_s=0.0 if background else self.overload_delay_s,
             background=background,
+            protection=stream.protection,
         )
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))

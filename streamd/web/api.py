@@ -12,6 +12,7 @@ from aiohttp import web
 from streamd.appkeys import METRICS, STREAMS
 from streamd.model import layout
 from streamd.model.formats import FMP4
+from streamd.model.protection import method_of
 from streamd.model.stream import UPLOAD_STATES, Stream
 
 UPLOAD_LIST_MAX = 100
@@ -49,6 +50,7 @@ def summary(stream: Stream) -> dict[str, Any]:
         "updatedAt": iso(stream.updated_wall_s or stream.created_wall_s),
         "durationS": stream.duration_s,
         "segments": len(stream.segments),
+        "encryption": method_of(stream.protection),
         "frameRate": stream.frame_rate or None,
         "realtimeFactor": stream.realtime_factor,
         "publishDelayS": stream.publish_delay_s,

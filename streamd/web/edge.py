@@ -29,6 +29,7 @@ from streamd.logs import setup_logging
 from streamd.manifests.hls import PlaylistChange, PlaylistText
 from streamd.metrics import Metrics
 from streamd.model import layout
+from streamd.model.protection import Protection, published_key
 from streamd.process import die_with_parent, event_loop, set_process_name
 from streamd.store import AsyncStore, FileStore, SegmentCache
 from streamd.web import feed
@@ -62,13 +63,20 @@ class MirroredStream:
         self.video_id = video_id
         self.ended = False
         self.files: dict[str, PlaylistText] = {}
+        self.protection: Protection | None = None
+        self.key_count = 0
 
     def get(self, key: str) -> bytes | None:
         text = self.files.get(key)
         return text.body() if text is not None else None
 
+    def key(self, index: int) -> bytes | None:
+        return published_key(self.video_id, self.protection, self.key_count, index)
+
     def apply(self, change: PlaylistChange) -> None:
         self.ended = change.ended
+        if change.protection is not None:
+            self.protection, self.key_count = change.protection, change.key_count
         for key, data in change.appended.items():
             self.files.setdefault(key, PlaylistText()).append(data)
         for key, body in change.replaced.items():

@@ -5,21 +5,26 @@ stream's playlists whole, a ready line, then each `PlaylistChange` as it happens
 a publish appended, not whole playlists, so following a long stream costs the same per
 segment as a short one. Each message is a JSON header line naming byte counts, then those
 bytes (a day's playlist is megabytes: too long for a line). An edge that falls too far
-behind is cut off; it reconnects and starts again from a fresh snapshot.
+behind is cut off; it reconnects and starts again from a fresh snapshot. A protected
+stream's messages carry its key secret, so edges serve its keys: the feed is a unix socket
+between streamd's own processes, and the secret is never written anywhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import StreamReader, web
 
 from streamd.appkeys import CACHE, FEEDS, METRICS, PUBLISHER
 from streamd.errors import NotFound
 from streamd.manifests.hls import PlaylistChange
+from streamd.model.protection import Protection
 
 log = logging.getLogger("streamd.web.feed")
 FEED_PATH = "/internal/playlists"
@@ -30,13 +35,21 @@ MAX_BEHIND = 10_000  # messages queued for one edge before it is cut off
 
 def encode(change: PlaylistChange) -> bytes:
     """A change as one feed message."""
-    header = {
+    header: dict[str, Any] = {
         "video": change.video_id,
         "ended": change.ended,
         "appended": {k: len(v) for k, v in change.appended.items()},
         "replaced": {k: len(v) for k, v in change.replaced.items()},
         "removed": change.removed,
     }
+    if change.protection is not None:
+        p = change.protection
+        header["keys"] = {
+            "method": p.method,
+            "secret": base64.b64encode(p.secret).decode(),
+            "rotationSegments": p.rotation_segments,
+            "count": change.key_count,
+        }
     return b"".join(
         [json.dumps(header).encode(), b"\n", *change.appended.values(), *change.replaced.values()]
     )
@@ -52,6 +65,10 @@ async def decode(content: StreamReader) -> AsyncIterator[PlaylistChange | None]:
         change = PlaylistChange(
             header["video"], bool(header["ended"]), removed=bool(header.get("removed"))
         )
+        if keys := header.get("keys"):
+            secret = base64.b64decode(keys["secret"])
+            change.protection = Protection(secret, keys["rotationSegments"], keys["method"])
+            change.key_count = keys["count"]
         for key, size in header["appended"].items():
             change.appended[key] = await content.readexactly(size)
         for key, size in header["replaced"].items():
@@ -82,10 +99,7 @@ async def playlist_feed(request: web.Request) -> web.StreamResponse:
             queue.put_nowait(encode(change))
 
     # The snapshot and the subscription in one step: no change falls between them.
-    snapshot = [
-        encode(PlaylistChange(p.video_id, p.ended, replaced=p.files()))
-        for p in list(publisher.playlists.values())
-    ]
+    snapshot = [encode(p.change(replaced=p.files())) for p in list(publisher.playlists.values())]
     publisher.listeners.add(on_change)
     request.app[FEEDS].add(queue)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})

@@ -1,6 +1,7 @@
-"""`/hls/{videoId}/...`: playlists, segments, init segments and thumbnails, what every viewer
-asks for every few seconds, answered alike by the primary and by edge processes: playlists
-from RAM, objects from the RAM cache, else from the store (then cached)."""
+"""`/hls/{videoId}/...`: playlists, segments, init segments, AES-128 keys and thumbnails, what
+every viewer asks for every few seconds, answered alike by the primary and by edge processes:
+playlists from RAM, objects from the RAM cache, else from the store (then cached), keys
+derived from the stream's secret (never stored beside the segments)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from streamd.access import tokens
 from streamd.appkeys import HLS
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
-from streamd.errors import NotFound
+from streamd.errors import Forbidden, NotFound
 from streamd.manifests.hls import MIME
 from streamd.metrics import Viewers, client_id
 from streamd.model.formats import content_type_for
@@ -21,6 +22,8 @@ from streamd.store import AsyncStore, SegmentCache
 
 ENDED_MAX_AGE = "public, max-age=3600"
 _OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_KEY = re.compile(r"^keys/([0-9]{1,9})\.key$")  # layout.key_name
+KEY_CACHE_CONTROL = "private, no-store"
 
 
 class Playlists(Protocol):
@@ -31,6 +34,7 @@ class Playlists(Protocol):
     @property
     def ended(self) -> bool: ...
     def get(self, key: str) -> bytes | None: ...
+    def key(self, index: int) -> bytes | None: ...
 
 
 class PlaylistIndex(Protocol):
@@ -97,6 +101,8 @@ class HlsObjects:
             if token is not None:
                 body = tokens.tokenized_playlist(body, token)
             return self.playlist_response(stream.ended, body)
+        if path.startswith("keys/"):
+            return self.key_response(stream, path, token)
         if not _OBJECT.match(path) or ".." in path:
             raise NotFound("no such object")
         suffix = "." + path.rpartition(".")[2]
@@ -111,6 +117,20 @@ class HlsObjects:
             data,
             content_type or "application/octet-stream",
             {"Cache-Control": cache_control},
+        )
+
+    def key_response(self, stream: Playlists, path: str, token: str | None) -> web.Response:
+        """An AES-128 key: 16 bytes, for a viewer whose token was checked, never cached."""
+        if token is None:  # viewer_secret was unset after the stream was encrypted
+            raise Forbidden("keys are served only with a viewer token", "set auth.viewer_secret")
+        m = _KEY.match(path)
+        key = None if m is None else stream.key(int(m.group(1)))
+        if key is None:
+            raise NotFound(f"no key {path!r} for stream {stream.video_id!r}")
+        return web.Response(
+            body=key,
+            content_type="application/octet-stream",
+            headers={"Cache-Control": KEY_CACHE_CONTROL},
         )
 
     def playlist_response(self, ended: bool, body: bytes) -> web.Response:

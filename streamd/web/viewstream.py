@@ -1,9 +1,11 @@
 """The API of the design: `GET /viewstream/metadata/{videoId}` (the master playlist) and
 `GET /viewstream/{videoId}?timestamp&format&resolution&lang` (the segment holding that
-second, as a file that plays alone)."""
+second, as a file that plays alone, decrypted when the stream is encrypted: the caller
+showed its token already)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 
@@ -94,8 +96,14 @@ async def view(request: web.Request) -> web.Response:
     if init is not None:
         keys.insert(0, layout.init_key(vid, name, rung, init))
     parts = [await request.app[HLS].object_bytes(key) for key in keys]
+    scope = "public"
+    if stream.protection is not None:  # off the loop: AES over a segment is milliseconds
+        decrypt = stream.protection.decrypt
+        loop = asyncio.get_running_loop()
+        parts[-1] = await loop.run_in_executor(None, decrypt, vid, seg.sequence, parts[-1])
+        scope = "private"  # clear bytes of an encrypted stream: no shared cache keeps them
     headers = {
-        "Cache-Control": f"public, max-age={request.app[CONFIG].http.segment_max_age_s}",
+        "Cache-Control": f"{scope}, max-age={request.app[CONFIG].http.segment_max_age_s}",
         "X-Segment-Sequence": str(seg.sequence),
         "X-Segment-Start": f"{seg.start_s:.3f}",
         "X-Segment-Duration": f"{seg.duration_s:.3f}",

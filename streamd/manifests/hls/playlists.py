@@ -22,6 +22,7 @@ from streamd.manifests.hls.tags import (
 )
 from streamd.model import layout
 from streamd.model.formats import PACKAGINGS, Packaging
+from streamd.model.protection import Protection, published_key
 from streamd.model.stream import Segment, Stream
 
 
@@ -57,6 +58,8 @@ class PlaylistChange:
     appended: dict[str, bytes] = field(default_factory=dict)
     replaced: dict[str, bytes] = field(default_factory=dict)
     removed: bool = False  # the stream was deleted: its playlists are gone
+    protection: Protection | None = None  # so an edge serves the stream's keys too
+    key_count: int = 0  # key periods its playlists name (keys past these are 404)
 
 
 class _MediaPlaylist:
@@ -69,6 +72,7 @@ class _MediaPlaylist:
         self.header = ""
         self.longest = 0  # longest rounded EXTINF so far
         self.current_map: str | None = None
+        self.current_key: str | None = None
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
         out = seg.rung(self.rung)
@@ -77,6 +81,7 @@ class _MediaPlaylist:
             map_uri = self.current_map
         else:
             map_uri = out.inits.get(self.packaging.name) if self.packaging.has_init else None
+        protection = stream.protection
         return MediaSegment(
             uri=layout.segment_name(seg.sequence, self.packaging.name),
             duration_s=seg.duration_s,
@@ -84,6 +89,9 @@ class _MediaPlaylist:
             map_uri=map_uri,
             gap=out is None,
             discontinuity=seg.discontinuity,
+            key_uri=None
+            if protection is None
+            else layout.key_uri(protection.key_index(seg.sequence)),
         )
 
     def _header(self, entry: MediaSegment) -> str:
@@ -93,8 +101,9 @@ class _MediaPlaylist:
 
     def add(self, entry: MediaSegment, change: PlaylistChange) -> None:
         self.longest = max(self.longest, round_half_up(entry.duration_s))
-        lines = entry.render(self.current_map).encode()
+        lines = entry.render(self.current_map, self.current_key).encode()
         self.current_map = entry.map_uri or self.current_map
+        self.current_key = entry.key_uri
         header = self._header(entry)
         if header == self.header:
             self.text.append(lines)
@@ -119,8 +128,24 @@ class StreamPlaylists:
         self.video_id = video_id
         self.ended = False
         self.target_s = math.ceil(target_duration_s)
+        self.protection: Protection | None = None
+        self.key_count = 0
         self._media: dict[str, _MediaPlaylist] = {}
         self._masters: dict[str, PlaylistText] = {}
+
+    def key(self, index: int) -> bytes | None:
+        """The AES-128 key of key period `index`, if the playlists name it."""
+        return published_key(self.video_id, self.protection, self.key_count, index)
+
+    def change(self, replaced: dict[str, bytes] | None = None) -> PlaylistChange:
+        """A change to these playlists, with what an edge needs to serve their keys."""
+        return PlaylistChange(
+            self.video_id,
+            self.ended,
+            replaced=dict(replaced or {}),
+            protection=self.protection,
+            key_count=self.key_count,
+        )
 
     def get(self, key: str) -> bytes | None:
         media = self._media.get(key)
@@ -137,7 +162,10 @@ class StreamPlaylists:
 
     def add(self, stream: Stream, seg: Segment) -> PlaylistChange:
         """Append a published segment to every media playlist; refresh the masters."""
-        change = PlaylistChange(self.video_id, self.ended)
+        self.protection = stream.protection
+        if stream.protection is not None:
+            self.key_count = max(self.key_count, stream.protection.key_index(seg.sequence) + 1)
+        change = self.change()
         for packaging in PACKAGINGS.values():
             for rung in stream.rungs:
                 key = layout.media_playlist_key(self.video_id, packaging.name, rung.name)
@@ -153,7 +181,7 @@ class StreamPlaylists:
     def end(self) -> PlaylistChange:
         """EXT-X-ENDLIST at the end of every media playlist."""
         self.ended = True
-        change = PlaylistChange(self.video_id, True)
+        change = self.change()
         for media in self._media.values():
             media.end(change)
         return change

@@ -24,6 +24,14 @@ def _decimal(x: float) -> str:
     return f"{x:.3f}"
 
 
+def key_tag(uri: str | None) -> str:
+    """#EXT-X-KEY: AES-128 with the key at `uri`, or METHOD=NONE. No IV attribute: players
+    then use the media sequence number (RFC 8216 5.2), which needs no version above 1."""
+    if uri is None:
+        return "#EXT-X-KEY:METHOD=NONE\n"
+    return f'#EXT-X-KEY:METHOD=AES-128,URI="{uri}"\n'
+
+
 def round_half_up(x: float) -> int:
     """RFC 8216 4.3.3.1 rounds EXTINF "to the nearest integer"; halves go up."""
     return int(x + 0.5)
@@ -31,8 +39,8 @@ def round_half_up(x: float) -> int:
 
 @dataclass(frozen=True)
 class MediaSegment:
-    """#EXTINF, preceded by #EXT-X-DISCONTINUITY (a new timeline), #EXT-X-MAP (when it
-    changes), #EXT-X-PROGRAM-DATE-TIME and #EXT-X-GAP (no media: players skip it)."""
+    """#EXTINF, preceded by #EXT-X-DISCONTINUITY (a new timeline), #EXT-X-MAP and #EXT-X-KEY
+    (when they change), #EXT-X-PROGRAM-DATE-TIME and #EXT-X-GAP (no media: players skip it)."""
 
     uri: str
     duration_s: float
@@ -40,14 +48,22 @@ class MediaSegment:
     map_uri: str | None = None  # fMP4 init segment this segment needs
     gap: bool = False
     discontinuity: bool = False
+    key_uri: str | None = None  # AES-128 key this segment is encrypted with
 
-    def render(self, current_map: str | None) -> str:
-        """Its lines, given the EXT-X-MAP in force before it."""
+    def render(self, current_map: str | None, current_key: str | None = None) -> str:
+        """Its lines, given the EXT-X-MAP and EXT-X-KEY in force before it."""
         lines = []
         if self.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY\n")
         if self.map_uri and self.map_uri != current_map:
+            if current_key is not None:
+                # 4.3.2.4: a key also applies to every EXT-X-MAP after it, and init segments
+                # are clear: no key over the map, then the key again for the media.
+                lines.append(key_tag(None))
+                current_key = None
             lines.append(f'#EXT-X-MAP:URI="{self.map_uri}"\n')
+        if self.key_uri != current_key:
+            lines.append(key_tag(self.key_uri))
         if self.program_date_time_s is not None:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(self.program_date_time_s)}\n")
         if self.gap:
@@ -89,10 +105,10 @@ class MediaPlaylist:
 
     def render(self) -> str:
         out = [self.header()]
-        current_map = None
+        current_map = current_key = None
         for seg in self.segments:
-            out.append(seg.render(current_map))
-            current_map = seg.map_uri or current_map
+            out.append(seg.render(current_map, current_key))
+            current_map, current_key = seg.map_uri or current_map, seg.key_uri
         if self.ended:
             out.append(ENDLIST)
         return "".join(out)
