@@ -93,7 +93,10 @@ def test_keys_rotate_and_segments_round_trip() -> None:
 
 def _playlist(entries: list[tuple[str, str]]) -> str:
     return MediaPlaylist(
-        tuple(MediaSegment(f"seg{i}.m4s", 2.0, None, m, k) for i, (m, k) in enumerate(entries)), 2
+        tuple(
+            MediaSegment(f"seg{i}.m4s", 2.0, None, m, key_uri=k) for i, (m, k) in enumerate(entries)
+        ),
+        2,
     ).render()
 
 
@@ -129,7 +132,9 @@ async def test_appended_playlists_equal_a_full_render_and_edges_get_the_keys() -
         on_disk.update(change.replaced)
     whole = MediaPlaylist(
         tuple(
-            MediaSegment(f"seg{i:06d}.m4s", 2.0, None, init, f"../../keys/{i // ROTATION}.key")
+            MediaSegment(
+                f"seg{i:06d}.m4s", 2.0, None, init, key_uri=f"../../keys/{i // ROTATION}.key"
+            )
             for i, init in enumerate(inits)
         ),
         2,
@@ -151,16 +156,10 @@ async def test_appended_playlists_equal_a_full_render_and_edges_get_the_keys() -
 
 async def test_state_keeps_the_secret_and_upgrades_a_version_1_database(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    state = SqliteState(path)
-    await state.open()
-    await state.record(Stream("clear", 1.0))
-    await state.close()
-    # A database as streamd wrote it before encryption: no such columns, user_version 1.
-    db = sqlite3.connect(path)
-    for column in ("encryption", "key_secret", "key_rotation_segments"):
-        db.execute(f"ALTER TABLE streams DROP COLUMN {column}")
-    db.execute("PRAGMA user_version=1")
-    db.commit()
+    # A database as streamd wrote it before encryption (schema 1), with a stream "old".
+    fixture = Path(__file__).parent / "fixtures" / "state-v1.sql"
+    with sqlite3.connect(path) as db:
+        db.executescript(fixture.read_text())
     db.close()
 
     state = SqliteState(path)
@@ -169,7 +168,7 @@ async def test_state_keeps_the_secret_and_upgrades_a_version_1_database(tmp_path
     await state.record(Stream("locked", 2.0, protection=protection))
     streams = {s.video_id: s for s in await state.load()}
     await state.close()
-    assert streams["clear"].protection is None
+    assert streams["old"].protection is None
     assert streams["locked"].protection == protection
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
