@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.access import tokens
-from streamd.config import AuthConfig, Config, ProtectionConfig
+from streamd.config import AuthConfig, Config, ProtectionConfig, UploadConfig
 from tests.conftest import TEST_KEY, AppClient, MediaFactory, published, upload, wait_for
 
 pytestmark = pytest.mark.slow
@@ -111,6 +111,22 @@ async def test_player_plays_an_aes_128_stream(
     playlist = await (await client.get(f"/hls/aes/fmp4/240p/index.m3u8?token={token}")).text()
     assert playlist.count("METHOD=AES-128") >= 2
     url = str(client.make_url(f"/player.html?v=aes&token={token}"))
+    result = await _play(url, "--min-time", "5", "--timeout", "60")
+    assert result["ok"], result
+    assert result["fatalErrors"] == []
+    assert float(result["currentTime"]) >= 5  # type: ignore[arg-type]
+
+
+async def test_player_plays_through_a_gap(make_client: AppClient, media: MediaFactory) -> None:
+    # Upload 1 never comes: after the gap timeout its time is an EXT-X-GAP in every rung.
+    client = await make_client(upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=0.5))
+    parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
+    for i in (0, 2, 3):
+        await upload(client, "holey", parts[i], number=i)
+    await client.post("/upload/holey/end")
+    info = await wait_for(client, "holey", lambda v: v["state"] == "ended")
+    assert info["segments"] == 4
+    url = str(client.make_url("/player.html?v=holey"))
     result = await _play(url, "--min-time", "5", "--timeout", "60")
     assert result["ok"], result
     assert result["fatalErrors"] == []
