@@ -47,7 +47,7 @@ async def test_a_live_stream_behind_drops_its_top_rung_then_restores_it(
     start = time.monotonic()
     await _live(client, "busy", parts, range(1), start)
     runner = client.app[STREAMS].runners["busy"]
-    assert runner.overload_delay_s == 0.001
+    assert runner.overload.delay_s == 0.001
     info = await (await client.get("/api/videos/busy")).json()
     assert info["droppedRungs"] == ["240p"]
     # Left out from its first frame: the master names only the rung that has segments.
@@ -58,7 +58,7 @@ async def test_a_live_stream_behind_drops_its_top_rung_then_restores_it(
     assert _get(samples, "streamd_ladder_changes_total", rung="240p", change="dropped") == 1
     await _live(client, "busy", parts, range(1, 2), start)
     # Caught up: three calm jobs bring the rung back.
-    runner.overload_delay_s = 1000.0
+    runner.overload.delay_s = 1000.0
     await _live(client, "busy", parts, range(2, 6), start)
     info = await (await client.get("/api/videos/busy")).json()
     assert info["droppedRungs"] == []

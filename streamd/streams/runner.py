@@ -15,11 +15,11 @@ from streamd.clock import Clock
 from streamd.errors import SegmentConflict, StreamdError, TranscodeError
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
-from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob, TranscodeResult
-from streamd.model.ladder import Rung
+from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
+from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
 
 log = logging.getLogger("streamd.streams.runner")
@@ -29,8 +29,6 @@ MAX_UPLOADS_PER_JOB = 8
 # Gap segments one hole may hold at most: a sender that skips a million numbers must not
 # make a million playlist entries.
 MAX_GAP_UPLOADS = 30
-HEADROOM = 0.7  # after dropping rungs, aim to transcode at this fraction of real time
-CALM_JOBS = 3  # jobs in a row that would keep up with a dropped rung before it comes back
 
 
 class StreamRunner:
@@ -60,7 +58,7 @@ class StreamRunner:
         self.gap_timeout_s = gap_timeout_s
         self.limits = limits
         self.upload_timeout_s = upload_timeout_s
-        self.overload_delay_s = overload_delay_s
+        self.overload = Overload(stream, metrics, overload_delay_s)
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
@@ -255,7 +253,7 @@ class StreamRunner:
             limits=self.limits,
             timeout_s=self.upload_timeout_s * len(batch),
             skip_rungs=0 if background else stream.dropped_rungs,
-            overload_delay_s=0.0 if background else self.overload_delay_s,
+            overload_delay_s=0.0 if background else self.overload.delay_s,
             background=background,
             protection=stream.protection,
         )
@@ -298,72 +296,9 @@ class StreamRunner:
                     if rung in whole:  # not left out part way: its cost per second is known
                         stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
                 if not background:
-                    self._keep_up(batch[-1], result)
+                    self.overload.after_job(batch[-1], result, self.clock.wall_s())
                 self._advance(len(batch))
             await self.state.record(stream, uploads=batch, pipeline=True)
-
-    def _keep_up(self, upload: Upload, result: TranscodeResult) -> None:
-        """Drop the tallest rung of new segments while a live stream publishes too late (its
-        playlists show EXT-X-GAP there; players switch down), and bring it back once three
-        jobs in a row would have kept up with it."""
-        stream, limit_s = self.stream, self.overload_delay_s
-        if not limit_s or len(stream.rungs) < 2:
-            return
-        behind_s = self.clock.wall_s() - upload.received_wall_s
-        if result.skip_rungs > stream.dropped_rungs:  # the worker left rungs out mid-job
-            self._left_out(stream.rungs[stream.dropped_rungs : result.skip_rungs], behind_s, result)
-            stream.dropped_rungs = result.skip_rungs
-        if behind_s > limit_s and stream.dropped_rungs < len(stream.rungs) - 1:
-            # As many rungs as it takes for the rest to run faster than real time again, and
-            # the further behind, the faster (the backlog goes through in few batched jobs).
-            speed = result.media_duration_s / max(result.elapsed_s, 0.001)
-            catch_up = min(1.0, limit_s / behind_s)
-            budget_s = speed * HEADROOM * catch_up * self._cost_s(stream.dropped_rungs)
-            drop = stream.dropped_rungs + 1
-            while drop < len(stream.rungs) - 1 and self._cost_s(drop) > budget_s:
-                drop += 1
-            self._left_out(stream.rungs[stream.dropped_rungs : drop], behind_s, result)
-            stream.dropped_rungs = drop
-            return
-        if not stream.dropped_rungs:
-            return
-        rung = stream.rungs[stream.dropped_rungs - 1].name
-        cost_s = sum(result.rung_seconds.values())
-        with_rung_s = result.elapsed_s * (cost_s + stream.rung_cost.get(rung, cost_s)) / cost_s
-        calm = behind_s < limit_s / 2 and with_rung_s < 0.8 * result.media_duration_s
-        stream.calm_jobs = stream.calm_jobs + 1 if calm else 0
-        if stream.calm_jobs >= CALM_JOBS:
-            stream.dropped_rungs -= 1
-            stream.calm_jobs = 0
-            self.metrics.ladder_changes.labels(rung, "restored").inc()
-            log.info(
-                "%s: caught up (%.1f s behind); %s back in new segments",
-                stream.video_id,
-                behind_s,
-                rung,
-                extra={"stream": stream.video_id, "rung": rung, "behind_s": round(behind_s, 3)},
-            )
-
-    def _left_out(self, rungs: tuple[Rung, ...], behind_s: float, result: TranscodeResult) -> None:
-        stream = self.stream
-        stream.calm_jobs = 0
-        names = [r.name for r in rungs]
-        for rung in names:
-            self.metrics.ladder_changes.labels(rung, "dropped").inc()
-        log.warning(
-            "%s: publishing %.1f s after upload (over transcode.overload_delay_s %g),"
-            " transcoding at %.2fx real time: %s left out of new segments",
-            stream.video_id,
-            behind_s,
-            self.overload_delay_s,
-            result.media_duration_s / max(result.elapsed_s, 0.001),
-            " and ".join(names),
-            extra={"stream": stream.video_id, "rungs": names, "behind_s": round(behind_s, 3)},
-        )
-
-    def _cost_s(self, skip: int) -> float:
-        """Worker seconds per media second of the ladder without its `skip` tallest rungs."""
-        return sum(self.stream.rung_cost.get(r.name, 0.0) for r in self.stream.rungs[skip:])
 
     def _advance(self, uploads: int = 1) -> None:
         stream = self.stream

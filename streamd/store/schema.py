@@ -1,0 +1,90 @@
+"""The state database's tables, and the steps that bring an older database up to them.
+
+Rows are read and written by position, so a new column goes last in its table here and in
+the step that adds it.
+"""
+
+from __future__ import annotations
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    video_id TEXT PRIMARY KEY,
+    created_wall_s REAL NOT NULL,
+    updated_wall_s REAL NOT NULL,
+    next_upload INTEGER,
+    ending INTEGER NOT NULL,
+    ended INTEGER NOT NULL,
+    end_after INTEGER,
+    start_wall_s REAL,
+    ingest_init TEXT,
+    rungs TEXT NOT NULL,
+    frame_rate REAL NOT NULL,
+    encryption TEXT NOT NULL DEFAULT 'none',
+    key_secret BLOB,
+    key_rotation_segments INTEGER,
+    session TEXT,
+    session_base INTEGER NOT NULL DEFAULT 0,
+    session_first INTEGER
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    video_id TEXT PRIMARY KEY REFERENCES streams,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    video_id TEXT NOT NULL REFERENCES streams,
+    number INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    received_wall_s REAL NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    source TEXT,
+    session_start INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (video_id, number)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    video_id TEXT NOT NULL REFERENCES streams,
+    sequence INTEGER NOT NULL,
+    start_s REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    upload INTEGER NOT NULL,
+    published_wall_s REAL NOT NULL,
+    discontinuity INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (video_id, sequence)
+);
+CREATE TABLE IF NOT EXISTS rung_outputs (
+    video_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    rung TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    size_bytes TEXT NOT NULL,
+    codecs TEXT NOT NULL,
+    inits TEXT NOT NULL,
+    PRIMARY KEY (video_id, sequence, position)
+);
+CREATE TABLE IF NOT EXISTS stream_keys (
+    key_id TEXT PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    key_sha256 TEXT NOT NULL,
+    created_wall_s REAL NOT NULL,
+    revoked_wall_s REAL
+);
+"""
+# What brings a database written at version N-1 to version N, by N: SCHEMA above already
+# has every step in it, so a new database starts at the last version and runs none.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (  # HLS AES-128: the stream's method and key secret (only ever kept here)
+        "ALTER TABLE streams ADD COLUMN encryption TEXT NOT NULL DEFAULT 'none'",
+        "ALTER TABLE streams ADD COLUMN key_secret BLOB",
+        "ALTER TABLE streams ADD COLUMN key_rotation_segments INTEGER",
+    ),
+    3: (  # encoder sessions and gaps (issue 10)
+        "ALTER TABLE streams ADD COLUMN session TEXT",
+        "ALTER TABLE streams ADD COLUMN session_base INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE streams ADD COLUMN session_first INTEGER",
+        "ALTER TABLE uploads ADD COLUMN session_start INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE segments ADD COLUMN discontinuity INTEGER NOT NULL DEFAULT 0",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
