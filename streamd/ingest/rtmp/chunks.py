@@ -18,7 +18,9 @@ from streamd.ingest.rtmp import RtmpError
 
 DEFAULT_CHUNK_SIZE = 128
 MAX_CHUNK_SIZE = 0x7FFFFFFF  # the top bit of Set Chunk Size must be 0 (5.4.1)
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a 4K keyframe fits; a hostile 16 MB length does not
+# The 3-byte length field tops out just under 16 MiB; half that still holds a 4K keyframe
+# at broadcast bitrates many times over, and bounds what one peer can make us buffer.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 EXTENDED = 0xFFFFFF
 _U32 = 0xFFFFFFFF
 
