@@ -51,8 +51,7 @@ def test_timestamps_past_24_bits(compress: bool, repeat_extended: bool) -> None:
     in type-3 chunks too (ffmpeg, OBS) or not (some encoders)."""
     start = 0xFFFFFF - 100
     messages = [
-        Message(6, VIDEO, 1, start + 33 * i, bytes([i]) * (300 if i % 2 else 40))
-        for i in range(10)
+        Message(6, VIDEO, 1, start + 33 * i, bytes([i]) * (300 if i % 2 else 40)) for i in range(10)
     ]
     messages += [Message(6, VIDEO, 1, 0x12345678 + 33 * i, b"k" * 300) for i in range(3)]
     data = encode_all(ChunkEncoder(compress=compress, repeat_extended=repeat_extended), messages)
@@ -148,9 +147,12 @@ def test_hostile_chunks(data: bytes, reason: str) -> None:
 def test_half_messages_are_capped_in_total() -> None:
     decoder = ChunkDecoder(max_message_bytes=1000, max_buffered_bytes=2000)
     encoder = ChunkEncoder()
+    firsts = [  # the first chunk of many messages, never the rest
+        _chunks(encode_all(encoder, [Message(csid, 9, 1, 0, bytes(900))]), 12)[0]
+        for csid in range(3, 40)
+    ]
     with pytest.raises(RtmpError, match="half-received"):
-        for csid in range(3, 40):  # the first chunk of many messages, never the rest
-            decoder.feed(_chunks(encode_all(encoder, [Message(csid, 9, 1, 0, bytes(900))]), 12)[0])
+        decoder.feed(b"".join(firsts))
 
 
 @settings(max_examples=300, deadline=None)
@@ -180,12 +182,16 @@ def test_handshake_echoes_c1_and_hands_over_leftover() -> None:
     c1 = bytes(range(256)) * 6
     assert handshake.feed(b"\x03" + c1[:100]) == b""
     out = handshake.feed(c1[100:])
-    assert out[0] == 3 and len(out) == 1 + 2 * PACKET_BYTES
+    assert out[0] == 3
+    assert len(out) == 1 + 2 * PACKET_BYTES
     s1, s2 = out[1 : 1 + PACKET_BYTES], out[1 + PACKET_BYTES :]
-    assert s1[:8] == bytes([0, 0, 0, 7, 0, 0, 0, 0]) and s2 == c1
-    assert handshake.feed(s1[:1000]) == b"" and not handshake.done
+    assert s1[:8] == bytes([0, 0, 0, 7, 0, 0, 0, 0])
+    assert s2 == c1
+    assert handshake.feed(s1[:1000]) == b""
+    assert not handshake.done
     assert handshake.feed(s1[1000:] + b"\x02chunks") == b""
-    assert handshake.done and handshake.leftover == b"\x02chunks"
+    assert handshake.done
+    assert handshake.leftover == b"\x02chunks"
 
 
 @pytest.mark.parametrize("version", [0, 6, 0x47])  # RTMPE, or an HTTP request

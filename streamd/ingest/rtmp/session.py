@@ -142,6 +142,8 @@ class PublisherSession:
     _acks: AckWindow = field(default_factory=AckWindow)
     _out: bytearray = field(default_factory=bytearray)
     _connect_txn: float | None = None
+    _connected: bool = False
+    _deferred: list[tuple[float, int]] = field(default_factory=list)  # createStream answers
     _streams: set[int] = field(default_factory=set)
     _publishing: set[int] = field(default_factory=set)
     _pending_publish: dict[int, float] = field(default_factory=dict)
@@ -190,6 +192,10 @@ class PublisherSession:
             "objectEncoding": 0,
         }
         self._out += w.command("_result", self._connect_txn, properties, info)
+        self._connected = True
+        for txn, stream_id in self._deferred:
+            self._out += w.command("_result", txn, None, stream_id)
+        self._deferred.clear()
 
     def reject_connect(self, description: str) -> None:
         """Answer `connect` with `_error` (then close the connection)."""
@@ -199,6 +205,7 @@ class PublisherSession:
             "description": description,
         }
         self._out += self._writer.command("_error", self._connect_txn or 1, None, info)
+        self._deferred.clear()
 
     def accept_publish(self, stream_id: int) -> None:
         """Start the stream: StreamBegin and NetStream.Publish.Start; media passes from now."""
@@ -285,7 +292,10 @@ class PublisherSession:
                 raise RtmpError("too many streams on one connection", str(MAX_STREAMS))
             stream_id = len(self._streams) + 1
             self._streams.add(stream_id)
-            self._out += self._writer.command("_result", txn, None, stream_id)
+            if self._connected:
+                self._out += self._writer.command("_result", txn, None, stream_id)
+            else:  # a client that did not wait for connect's answer gets this one after it
+                self._deferred.append((txn, stream_id))
             return [CreateStream(stream_id)]
         if name == "publish":
             raw = _str_arg(args, 2, name)
