@@ -3,6 +3,8 @@ Enhanced RTMP)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,13 +63,16 @@ def replies(session: PublisherSession) -> list[Message]:
     return decoder.feed(data[1 + 2 * PACKET_BYTES :])
 
 
-def accepted(session: PublisherSession, events: list[Event]) -> list[Event]:
+def accepted(session: PublisherSession, events: Iterable[Event]) -> list[Event]:
+    """The events, accepting connect and publish as a server would, in the loop."""
+    seen = []
     for event in events:
+        seen.append(event)
         if isinstance(event, Connect):
             session.accept_connect()
         if isinstance(event, Publish):
             session.accept_publish(event.stream_id)
-    return events
+    return seen
 
 
 def test_publish_conversation() -> None:
@@ -104,7 +109,7 @@ def test_publish_conversation() -> None:
         + client.command("FCUnpublish", 6, None, "cam?key=abc")
         + client.command("deleteStream", 7, None, 1)
     )
-    events = session.feed(media)
+    events = list(session.feed(media))
     assert events[0] == Metadata(1, 0, dict(metadata), amf0.encode("onMetaData", metadata))
     video = [e for e in events if isinstance(e, VideoTag)]
     assert [(v.timestamp_ms, v.info.is_sequence_header, v.info.is_keyframe) for v in video] == [
@@ -134,20 +139,22 @@ def test_refused_publish_stores_nothing() -> None:
         "code": "NetStream.Publish.BadName",
         "description": "bad key",
     }
-    assert session.feed(client.message(9, 0, AVC_KEYFRAME)) == []
+    assert list(session.feed(client.message(9, 0, AVC_KEYFRAME))) == []
     assert session.ignored["media before publish"] == 1
 
 
 def test_unknown_messages_are_counted_not_fatal() -> None:
     client, session = Client(), PublisherSession()
     accepted(session, session.feed(HANDSHAKE + client.start()))
-    events = session.feed(
-        client.message(7, 0, b"\x01\x02")  # reserved type
-        + client.message(99, 0, b"")
-        + client.message(MessageType.AMF0_SHARED_OBJECT, 0, b"so")
-        + client.command("getStreamLength", 8, None, "cam")
-        + client.message(18, 0, amf0.encode("onTextData", {"text": "hi"}), csid=4)
-        + client.message(8, 23, b"\xaf\x01aac")
+    events = list(
+        session.feed(
+            client.message(7, 0, b"\x01\x02")  # reserved type
+            + client.message(99, 0, b"")
+            + client.message(MessageType.AMF0_SHARED_OBJECT, 0, b"so")
+            + client.command("getStreamLength", 8, None, "cam")
+            + client.message(18, 0, amf0.encode("onTextData", {"text": "hi"}), csid=4)
+            + client.message(8, 23, b"\xaf\x01aac")
+        )
     )
     assert [type(e) for e in events] == [AudioTag]
     assert session.ignored == {
@@ -164,9 +171,9 @@ def test_acknowledgements_follow_the_peers_window() -> None:
     accepted(session, session.feed(HANDSHAKE + client.start()))
     session.data_to_send()
     window = client.encoder.encode(2, MessageType.WINDOW_ACK_SIZE, 0, 0, (5000).to_bytes(4, "big"))
-    session.feed(window)
+    list(session.feed(window))
     assert session.data_to_send() == b""
-    session.feed(client.message(9, 0, b"\x27\x01" + bytes(6000)))
+    list(session.feed(client.message(9, 0, b"\x27\x01" + bytes(6000))))
     acks = [m for m in ChunkDecoder().feed(session.data_to_send()) if m.type_id == 3]
     assert len(acks) == 1
     assert int.from_bytes(acks[0].payload, "big") == session.bytes_received
@@ -176,7 +183,7 @@ def test_aggregate_message_is_split_into_tags() -> None:
     client, session = Client(), PublisherSession()
     accepted(session, session.feed(HANDSHAKE + client.start()))
     body = flv.tag(9, 1000, AVC_KEYFRAME)[:-4] + bytes(4) + flv.tag(8, 1023, b"\xaf\x01x")
-    events = session.feed(client.message(MessageType.AGGREGATE, 5000, body))
+    events = list(session.feed(client.message(MessageType.AGGREGATE, 5000, body)))
     assert [(type(e), e.timestamp_ms) for e in events] == [(VideoTag, 5000), (AudioTag, 5023)]  # type: ignore[union-attr]
 
 
@@ -193,7 +200,7 @@ def test_malformed_commands(payload: bytes, reason: str) -> None:
     session = PublisherSession()
     data = HANDSHAKE + ChunkEncoder().encode(3, 20, 0, 0, payload)
     with pytest.raises(RtmpError, match=reason):
-        session.feed(data)
+        list(session.feed(data))
 
 
 @settings(max_examples=200, deadline=None)

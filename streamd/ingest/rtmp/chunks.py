@@ -6,7 +6,8 @@ timestamp, types 1 and 2 a delta, and type 3 (a new message) repeats the last ti
 field: after a type 0 that field is the absolute value, which is how ffmpeg reads and
 writes it (rtmppkt.c). A timestamp field of 0xFFFFFF means a 4-byte extended timestamp
 follows; ffmpeg and OBS repeat it in every type-3 chunk of that message, some encoders do
-not, so the decoder takes those 4 bytes only when they repeat the value (as SRS does).
+not, so the decoder takes those 4 bytes only when they repeat the value (as SRS does);
+it waits for 4 bytes to tell, which only a final message shorter than that could stall.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class _ChunkStream:
     stream_id: int = 0
     extended: int | None = None  # the last extended timestamp value, for type-3 repeats
     partial: bytearray | None = None
-    has_header: bool = False
 
 
 @dataclass
@@ -130,8 +130,6 @@ class ChunkDecoder:
             if fmt != 0:
                 raise RtmpError("chunk stream starts without a type-0 header", f"csid {csid}")
             stream = _ChunkStream()
-        elif fmt == 3 and not stream.has_header:
-            raise RtmpError("type-3 chunk on a chunk stream with no header", f"csid {csid}")
         head = buf[pos : pos + header_len]
         pos += header_len
         ts_field = int.from_bytes(head[0:3], "big") if fmt < 3 else stream.timestamp_field
@@ -181,7 +179,6 @@ class ChunkDecoder:
                 stream.type_id = head[6]
             if fmt == 0:
                 stream.stream_id = int.from_bytes(head[7:11], "little")
-            stream.has_header = True
             stream.partial = bytearray()
         assert stream.partial is not None
         self._buffered += piece

@@ -1,5 +1,5 @@
-"""A publisher's side of an RTMP conversation, sans-I/O: `feed` it what the socket read,
-get events back, write `data_to_send()` to the socket.
+"""A publisher's side of an RTMP conversation, sans-I/O: `for event in session.feed(data)`
+with what the socket read, then write `data_to_send()` to the socket.
 
 The session answers what needs no decision (the handshake, createStream, acknowledgements)
 itself; the server decides on `Connect` and `Publish` (app, key) with `accept_*` or
@@ -10,7 +10,8 @@ refused publisher never gets a byte stored. Unknown messages and commands are co
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl
@@ -146,7 +147,7 @@ class PublisherSession:
     _deferred: list[tuple[float, int]] = field(default_factory=list)  # createStream answers
     _streams: set[int] = field(default_factory=set)
     _publishing: set[int] = field(default_factory=set)
-    _pending_publish: dict[int, float] = field(default_factory=dict)
+    _backlog: deque[Message] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self._decoder = ChunkDecoder(max_message_bytes=self.max_message_bytes)
@@ -161,20 +162,26 @@ class PublisherSession:
         self._out.clear()
         return out
 
-    def feed(self, data: bytes) -> list[Event]:
-        """Take bytes from the publisher; return the events they completed."""
+    def feed(self, data: bytes) -> Iterator[Event]:
+        """Take bytes from the publisher; iterate the result for the events they completed.
+
+        The bytes are decoded at once (a malformed chunk raises here), but each message is
+        handled only when the next event is asked for: a decision taken in the loop on
+        `Connect` or `Publish` applies to the messages after it, however TCP split them.
+        Messages not iterated yet wait for the next call.
+        """
         sequence = self._acks.received(len(data))
         if not self.handshake.done:
             self._out += self.handshake.feed(data)
-            if not self.handshake.done:
-                return []
-            data = self.handshake.leftover
-        events: list[Event] = []
-        for message in self._decoder.feed(data):
-            events += self._dispatch(message)
+            data = self.handshake.leftover if self.handshake.done else b""
+        self._backlog.extend(self._decoder.feed(data))
         if sequence is not None:
             self._out += self._writer.acknowledgement(sequence)
-        return events
+        return self._events()
+
+    def _events(self) -> Iterator[Event]:
+        while self._backlog:
+            yield from self._dispatch(self._backlog.popleft())
 
     def accept_connect(self) -> None:
         """Answer `connect` with success, after the window, bandwidth and chunk size."""
@@ -209,7 +216,6 @@ class PublisherSession:
 
     def accept_publish(self, stream_id: int) -> None:
         """Start the stream: StreamBegin and NetStream.Publish.Start; media passes from now."""
-        self._pending_publish.pop(stream_id, None)
         self._publishing.add(stream_id)
         self._out += self._writer.stream_begin(stream_id)
         self._out += self._writer.on_status(
@@ -220,7 +226,6 @@ class PublisherSession:
         self, stream_id: int, description: str, code: str = "NetStream.Publish.BadName"
     ) -> None:
         """Refuse the stream with an error onStatus (a wrong key: BadName, as others do)."""
-        self._pending_publish.pop(stream_id, None)
         self._out += self._writer.on_status(stream_id, "error", code, description)
 
     def _dispatch(self, message: Message) -> list[Event]:
@@ -301,7 +306,6 @@ class PublisherSession:
             raw = _str_arg(args, 2, name)
             kind = args[3] if len(args) > 3 and isinstance(args[3], str) else "live"
             stream_name, query = _split_name(raw)
-            self._pending_publish[message.stream_id] = txn
             return [Publish(message.stream_id, stream_name, query.get("key"), query, kind)]
         if name in ("deleteStream", "closeStream"):
             target = args[2] if name == "deleteStream" and len(args) > 2 else None
