@@ -56,10 +56,8 @@ async def _serve(
         writer.close()
 
 
-async def publish_with_ffmpeg(
-    duration_s: float = 3, path: str = "live/cam?key=abc", extra: tuple[str, ...] = ()
-) -> Recording:
-    """Run ffmpeg publishing test video and audio for `duration_s` into our session."""
+async def record_publish(command: list[str], path: str, timeout_s: float) -> Recording:
+    """Run a publisher `command` (with the URL appended) into our session; record it."""
     recording = Recording()
     done = asyncio.Event()
 
@@ -71,22 +69,32 @@ async def publish_with_ffmpeg(
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    args = [
-        "-hide_banner", "-loglevel", "error", "-re",
-        "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={duration_s}",
-        "-f", "lavfi", "-i", f"sine=d={duration_s}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac",
-        *extra, "-f", "flv", f"rtmp://127.0.0.1:{port}/{path}",
-    ]  # fmt: skip
     async with server:
         proc = await asyncio.create_subprocess_exec(
-            FFMPEG, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *command,
+            f"rtmp://127.0.0.1:{port}/{path}",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=duration_s + 30)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
         recording.ffmpeg_returncode = proc.returncode
         recording.ffmpeg_stderr = stderr.decode(errors="replace")
         await asyncio.wait_for(done.wait(), timeout=10)
     return recording
+
+
+async def publish_with_ffmpeg(
+    duration_s: float = 3, path: str = "live/cam?key=abc", extra: tuple[str, ...] = ()
+) -> Recording:
+    """ffmpeg publishing `duration_s` of test video (H.264, -g 30) and audio (AAC), at -re."""
+    command = [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={duration_s}",
+        "-f", "lavfi", "-i", f"sine=d={duration_s}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac",
+        *extra, "-f", "flv",
+    ]  # fmt: skip
+    return await record_publish(command, path, duration_s + 30)
 
 
 if __name__ == "__main__":

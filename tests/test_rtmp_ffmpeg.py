@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from streamd.ingest.rtmp.session import (
     Publish,
     VideoTag,
 )
-from tests.rtmp_publisher import fixed_session, publish_with_ffmpeg
+from tests.rtmp_publisher import fixed_session, publish_with_ffmpeg, record_publish
 
 FIXTURE = Path(__file__).parent / "fixtures" / "rtmp-ffmpeg-publish.bin"
 
@@ -110,3 +111,41 @@ WHOLE = replay(FIXTURE.read_bytes(), [])
 def test_replay_byte_by_byte_through_the_handshake() -> None:
     recorded = FIXTURE.read_bytes()
     assert replay(recorded, list(range(1, 6000))) == WHOLE
+
+
+# PyAV's bundled FFmpeg (8.x) sends HEVC in FLV by Enhanced RTMP's FourCC, as OBS 29.1+ does.
+HEVC_PUBLISHER = """
+import sys, fractions, av
+out = av.open(sys.argv[1], "w", format="flv")
+stream = out.add_stream("libx265", rate=30)
+stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+stream.options = {"x265-params": "keyint=15:bframes=0:log-level=error"}
+for i in range(30):
+    frame = av.VideoFrame(320, 240, "yuv420p")
+    frame.pts, frame.time_base = i, fractions.Fraction(1, 30)
+    for packet in stream.encode(frame):
+        out.mux(packet)
+for packet in stream.encode():
+    out.mux(packet)
+out.close()
+"""
+
+
+@pytest.mark.slow
+async def test_enhanced_rtmp_hevc_from_ffmpeg_8() -> None:
+    # In a process of its own: PyAV holds the GIL while its RTMP client waits for us.
+    command = [sys.executable, "-c", HEVC_PUBLISHER]
+    recording = await record_publish(command, "live/cam?key=abc", 60)
+    assert recording.ffmpeg_returncode == 0, recording.ffmpeg_stderr
+    metadata = next(e for e in recording.events if isinstance(e, Metadata))
+    assert metadata.values["videocodecid"] == float(int.from_bytes(b"hvc1", "big"))
+    video = [e for e in recording.events if isinstance(e, VideoTag)]
+    assert {v.info.codec for v in video} == {"hvc1"}
+    assert all(v.info.enhanced for v in video)
+    assert video[0].info.is_sequence_header
+    frames = [v for v in video if v.info.packet == "coded_frames"]
+    assert len(frames) == 30
+    assert [i for i, v in enumerate(frames) if v.info.is_keyframe] == [0, 15]
+    stamps = [v.timestamp_ms for v in frames]
+    assert stamps == sorted(stamps)
+    assert recording.ignored == {}
