@@ -26,6 +26,7 @@ from streamd.appkeys import (
     METRICS,
     PUBLISHER,
     PUBLISHERS,
+    RTMP,
     STATE,
     STORE,
     STREAMS,
@@ -34,6 +35,7 @@ from streamd.appkeys import (
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
 from streamd.ingest.http import UploadSlots
+from streamd.ingest.rtmp.server import RtmpServer
 from streamd.jobs import JobQueue
 from streamd.jobs.local import LocalJobQueue
 from streamd.metrics import Metrics
@@ -81,10 +83,12 @@ def create_app(
     app[FEEDS] = set()
     metrics.add_gauges(lambda: ops.gauges(app))
     app[UPLOAD_SLOTS] = UploadSlots(config.upload.max_concurrent)
+    if config.ingest.rtmp_port:
+        app[RTMP] = RtmpServer(config, app[STREAMS], app[PUBLISHERS], metrics)
     app.add_routes(ingest.routes())
     app.add_routes(serving.routes())
     app.on_shutdown.append(feed.end_feeds)
-    app.cleanup_ctx.extend([_state, _workers, _streams])
+    app.cleanup_ctx.extend([_state, _workers, _streams, _rtmp])
     return app
 
 
@@ -111,3 +115,13 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[STREAMS].close()
+
+
+async def _rtmp(app: web.Application) -> AsyncIterator[None]:
+    """The RTMP listener, after the streams it publishes into (and closed before them)."""
+    server = app.get(RTMP)
+    if server is not None:
+        await server.start()
+    yield
+    if server is not None:
+        await server.close()

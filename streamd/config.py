@@ -69,6 +69,21 @@ class UploadConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    rtmp_port: int = setting(1935, "RTMP listener for OBS, ffmpeg and encoders; 0 turns it off.")
+    rtmp_app: str = setting(
+        "live", "The RTMP app publishers use: rtmp://HOST:PORT/APP/{videoId}?key=KEY."
+    )
+    idle_timeout_s: float = setting(10.0, "A live publisher that sends nothing this long is cut.")
+    takeover_after_s: float = setting(
+        2.0, "A new publisher takes a live stream whose publisher has been silent this long."
+    )
+    reconnect_window_s: float = setting(
+        30.0, "How long a live stream waits for its publisher to come back before it ends."
+    )
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     max_bytes: int = setting(
         256 << 20, "RAM held by the LRU of recent segments, per serving process (bytes)."
@@ -127,6 +142,7 @@ class Config:
     )
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

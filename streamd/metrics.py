@@ -105,6 +105,18 @@ class Metrics:
             ["rung", "change"],
             registry=r,
         )
+        self.publishes = Counter(
+            "streamd_publishes",
+            "Live publishers that asked to publish, by protocol and result (accepted, or why not).",
+            ["protocol", "result"],
+            registry=r,
+        )
+        self.publisher_disconnects = Counter(
+            "streamd_publisher_disconnects",
+            "Live publishers that went away, by protocol.",
+            ["protocol"],
+            registry=r,
+        )
         self.publish_delay = Histogram(
             "streamd_publish_delay_seconds",
             "From the end of an upload to its segment being in every rung's playlist.",

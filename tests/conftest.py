@@ -23,7 +23,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.app import create_app
-from streamd.config import AuthConfig, CacheConfig, Config, TranscodeConfig, UploadConfig
+from streamd.config import (
+    AuthConfig,
+    CacheConfig,
+    Config,
+    IngestConfig,
+    TranscodeConfig,
+    UploadConfig,
+)
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -153,6 +160,7 @@ class ServerProcess:
         self.env = env
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.rtmp_port = _free_port()
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -162,6 +170,7 @@ class ServerProcess:
             "STREAMD_TRANSCODE_WORKERS": "1",
             "STREAMD_AUTH_PUBLISH_KEYS": TEST_KEY,
             "STREAMD_MIN_FREE_BYTES": str(1 << 20),
+            "STREAMD_INGEST_RTMP_PORT": str(self.rtmp_port),
             **self.env,
         }
         command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
@@ -261,6 +270,7 @@ def config(tmp_path: Path) -> Config:
         upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=30),
         cache=CacheConfig(max_bytes=32 << 20),
         auth=AuthConfig(publish_keys=[TEST_KEY]),
+        ingest=IngestConfig(rtmp_port=0),  # tests of live ingest pick a free port
         min_free_bytes=1 << 20,  # CI machines may have less than the 1 GiB default free
     )
 

@@ -21,7 +21,7 @@ from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
 from streamd.model.stream import HELD, PUBLISHED, Segment, Stream, Upload
-from streamd.store.sqlite import SqliteState
+from streamd.store.sqlite import SCHEMA_VERSION, SqliteState
 from streamd.web import feed
 
 CODECS = "avc1.64000d,mp4a.40.2"
@@ -180,6 +180,7 @@ async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None
     assert stream.session_base == 0
     assert not stream.segments[0].discontinuity
     assert not stream.uploads[0].session_start
+    assert stream.uploads[0].ingest == ""  # schema 4: a segment upload, not a live session
     # It takes the new columns from now on.
     stream.session = "s2"
     seg = dataclasses.replace(stream.segments[0], sequence=1, start_s=2.0, discontinuity=True)
@@ -193,7 +194,7 @@ async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None
     assert loaded.session == "s2"
     assert [s.discontinuity for s in loaded.segments] == [False, True]
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 async def test_the_feed_carries_appends_and_whole_bodies() -> None:

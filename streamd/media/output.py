@@ -75,6 +75,7 @@ class SegmentWriter:
             tuple(outputs),
             state.rungs,
             state.frame_rate,
+            seg.ready_wall_s,
         )
         self.report(JobProgress(self.upload, self.progress, published))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -46,6 +47,7 @@ class _Assembly:
     seen_pts: list[int] = field(default_factory=list)  # highest video pts out of each rung
     seen_audio: int = -1
     released: int = 0
+    ready_wall_s: list[float] = field(default_factory=list)  # when each segment was closed
 
 
 class StreamPipeline:
@@ -58,11 +60,12 @@ class StreamPipeline:
         on_segment: Callable[[SegmentMedia], None],
         skip_rungs: int = 0,
         behind: Callable[[int], int] = lambda upload: 0,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
         self.skip_rungs = skip_rungs
         self.first_skip = skip_rungs
-        self.behind = behind
+        self.behind, self.now = behind, now
         self.settings = settings
         self.on_segment = on_segment
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
@@ -70,6 +73,8 @@ class StreamPipeline:
         self.assembly = _Assembly(state.next_segment)
         self.cuts_90k: list[int] = []
         self.upload_end_90k = state.video_pts_90k
+        self.frame_90k = VIDEO_HZ // 30
+        self.live_segment_90k = 0  # a live session's segment length; 0 for uploads
         self.first_frame = False
         self.audio_seen = False
         self.rung_seconds: list[float] = []
@@ -78,9 +83,10 @@ class StreamPipeline:
 
     # -- an upload's life: begin, frames and audio, finish ------------------------------
     def begin_upload(
-        self, upload: int, duration_s: float, geometry: Geometry, frame_rate: float
+        self, upload: int, duration_s: float | None, geometry: Geometry, frame_rate: float
     ) -> None:
-        """Plan the cuts of an upload of this length (and, on the stream's first, the ladder).
+        """Plan the cuts of an upload of this length (and, on the stream's first, the ladder);
+        a live session (`duration_s` None) is cut every segment duration as frames come.
 
         Uploads given to one pipeline one after another share warm encoders: their segments
         join exactly as when they arrive alone, without the encoders' start and drain.
@@ -97,10 +103,17 @@ class StreamPipeline:
                 self.state, rungs=tuple(rungs), levels=levels, frame_rate=round(frame_rate, 3)
             )
         frame_s = 1 / frame_rate if frame_rate > 0 else 1 / 30
-        parts = max(1, math.ceil(duration_s / self.settings.max_part_s(frame_s) - 1e-9))
-        start, total = self.state.video_pts_90k, round(duration_s * VIDEO_HZ)
-        self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
-        self.upload_end_90k = start + total
+        start = self.state.video_pts_90k
+        self.frame_90k = round(frame_s * VIDEO_HZ)
+        if duration_s is None:
+            self.live_segment_90k = round(self.settings.segment_duration_s * VIDEO_HZ)
+            self.cuts_90k, self.upload_end_90k = [], start
+        else:
+            parts = max(1, math.ceil(duration_s / self.settings.max_part_s(frame_s) - 1e-9))
+            total = round(duration_s * VIDEO_HZ)
+            self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
+            self.upload_end_90k = start + total
+            self.live_segment_90k = 0
         if not self.encoders:  # warm from the previous upload of this job otherwise
             skip = len(self.state.rungs) - len(self.active_rungs)
             self.encoders = [
@@ -122,8 +135,9 @@ class StreamPipeline:
 
     def push_video(self, frames: list[av.VideoFrame], pts_90k: int) -> None:
         """One source frame, already scaled to every rung, at its output time."""
-        opened = len(self.assembly.starts_90k) - self.upload_first_segment
-        cut = opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
+        cut = self._cut_due(pts_90k)
+        if self.live_segment_90k:
+            self.upload_end_90k = max(self.upload_end_90k, pts_90k + self.frame_90k)
         # Behind real time: leave rungs out from the tallest, one per overload delay late.
         # At a cut the closing segment keeps the rung; within a segment, the segment loses it.
         left_out = self.skip_rungs - self.first_skip
@@ -146,6 +160,13 @@ class StreamPipeline:
                 for p in running.take():
                     self._add_video(rung, p)
         self._encode_audio()
+
+    def _cut_due(self, pts_90k: int) -> bool:
+        a = self.assembly
+        if self.live_segment_90k:  # live: a segment duration after the segment's start
+            return pts_90k >= a.starts_90k[-1] + self.live_segment_90k - self.frame_90k // 2
+        opened = len(a.starts_90k) - self.upload_first_segment
+        return opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
 
     def _leave_out_top_rung(self, keep_current: bool) -> None:
         """Leave the tallest rung out of the rest of this job. Its encoder is drained into
@@ -231,6 +252,8 @@ class StreamPipeline:
 
     def _open_segment(self, start_90k: int) -> None:
         a = self.assembly
+        if a.starts_90k:  # the frame opening this one closes the one before
+            a.ready_wall_s.append(self.now())
         a.uploads.append(self.upload)
         a.skips.append(len(self.state.rungs) - len(self.active_rungs))
         a.starts_90k.append(start_90k)
@@ -276,7 +299,22 @@ class StreamPipeline:
                     video=tuple(tuple(v) for v in a.video[i]),
                     audio=tuple(a.audio[i]),
                     skip_rungs=a.skips[i],
+                    ready_wall_s=a.ready_wall_s[i] if i < len(a.ready_wall_s) else self.now(),
                 )
             )
             a.video[i], a.audio[i] = [], []
             a.released += 1
+        if self.live_segment_90k and a.released > 256:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Forget released segments (a live session's bookkeeping stays the same size at
+        hour 10 as at minute 1); the last one stays, since packets are placed by the start
+        after it."""
+        a, drop = self.assembly, self.assembly.released - 1
+        for column in (a.starts_90k, a.skips, a.uploads, a.audio_starts, a.video, a.audio):
+            del column[:drop]
+        del a.ready_wall_s[:drop]
+        a.first_sequence += drop
+        a.released -= drop
+        self.upload_first_segment -= drop

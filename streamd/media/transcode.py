@@ -19,10 +19,16 @@ import av.filter
 from streamd.errors import UnsupportedMedia
 from streamd.media.output import Report, SegmentWriter
 from streamd.media.pipeline import StreamPipeline
-from streamd.media.probe import describe, open_media
+from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
 from streamd.model import layout
-from streamd.model.jobs import MediaLimits, SourceInfo, TranscodeJob, TranscodeResult
+from streamd.model.jobs import (
+    LiveSource,
+    MediaLimits,
+    SourceInfo,
+    TranscodeJob,
+    TranscodeResult,
+)
 from streamd.model.pipeline import VIDEO_HZ
 from streamd.store import Store, open_store
 
@@ -72,14 +78,18 @@ class _Upload:
         store: Store,
         pipeline: StreamPipeline,
         publisher: SegmentWriter,
-        span: tuple[Fraction, Fraction],
+        span: tuple[Fraction, Fraction] | None,
         limits: MediaLimits,
     ) -> None:
         self.number, self.video_id, self.store = number, video_id, store
         self.limits = limits
         self.pipeline, self.publisher = pipeline, publisher
-        self.first_s, end_s = span
+        # A live session (no span) starts at its first frame and lasts until its pipe ends.
+        self.live = span is None
+        self.first_s, end_s = span or (Fraction(0), Fraction(0))
         self.duration_s = float(end_s - self.first_s)
+        self.started_wall_s = 0.0  # live: when the first frame arrived
+        self.late_s = 0.0  # live: how far behind real time the frame in hand is
         self.start_90k = pipeline.state.video_pts_90k
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
         self.pictures: RungPictures | None = None
@@ -94,12 +104,19 @@ class _Upload:
         return None if t is None else self.start_90k + round((t - self.first_s) * VIDEO_HZ)
 
     def begin(self, info: SourceInfo, first: av.VideoFrame) -> None:
-        self.pipeline.begin_upload(self.number, self.duration_s, info.geometry, info.frame_rate)
+        if self.live:
+            self.first_s = _time_s(first.pts, first.time_base) or Fraction(0)
+            self.started_wall_s = time.time()
+        duration_s = None if self.live else self.duration_s
+        self.pipeline.begin_upload(self.number, duration_s, info.geometry, info.frame_rate)
         self.rotation_deg = info.geometry.rotation_deg
 
     def video(self, frame: av.VideoFrame) -> None:
         pts = self._at_90k(frame)
-        if pts is not None and pts >= self.pipeline.upload_end_90k:
+        if self.live:
+            media_s = ((pts or self.start_90k) - self.start_90k) / VIDEO_HZ
+            self.late_s = time.time() - self.started_wall_s - media_s
+        elif pts is not None and pts >= self.pipeline.upload_end_90k:
             return  # beyond the span the packets announced: a stray frame
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
@@ -119,11 +136,14 @@ class _Upload:
             self.store.put(layout.thumbnail_key(self.video_id), thumbnail(scaled[-1]))
         self.pipeline.push_video(scaled, pts)
         self.frames += 1
-        total = max(1, round(self.duration_s * VIDEO_HZ))
-        self.publisher.progress = min(99.0, 100 * (pts - self.start_90k) / total)
+        if not self.live:
+            total = max(1, round(self.duration_s * VIDEO_HZ))
+            self.publisher.progress = min(99.0, 100 * (pts - self.start_90k) / total)
 
     def audio(self, frame: av.AudioFrame | None) -> None:
         at = None
+        if self.live and self.pictures is None:
+            return  # live audio before the first picture: the timeline starts at the picture
         if frame is not None and not self.audio_started:
             at = self._at_90k(frame) or self.start_90k
             self.audio_started = True
@@ -131,11 +151,18 @@ class _Upload:
             self.pipeline.push_audio(out.to_ndarray(), at)
             at = None
 
-    def feed(self, source: Path | bytes, aac_tail: bytes) -> tuple[SourceInfo, bytes]:
+    def feed(self, source: Path | bytes | LiveSource, aac_tail: bytes) -> tuple[SourceInfo, bytes]:
         """Decode the upload into the pipeline; returns what it held and its last AAC packet
         (the next upload's decoder starts from it)."""
         info: SourceInfo | None = None
-        with open_media(source) as c:
+        opened = (
+            open_live(source.socket_path, source.container)
+            if isinstance(source, LiveSource)
+            else open_media(source)
+        )
+        with opened as c:
+            if not c.streams.video:
+                raise UnsupportedMedia("the source has no video stream")
             vs = c.streams.video[0]
             a_s = c.streams.audio[0] if c.streams.audio else None
             streams = [vs] if a_s is None else [vs, a_s]
@@ -156,7 +183,8 @@ class _Upload:
                             continue
                         assert isinstance(frame, av.VideoFrame)
                         if info is None:
-                            info = describe(c, frame, self.duration_s)
+                            self.limits.check_rate(float(vs.average_rate or 0))
+                            info = describe(c, frame, None if self.live else self.duration_s)
                             self.begin(info, frame)
                         self.video(frame)
             except av.FFmpegError as exc:
@@ -181,16 +209,20 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         """At a cut: how many rungs to leave out from here, by how late the segment closing
         will be published (one per overload delay past the first)."""
         limit_s = job.overload_delay_s
-        late_s = time.time() - received[upload]
+        late_s = live_upload.late_s if live_upload else time.time() - received[upload]
         return int(late_s // limit_s) if limit_s > 0 else 0
 
     pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs, behind)
     aac_tail, media_s = job.state.input_audio_tail, 0.0
+    live_upload: _Upload | None = None
     for inp in job.inputs:
-        source = _source(store, inp.keys)
-        span = _video_span(source)
+        source = inp.live or _source(store, inp.keys)
+        span = None if isinstance(source, LiveSource) else _video_span(source)
         upload = _Upload(inp.upload, job.video_id, store, pipeline, publisher, span, job.limits)
+        live_upload = upload if span is None else None
         info, aac_tail = upload.feed(source, aac_tail)
+        if span is None:  # a live session: as long as its frames went
+            upload.duration_s = (pipeline.upload_end_90k - upload.start_90k) / VIDEO_HZ
         media_s += upload.duration_s
         log.info(
             "%s upload %d decoded: %.2f s of %dx%d %s",

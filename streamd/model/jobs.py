@@ -87,13 +87,23 @@ class MediaLimits:
 
 
 @dataclass(frozen=True)
+class LiveSource:
+    """A live session's bytes, as the server receives them: a Unix socket the worker
+    connects to and reads to the end of the session (one long upload, no probe pass)."""
+
+    socket_path: str
+    container: str  # the demuxer: "flv" (RTMP) or "mpegts" (SRT, chunked HTTP)
+
+
+@dataclass(frozen=True)
 class JobInput:
     """One upload of the job: its number and the objects that make it, concatenated
-    ((fMP4 init, fragment), or just the file)."""
+    ((fMP4 init, fragment), or just the file), or a live session's pipe."""
 
     upload: int
     keys: tuple[str, ...]
     received_wall_s: float = 0.0  # when it arrived: how far behind real time its segments are
+    live: LiveSource | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,7 @@ class PublishedSegment:
     rungs: tuple[RungOutput, ...]
     ladder: tuple[Rung, ...]  # the stream's rungs, fixed by its first upload
     frame_rate: float
+    ready_wall_s: float = 0.0  # live: when its last frame reached the worker
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class Upload:
     source: dict[str, Any] | None = None
     percent: float = 0.0
     session_start: bool = False  # the first upload of a restarted encoder: a new timeline
+    ingest: str = ""  # a live session's protocol (rtmp, srt, http); "" for a segment upload
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class SegmentMedia:
     video: tuple[tuple[EncodedPacket, ...], ...]  # per rung, in decode order
     audio: tuple[EncodedPacket, ...]  # shared by every rung
     skip_rungs: int = 0  # the tallest rungs left out of this segment (their video is empty)
+    ready_wall_s: float = 0.0  # live: when the frame that closed it reached the worker
 
     @property
     def duration_s(self) -> float:

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     error TEXT,
     source TEXT,
     session_start INTEGER NOT NULL DEFAULT 0,
+    ingest TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (video_id, number)
 );
 CREATE TABLE IF NOT EXISTS segments (
@@ -85,6 +86,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE streams ADD COLUMN session_first INTEGER",
         "ALTER TABLE uploads ADD COLUMN session_start INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE segments ADD COLUMN discontinuity INTEGER NOT NULL DEFAULT 0",
+    ),
+    4: (  # live sessions (issue 11): the protocol an upload came by, '' for a segment
+        "ALTER TABLE uploads ADD COLUMN ingest TEXT NOT NULL DEFAULT ''",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -163,6 +163,7 @@ class SqliteState:
                     error=row[7],
                     source=None if row[8] is None else json.loads(row[8]),
                     session_start=bool(row[9]),
+                    ingest=row[10],
                 )
             )
         outputs: dict[tuple[str, int], list[RungOutput]] = {}
@@ -203,7 +204,7 @@ class SqliteState:
             if rows.pipeline is not None:
                 db.execute("INSERT OR REPLACE INTO pipelines VALUES (?,?)", rows.pipeline)
             db.executemany(
-                "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?)", rows.uploads
+                "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows.uploads
             )
             db.executemany("INSERT INTO segments VALUES (?,?,?,?,?,?,?)", rows.segments)
             db.executemany("INSERT INTO rung_outputs VALUES (?,?,?,?,?,?,?)", rows.outputs)
@@ -303,6 +304,7 @@ class _Rows:
                 u.error,
                 None if u.source is None else _json(u.source),
                 int(u.session_start),
+                u.ingest,
             )
             for u in uploads
         ]

@@ -68,7 +68,9 @@ class Publisher:
         if seg.sequence < len(stream.segments):
             return  # published before a restart
         now = self.clock.wall_s()
-        if stream.start_wall_s is None:
+        if stream.start_wall_s is None and seg.ready_wall_s:  # live: when its frames came
+            stream.start_wall_s = seg.ready_wall_s - seg.start_s - seg.duration_s
+        elif stream.start_wall_s is None:
             source_s = (upload.source or {}).get("durationS") or seg.duration_s
             stream.start_wall_s = min(now, upload.received_wall_s) - source_s
         if not stream.rungs:
@@ -76,7 +78,7 @@ class Publisher:
         segment = Segment.published(seg, now, stream.discontinuity_due)
         stream.discontinuity_due = False
         change = self._add(stream, segment)
-        delay_s = now - upload.received_wall_s
+        delay_s = now - (seg.ready_wall_s or upload.received_wall_s)
         stream.publish_delay_s = round(delay_s, 3)
         self.metrics.publish_delay.observe(delay_s)
         for rung in seg.rungs:

@@ -4,6 +4,9 @@ dir), created by their first upload, each with its runner."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 
 from streamd.clock import Clock
 from streamd.config import Config
@@ -62,10 +65,13 @@ class Streams:
         self.settings = encode_settings(config)
         self.records: dict[str, Stream] = {}
         self.runners: dict[str, StreamRunner] = {}
+        self.live_dir = Path(tempfile.gettempdir())  # made in start()
 
     # -- lifetime --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load every stream, rebuild its playlists, resume its unfinished work."""
+        # Live sessions' sockets: short paths (a Unix socket's is at most 107 bytes).
+        self.live_dir = Path(tempfile.mkdtemp(prefix="streamd-live-"))
         streams = await self.state.load()
         known = {s.video_id for s in streams}
         streams += await migrate_v1(self.store, self.state, known)
@@ -78,6 +84,8 @@ class Streams:
             self.records[stream.video_id] = stream
             await self.publisher.restore(stream)
             runner = self._runner(stream)
+            last = stream.uploads[max(stream.uploads)] if stream.uploads else None
+            runner.live_ended = last is not None and last.ingest != ""  # it may come back
             pending = sum(1 for u in stream.pending.values() if u.state not in DONE)
             log.info(
                 "loaded %s: %d segments published, %d uploads to do, %s",
@@ -92,6 +100,7 @@ class Streams:
     async def close(self) -> None:
         for runner in self.runners.values():
             await runner.stop()
+        shutil.rmtree(self.live_dir, ignore_errors=True)
 
     def _runner(self, stream: Stream) -> StreamRunner:
         runner = StreamRunner(
@@ -107,6 +116,8 @@ class Streams:
             limits=MediaLimits.of(self.config.upload),
             upload_timeout_s=self.config.transcode.upload_timeout_s,
             overload_delay_s=self.config.transcode.overload_delay_s,
+            ingest=self.config.ingest,
+            live_dir=self.live_dir,
         )
         self.runners[stream.video_id] = runner
         return runner

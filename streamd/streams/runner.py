@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
+from pathlib import Path
 
 from streamd.clock import Clock
-from streamd.errors import SegmentConflict, StreamdError, TranscodeError
+from streamd.config import IngestConfig
+from streamd.errors import Conflict, SegmentConflict, StreamdError, TranscodeError
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
-from streamd.model.jobs import JobInput, JobProgress, MediaLimits, TranscodeJob
+from streamd.model.jobs import JobInput, JobProgress, LiveSource, MediaLimits, TranscodeJob
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
+from streamd.streams.live import LiveFeed
 from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
 
@@ -50,6 +54,8 @@ class StreamRunner:
         limits: MediaLimits,
         upload_timeout_s: float,
         overload_delay_s: float = 0.0,
+        ingest: IngestConfig | None = None,
+        live_dir: Path | None = None,
     ) -> None:
         self.stream = stream
         self.state, self.publisher, self.jobs = state, publisher, jobs
@@ -66,6 +72,10 @@ class StreamRunner:
             self.init_arrived.set()
         self.task: asyncio.Task[None] | None = None
         self.stopping = False  # finish the job in hand, publish nothing more, then stop
+        self.ingest = ingest or IngestConfig()
+        self.live_dir = live_dir or Path(tempfile.gettempdir())
+        self.feeds: dict[int, LiveFeed] = {}  # live sessions by their upload's number
+        self.live_ended = False  # the last session's publisher left: it has a while to return
 
     # -- what ingest calls -----------------------------------------------------------------
     def existing_upload(self, number: int, sha256: str) -> Upload | None:
@@ -88,6 +98,7 @@ class StreamRunner:
     async def add_upload(self, upload: Upload) -> None:
         """Record an accepted upload (already stored) and wake the runner. Under `lock`."""
         stream = self.stream
+        self.live_ended = False
         if stream.next_upload is None:
             stream.next_upload = upload.number
         upload.state = HELD
@@ -98,6 +109,57 @@ class StreamRunner:
         stream.updated_wall_s = self.clock.wall_s()
         await self.state.record(stream, uploads=list(stream.pending.values()))
         self.start()
+
+    async def start_live(self, protocol: str, container: str, peer: str) -> LiveFeed:
+        """A publisher begins a live session: one upload that lasts as long as it sends,
+        transcoded by one worker as it arrives. A stream already live is refused unless its
+        publisher has gone silent (an encoder reconnecting after a network drop takes over).
+        """
+        stream = self.stream
+        async with self.lock:
+            for feed in self.feeds.values():
+                if feed.ended:
+                    continue
+                silent_s = feed.silent_s()
+                if silent_s < self.ingest.takeover_after_s:
+                    raise Conflict(
+                        f"stream {stream.video_id!r} is already being published",
+                        f"by {feed.protocol} from {feed.peer}; a new publisher takes over after"
+                        f" {self.ingest.takeover_after_s:g} s of silence",
+                    )
+                log.warning(
+                    "%s: %s from %s takes over from %s (silent %.1f s)",
+                    stream.video_id,
+                    protocol,
+                    peer,
+                    feed.peer,
+                    silent_s,
+                )
+                feed.end()
+                feed.on_takeover()
+            number = max([*stream.uploads, (stream.next_upload or 0) - 1, -1]) + 1
+            feed = LiveFeed(
+                self.live_dir / f"{stream.video_id}-{number}.sock", container, protocol, peer
+            )
+            await feed.open()
+            self.feeds[number] = feed
+            self.live_ended = False
+            upload = Upload(
+                number,
+                f"live:{protocol}",
+                0,
+                (),
+                self.clock.wall_s(),
+                session_start=True,
+                ingest=protocol,
+            )
+            await self.add_upload(upload)
+        log.info("%s: live session %d from %s %s", stream.video_id, number, protocol, peer)
+        return feed
+
+    def live_feed(self) -> LiveFeed | None:
+        """The session being published now, if any."""
+        return next((f for f in reversed(self.feeds.values()) if not f.ended), None)
 
     async def end(self) -> None:
         """Publish what was received, then close the playlists with EXT-X-ENDLIST."""
@@ -140,6 +202,8 @@ class StreamRunner:
             await self.task
 
     async def stop(self) -> None:
+        for feed in self.feeds.values():
+            await feed.close()
         if self.task is not None:
             self.task.cancel()
             try:
@@ -184,10 +248,20 @@ class StreamRunner:
                 return
             waiting_on_gap = stream.counts[HELD] > 0 or stream.end_after is not None
             timeout = self.gap_timeout_s if waiting_on_gap else None
+            if self.live_ended and not waiting_on_gap:
+                timeout = self.ingest.reconnect_window_s
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except TimeoutError:
                 async with self.lock:
+                    if self.live_ended and not waiting_on_gap:
+                        log.info(
+                            "%s: the publisher did not come back in %g s; ending",
+                            stream.video_id,
+                            self.ingest.reconnect_window_s,
+                        )
+                        stream.ending = True
+                        continue
                     if not await self._skip_gap() and stream.end_after is not None:
                         log.warning(
                             "%s: upload %d never came, ending", stream.video_id, stream.end_after
@@ -243,15 +317,23 @@ class StreamRunner:
         for u in batch:
             stream.set_state(u, TRANSCODING)
         background = stream.recording
+        live = batch[0].ingest != ""
+        feed = self.feeds.get(batch[0].number)
+        if live and feed is None:
+            async with self.lock:  # its publisher was connected to a streamd that stopped
+                self._fail(batch, TranscodeError("the live session ended with the server"))
+                await self.state.record(stream, uploads=batch, pipeline=True)
+            return
+        source = None if feed is None else LiveSource(str(feed.path), feed.container)
         job = TranscodeJob(
             stream.video_id,
-            tuple(JobInput(u.number, u.keys, u.received_wall_s) for u in batch),
+            tuple(JobInput(u.number, u.keys, u.received_wall_s, source) for u in batch),
             stream.pipeline,
             self.settings,
             self.store_spec,
             publish_from=len(stream.segments),
             limits=self.limits,
-            timeout_s=self.upload_timeout_s * len(batch),
+            timeout_s=None if live else self.upload_timeout_s * len(batch),
             skip_rungs=0 if background else stream.dropped_rungs,
             overload_delay_s=0.0 if background else self.overload.delay_s,
             background=background,
@@ -279,6 +361,11 @@ class StreamRunner:
             getter.cancel()
             task.cancel()
             raise
+        finally:
+            if feed is not None:  # the worker read it to its end, or is gone
+                await feed.close()
+                self.feeds.pop(batch[0].number, None)
+                self.live_ended = not self.feeds
         async with self.lock:
             try:
                 result = task.result()
@@ -295,7 +382,7 @@ class StreamRunner:
                     self.metrics.transcode_seconds.labels(rung).inc(seconds)
                     if rung in whole:  # not left out part way: its cost per second is known
                         stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
-                if not background:
+                if not background and not live:
                     self.overload.after_job(batch[-1], result, self.clock.wall_s())
                 self._advance(len(batch))
             await self.state.record(stream, uploads=batch, pipeline=True)

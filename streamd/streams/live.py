@@ -1,0 +1,106 @@
+"""A live session's bytes on their way to the worker that owns the stream.
+
+Every ingest protocol ends here (as MediaMTX's all feed one stream core): RTMP writes FLV,
+SRT and chunked HTTP write MPEG-TS. The worker connects to the feed's Unix socket and
+demuxes what comes as it comes; the end of the session is the end of that connection. A
+worker that dies takes only its connection: the next one to connect gets the session's
+`header` (FLV header and codec configuration) again, then the bytes from where it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("streamd.streams.live")
+QUEUE_CHUNKS = 256  # bytes waiting for the worker, in the publisher's reads (~1-2 s)
+
+
+class LiveFeed:
+    """One publisher's session: `write` its bytes (waits while the worker is behind),
+    `close` at its end. `protocol` and `peer` say who feeds it."""
+
+    def __init__(self, path: Path, container: str, protocol: str, peer: str) -> None:
+        self.path, self.container = path, container
+        self.protocol, self.peer = protocol, peer
+        self.header = b""  # what every worker gets first (an FLV file header)
+        self.config: dict[str, bytes] = {}  # codec configuration, for a worker that takes over
+        self.bytes = 0
+        self.frames = 0  # video frames, as far as the protocol tells them apart
+        self.last_write = time.monotonic()
+        self.ended = False  # the publisher is done: the worker reads to the end, then EOF
+        self.done = asyncio.Event()  # every byte reached a worker, or the feed was aborted
+        self.on_takeover: Callable[[], None] = lambda: None  # drops the publisher's connection
+        self._workers = 0  # connections so far
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by `write`
+        self._room = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._pending = b""  # bytes a worker was writing when it went away
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # left by a crash
+        self._server = await asyncio.start_unix_server(self._serve, self.path)
+
+    async def write(self, data: bytes) -> None:
+        """Hand bytes to the worker; waits while it is behind (the publisher's TCP window
+        closes, and its encoder drops frames rather than streamd holding them)."""
+        if self.ended:
+            raise ConnectionResetError("the live session has ended")
+        self._queue.put_nowait(data)
+        self.bytes += len(data)
+        self.last_write = time.monotonic()
+        if self._queue.qsize() >= QUEUE_CHUNKS:
+            self._room.clear()
+            await self._room.wait()
+
+    def silent_s(self) -> float:
+        return time.monotonic() - self.last_write
+
+    def end(self) -> None:
+        """The publisher is gone: the worker gets what is queued, then the end."""
+        if not self.ended:
+            self.ended = True
+            self._queue.put_nowait(None)
+            self._room.set()
+
+    async def close(self) -> None:
+        """Stop serving (the job is over, or never started)."""
+        self.end()
+        self.done.set()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One worker's connection: the header, then the session until its end."""
+        config = b"".join(self.config.values()) if self._workers else b""
+        self._workers += 1
+        try:
+            writer.write(self.header + config + self._pending)
+            self._pending = b""
+            await writer.drain()
+            while True:
+                chunk = await self._queue.get()
+                if self._queue.qsize() < QUEUE_CHUNKS // 2:
+                    self._room.set()
+                if chunk is None:
+                    break
+                self._pending = chunk
+                writer.write(chunk)
+                await writer.drain()
+                self._pending = b""
+            self.done.set()
+        except (ConnectionError, OSError) as exc:
+            log.warning("live feed %s: the worker went away (%s)", self.path.name, exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()

@@ -1,0 +1,147 @@
+"""Live over RTMP, with the real encoder: ffmpeg publishes to streamd's listener, one worker
+transcodes the session as it arrives, and the playlists grow at real time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient
+
+from streamd.config import Config, IngestConfig
+from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe
+
+pytestmark = pytest.mark.slow
+
+
+def ffmpeg_rtmp(url: str, seconds: float, *extra: str) -> list[str]:
+    """ffmpeg publishing a 320x240 30 fps test picture (x264, 1 s GOP) and a tone, at -re."""
+    return [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={seconds}",
+        "-f", "lavfi", "-i", f"sine=f=440:d={seconds}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+        "-c:a", "aac", *extra, "-f", "flv", url,
+    ]  # fmt: skip
+
+
+async def start_ffmpeg(command: list[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def live_client(make_client: AppClient, config: Config, **ingest: Any) -> TestClient:
+    port = _free_port()
+    cfg = replace(config, ingest=IngestConfig(rtmp_port=port, **ingest))
+    client = await make_client(cfg)
+    client.rtmp_url = f"rtmp://127.0.0.1:{port}/live"  # type: ignore[attr-defined]
+    return client
+
+
+async def info(client: TestClient, video_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/api/videos/{video_id}")
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def until(client: TestClient, video_id: str, done: Any, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        resp = await client.get(f"/api/videos/{video_id}")
+        if resp.status == 200:
+            last = await resp.json()
+            if done(last):
+                return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out on {video_id}: {last}")
+
+
+async def test_ffmpeg_publishes_live(make_client: AppClient, config: Config) -> None:
+    client = await live_client(make_client, config, reconnect_window_s=1.0)
+    url = f"{client.rtmp_url}/cam?key={TEST_KEY}"  # type: ignore[attr-defined]
+    started = time.monotonic()
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 8))
+    # Live: segments are published while the encoder is still sending, at real time.
+    seen = await until(client, "cam", lambda v: v["segments"] >= 2)
+    assert ffmpeg.returncode is None, "published only after the publisher finished"
+    assert time.monotonic() - started < 6
+    _, err = await ffmpeg.communicate()
+    assert ffmpeg.returncode == 0, err.decode()
+    # The publisher left; after the reconnect window the stream ends.
+    v = await until(client, "cam", lambda v: v["state"] == "ended")
+    assert v["uploads"]["published"] == 1
+    assert abs(v["durationS"] - 8) < 0.3, v
+    assert seen["segments"] >= 2
+    playlist = m3u8.loads((await fetch(client, "/hls/cam/fmp4/240p/index.m3u8")).decode())
+    assert playlist.is_endlist
+    assert all(s.duration <= playlist.target_duration for s in playlist.segments)
+    assert not any(s.discontinuity for s in playlist.segments)
+    # Every segment plays: video and audio all the way.
+    body = await fetch(client, "/viewstream/cam?timestamp=4&format=ts&resolution=240p")
+    out = Path(config.data_dir).parent / "seg.ts"
+    out.write_bytes(body)
+    streams = ffprobe(out, "-show_streams")["streams"]
+    assert {s["codec_type"] for s in streams} == {"video", "audio"}
+
+
+async def test_wrong_key_and_app_refused_before_media(
+    make_client: AppClient, config: Config
+) -> None:
+    client = await live_client(make_client, config)
+    base = client.rtmp_url  # type: ignore[attr-defined]
+    for url in (f"{base}/cam?key=wrong", f"{base}/cam", f"{base[:-4]}other/cam?key={TEST_KEY}"):
+        ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 2))
+        await asyncio.wait_for(ffmpeg.communicate(), 30)
+        assert ffmpeg.returncode != 0, url
+    assert (await client.get("/api/videos/cam")).status == 404
+    stored = [p for p in Path(config.data_dir).rglob("*") if p.is_file()]  # noqa: ASYNC240
+    assert all(p.name.startswith("streamd.sqlite3") for p in stored), stored
+    metrics = (await fetch(client, "/metrics")).decode()
+    assert 'streamd_publishes_total{protocol="rtmp",result="unauthorized"} 2.0' in metrics
+    assert 'streamd_publishes_total{protocol="rtmp",result="unknown_app"} 1.0' in metrics
+
+
+async def test_two_publishers_and_a_second_on_a_live_stream(
+    make_client: AppClient, config: Config
+) -> None:
+    client = await live_client(make_client, config)
+    base = client.rtmp_url  # type: ignore[attr-defined]
+    one = await start_ffmpeg(ffmpeg_rtmp(f"{base}/one?key={TEST_KEY}", 6))
+    two = await start_ffmpeg(ffmpeg_rtmp(f"{base}/two?key={TEST_KEY}", 6))
+    await until(client, "one", lambda v: v["segments"] >= 1)
+    await until(client, "two", lambda v: v["segments"] >= 1)
+    # A second publisher on a stream whose publisher is sending: refused, the first goes on.
+    intruder = await start_ffmpeg(ffmpeg_rtmp(f"{base}/one?key={TEST_KEY}", 2))
+    await asyncio.wait_for(intruder.communicate(), 30)
+    assert intruder.returncode != 0
+    for ffmpeg in (one, two):
+        _, err = await asyncio.wait_for(ffmpeg.communicate(), 30)
+        assert ffmpeg.returncode == 0, err.decode()
+    for vid in ("one", "two"):
+        v = await until(client, vid, lambda v: v["uploads"]["published"] == 1)
+        assert abs(v["durationS"] - 6) < 0.3, v
+
+
+async def test_publisher_returns_after_a_drop(make_client: AppClient, config: Config) -> None:
+    """An encoder that reconnects within the window continues the stream after a
+    discontinuity; media sequence and times go on."""
+    client = await live_client(make_client, config, reconnect_window_s=30.0)
+    url = f"{client.rtmp_url}/cam?key={TEST_KEY}"  # type: ignore[attr-defined]
+    first = await start_ffmpeg(ffmpeg_rtmp(url, 3))
+    await first.communicate()
+    await until(client, "cam", lambda v: v["uploads"]["published"] == 1)
+    second = await start_ffmpeg(ffmpeg_rtmp(url, 3))
+    await second.communicate()
+    v = await until(client, "cam", lambda v: v["uploads"]["published"] == 2)
+    assert v["state"] != "ended"
+    playlist = m3u8.loads((await fetch(client, "/hls/cam/ts/240p/index.m3u8")).decode())
+    discontinuities = [i for i, s in enumerate(playlist.segments) if s.discontinuity]
+    assert len(discontinuities) == 1
+    assert discontinuities[0] > 0
+    assert v["durationS"] >= 5.8
