@@ -71,11 +71,18 @@ async def test_ffmpeg_publishes_live(make_client: AppClient, config: Config) -> 
     seen = await until(client, "cam", lambda v: v["segments"] >= 2)
     assert ffmpeg.returncode is None, "published only after the publisher finished"
     assert time.monotonic() - started < 6
+    live = seen["ingest"]
+    assert (live["protocol"], live["connected"]) == ("rtmp", True)
+    assert live["frames"] > 30
+    assert (live["source"]["width"], live["source"]["height"]) == (320, 240)
+    metrics = (await fetch(client, "/metrics")).decode()
+    assert 'streamd_ingest_frames{protocol="rtmp",stream="cam"}' in metrics
     _, err = await ffmpeg.communicate()
     assert ffmpeg.returncode == 0, err.decode()
     # The publisher left; after the reconnect window the stream ends.
     v = await until(client, "cam", lambda v: v["state"] == "ended")
     assert v["uploads"]["published"] == 1
+    assert not v["ingest"]["connected"]
     assert abs(v["durationS"] - 8) < 0.3, v
     assert seen["segments"] >= 2
     playlist = m3u8.loads((await fetch(client, "/hls/cam/fmp4/240p/index.m3u8")).decode())
@@ -145,3 +152,43 @@ async def test_publisher_returns_after_a_drop(make_client: AppClient, config: Co
     assert len(discontinuities) == 1
     assert discontinuities[0] > 0
     assert v["durationS"] >= 5.8
+
+
+def ffmpeg_http_put(url: str, seconds: float) -> list[str]:
+    """ffmpeg sending one chunked PUT of MPEG-TS, at real time."""
+    return [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={seconds}",
+        "-f", "lavfi", "-i", f"sine=f=440:d={seconds}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+        "-c:a", "aac", "-f", "mpegts", "-method", "PUT",
+        "-headers", f"Authorization: Bearer {TEST_KEY}\r\n", url,
+    ]  # fmt: skip
+
+
+async def test_chunked_http_put_is_a_live_session(make_client: AppClient, config: Config) -> None:
+    client = await make_client(replace(config, ingest=IngestConfig(rtmp_port=0)))
+    url = str(client.make_url("/ingest/web.ts"))
+    started = time.monotonic()
+    ffmpeg = await start_ffmpeg(ffmpeg_http_put(url, 6))
+    await until(client, "web", lambda v: v["segments"] >= 2)
+    assert ffmpeg.returncode is None, "published only after the request ended"
+    assert time.monotonic() - started < 5.5
+    _, err = await asyncio.wait_for(ffmpeg.communicate(), 30)
+    assert ffmpeg.returncode == 0, err.decode()
+    v = await until(client, "web", lambda v: v["uploads"]["published"] == 1)
+    assert abs(v["durationS"] - 6) < 0.3, v
+
+
+async def test_chunked_http_refused_at_once(make_client: AppClient, config: Config) -> None:
+    """A wrong key is answered at once and the connection closed, so ffmpeg fails instead
+    of streaming into nothing (it ignores the status of a streaming request)."""
+    client = await make_client(replace(config, ingest=IngestConfig(rtmp_port=0)))
+    command = ffmpeg_http_put(str(client.make_url("/ingest/web.ts")), 20)
+    command[command.index(f"Authorization: Bearer {TEST_KEY}\r\n")] = "Authorization: Bearer x\r\n"
+    started = time.monotonic()
+    ffmpeg = await start_ffmpeg(command)
+    await asyncio.wait_for(ffmpeg.communicate(), 30)
+    assert ffmpeg.returncode != 0
+    assert time.monotonic() - started < 10
+    assert (await client.get("/api/videos/web")).status == 404

@@ -1,10 +1,11 @@
-"""Ingest: how media comes in. HTTP uploads (`http`) and ffmpeg's HLS PUT (`ffmpeg`) today;
-RTMP, SRT and chunked HTTP will sit beside them, all handing uploads to `streamd.streams`."""
+"""Ingest: how media comes in. Segment uploads (`http`), ffmpeg's HLS PUT (`ffmpeg`), and
+live sessions over RTMP (`rtmp`) and chunked HTTP (`chunked`), all handing their media to
+`streamd.streams` (a live session to its stream's `LiveFeed`)."""
 
 from aiohttp import web
 
-from streamd.ingest import ffmpeg, http
+from streamd.ingest import chunked, ffmpeg, http
 
 
 def routes() -> list[web.RouteDef]:
-    return [*http.routes(), *ffmpeg.routes()]
+    return [*http.routes(), *ffmpeg.routes(), *chunked.routes()]

@@ -23,6 +23,7 @@ from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
 from streamd.model import layout
 from streamd.model.jobs import (
+    JobProgress,
     LiveSource,
     MediaLimits,
     SourceInfo,
@@ -107,6 +108,7 @@ class _Upload:
         if self.live:
             self.first_s = _time_s(first.pts, first.time_base) or Fraction(0)
             self.started_wall_s = time.time()
+            self.publisher.report(JobProgress(self.number, 0.0, source=info))
         duration_s = None if self.live else self.duration_s
         self.pipeline.begin_upload(self.number, duration_s, info.geometry, info.frame_rate)
         self.rotation_deg = info.geometry.rotation_deg

@@ -165,3 +165,4 @@ class JobProgress:
     upload: int
     percent: float
     segment: PublishedSegment | None = None
+    source: SourceInfo | None = None  # live: what the session holds, once its first frame came

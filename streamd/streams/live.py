@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("streamd.streams.live")
 QUEUE_CHUNKS = 256  # bytes waiting for the worker, in the publisher's reads (~1-2 s)
@@ -31,7 +32,7 @@ class LiveFeed:
         self.config: dict[str, bytes] = {}  # codec configuration, for a worker that takes over
         self.bytes = 0
         self.frames = 0  # video frames, as far as the protocol tells them apart
-        self.last_write = time.monotonic()
+        self.opened = self.last_write = time.monotonic()
         self.ended = False  # the publisher is done: the worker reads to the end, then EOF
         self.done = asyncio.Event()  # every byte reached a worker, or the feed was aborted
         self.on_takeover: Callable[[], None] = lambda: None  # drops the publisher's connection
@@ -61,6 +62,19 @@ class LiveFeed:
 
     def silent_s(self) -> float:
         return time.monotonic() - self.last_write
+
+    def as_json(self) -> dict[str, Any]:
+        """What operators see of the session (the API, the status page)."""
+        elapsed_s = max(time.monotonic() - self.opened, 0.001)
+        return {
+            "protocol": self.protocol,
+            "peer": self.peer,
+            "connected": not self.ended,
+            "bytes": self.bytes,
+            "frames": self.frames,
+            "bitrateBps": round(self.bytes * 8 / elapsed_s),
+            "connectedS": round(elapsed_s, 1),
+        }
 
     def end(self) -> None:
         """The publisher is gone: the worker gets what is queued, then the end."""

@@ -236,9 +236,9 @@ class StreamRunner:
                 async with self.lock:
                     if await self._skip_gap():
                         continue
-                    stream.ended = True
-                    await self.state.record(stream)
+                    stream.ended = True  # and ENDLIST in RAM at once: the API never runs ahead
                     await self.publisher.end(stream)
+                    await self.state.record(stream)
                 log.info(
                     "%s ended: %d segments, %.1f s",
                     stream.video_id,
@@ -349,6 +349,8 @@ class StreamRunner:
                     item = getter.result()
                     if item.upload in by_number:
                         by_number[item.upload].percent = item.percent
+                        if item.source is not None:
+                            by_number[item.upload].source = item.source.as_json()
                     if item.segment is not None and not self.stopping:
                         upload = by_number[item.segment.upload]
                         async with self.lock:

@@ -14,6 +14,7 @@ from streamd.model import layout
 from streamd.model.formats import FMP4
 from streamd.model.protection import method_of
 from streamd.model.stream import UPLOAD_STATES, Stream
+from streamd.streams.live import LiveFeed
 
 UPLOAD_LIST_MAX = 100
 
@@ -26,7 +27,19 @@ def iso(wall_s: float) -> str:
     )
 
 
-def summary(stream: Stream) -> dict[str, Any]:
+def ingest(stream: Stream, feed: LiveFeed | None) -> dict[str, Any] | None:
+    """How a live stream is fed: its protocol, whether its publisher is connected, what it
+    sends (None for a stream of segment uploads)."""
+    last = next(reversed(stream.uploads.values()), None) if stream.uploads else None
+    if last is None or not last.ingest:
+        return None
+    view = {"protocol": last.ingest, "connected": False, "source": last.source}
+    if feed is not None:
+        view |= feed.as_json()
+    return view
+
+
+def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
     """What the stream list shows of a stream."""
     vid = stream.video_id
     last = stream.segments[-1] if stream.segments else None
@@ -57,6 +70,7 @@ def summary(stream: Stream) -> dict[str, Any]:
         # Rungs left out of new segments while transcoding is behind real time.
         "droppedRungs": [r.name for r in stream.rungs[: stream.dropped_rungs]],
         "uploads": {state: stream.counts[state] for state in UPLOAD_STATES},
+        "ingest": ingest(stream, feed),
         "rungs": rungs,
         "links": {
             "master": f"/viewstream/metadata/{vid}",
@@ -67,11 +81,11 @@ def summary(stream: Stream) -> dict[str, Any]:
     }
 
 
-def detail(stream: Stream) -> dict[str, Any]:
+def detail(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
     """A stream with its latest uploads (a day-long event has tens of thousands)."""
     latest = itertools.islice(reversed(stream.uploads.values()), UPLOAD_LIST_MAX)
     return {
-        **summary(stream),
+        **summary(stream, feed),
         "uploadList": [
             {
                 "number": u.number,
@@ -88,21 +102,28 @@ def detail(stream: Stream) -> dict[str, Any]:
 
 
 async def videos(request: web.Request) -> web.Response:
-    streams = sorted(request.app[STREAMS].records.values(), key=lambda s: -s.created_wall_s)
+    registry = request.app[STREAMS]
+    streams = sorted(registry.records.values(), key=lambda s: -s.created_wall_s)
     viewers = request.app[METRICS].viewers
     return web.json_response(
         {
             "videos": [
-                {**summary(s), "viewers": viewers.count(s.video_id)} for s in streams if s.uploads
+                {
+                    **summary(s, registry.runners[s.video_id].live_feed()),
+                    "viewers": viewers.count(s.video_id),
+                }
+                for s in streams
+                if s.uploads
             ]
         }
     )
 
 
 async def video(request: web.Request) -> web.Response:
-    stream = request.app[STREAMS].get(request.match_info["video_id"])
-    viewers = request.app[METRICS].viewers.count(stream.video_id)
-    return web.json_response({**detail(stream), "viewers": viewers})
+    runner = request.app[STREAMS].runner(request.match_info["video_id"])
+    viewers = request.app[METRICS].viewers.count(runner.stream.video_id)
+    detailed = detail(runner.stream, runner.live_feed())
+    return web.json_response({**detailed, "viewers": viewers})
 
 
 def routes() -> list[web.RouteDef]:

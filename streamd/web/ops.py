@@ -48,6 +48,20 @@ def gauges(app: web.Application) -> Iterator[Metric]:
         },
         ("stream",),
     )
+    feeds = [(vid, r.live_feed()) for vid, r in streams.runners.items()]
+    live = [(vid, f) for vid, f in feeds if f is not None]
+    yield gauge(
+        "streamd_ingest_bytes",
+        "Bytes received from each connected live publisher in its session.",
+        {(vid, f.protocol): f.bytes for vid, f in live},
+        ("stream", "protocol"),
+    )
+    yield gauge(
+        "streamd_ingest_frames",
+        "Video frames received from each connected live publisher in its session.",
+        {(vid, f.protocol): f.frames for vid, f in live},
+        ("stream", "protocol"),
+    )
     dropped: Counter[str] = Counter(
         r.name for s in streams.records.values() if not s.ended for r in s.rungs[: s.dropped_rungs]
     )
