@@ -98,6 +98,11 @@ class TranscodeError(StreamdError, RuntimeError):
     pass
 
 
+class WorkerCrashed(TranscodeError):
+    """The worker process died (killed, out of memory, an FFmpeg crash): not the media's
+    fault alone, so a live session goes on in a new worker."""
+
+
 class ConfigError(StreamdError, ValueError):
     pass
 
@@ -120,6 +125,7 @@ ERRORS: dict[str, tuple[type[StreamdError], int]] = {
     "storage_error": (StorageError, 507),
     "unavailable": (Unavailable, 503),
     "transcode_failed": (TranscodeError, 500),
+    "worker_crashed": (WorkerCrashed, 500),
     "config_error": (ConfigError, 500),
 }
 for _code, (_cls, _status) in ERRORS.items():

@@ -4,6 +4,8 @@ transcodes the session as it arrives, and the playlists grow at real time."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +15,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
+from streamd.appkeys import JOBS
 from streamd.config import Config, IngestConfig
 from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe
 
@@ -192,3 +195,35 @@ async def test_chunked_http_refused_at_once(make_client: AppClient, config: Conf
     assert ffmpeg.returncode != 0
     assert time.monotonic() - started < 10
     assert (await client.get("/api/videos/web")).status == 404
+
+
+async def test_worker_killed_mid_stream_and_the_stream_goes_on(
+    make_client: AppClient, config: Config
+) -> None:
+    """The live session's worker dies: a new one takes the publisher's bytes from where they
+    stand, the time lost is EXT-X-GAP, and the publisher never notices."""
+    client = await live_client(make_client, config, reconnect_window_s=1.0)
+    url = f"{client.rtmp_url}/cam?key={TEST_KEY}"  # type: ignore[attr-defined]
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 10))
+    before = await until(client, "cam", lambda v: v["segments"] >= 2)
+    jobs = client.app[JOBS]
+    (pid,) = [
+        p.pid
+        for w in jobs._workers  # type: ignore[attr-defined]
+        if w.busy
+        for p in w.pool._processes.values()
+    ]
+    os.kill(pid, signal.SIGKILL)
+    _, err = await asyncio.wait_for(ffmpeg.communicate(), 30)
+    assert ffmpeg.returncode == 0, err.decode()  # the publisher was never dropped
+    v = await until(client, "cam", lambda v: v["state"] == "ended")
+    assert v["uploads"]["published"] == 1
+    assert v["segments"] > before["segments"] + 2
+    assert abs(v["durationS"] - 10) < 1.5, v
+    playlist = m3u8.loads((await fetch(client, "/hls/cam/ts/240p/index.m3u8")).decode())
+    segs = playlist.segments
+    (restart,) = [i for i, s in enumerate(segs) if s.discontinuity]
+    assert segs[restart - 1].gap_tag  # the time lost with the worker
+    assert not any(s.gap_tag for s in segs[restart:])
+    assert all(s.duration <= playlist.target_duration for s in segs)
+    assert jobs.healthy()

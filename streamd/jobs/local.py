@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from streamd.errors import TranscodeError, UnsupportedMedia, from_data
+from streamd.errors import TranscodeError, UnsupportedMedia, WorkerCrashed, from_data
 from streamd.jobs import worker
 from streamd.model.jobs import (
     JobProgress,
@@ -196,7 +196,7 @@ class LocalJobQueue:
                 [i.upload for i in job.inputs],
             )
             chosen.replace()
-            raise TranscodeError("the transcode worker crashed", repr(exc)) from exc
+            raise WorkerCrashed("the transcode worker crashed", repr(exc)) from exc
         finally:
             chosen.busy -= 1
         await self._drain(job_id, drained)  # progress travels on another pipe (and segments

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from streamd.clock import Clock
 from streamd.errors import NotFound
@@ -104,7 +104,7 @@ class Publisher:
             },
         )
 
-    async def publish_gap(self, stream: Stream, uploads: range, duration_s: float) -> None:
+    async def publish_gap(self, stream: Stream, uploads: Sequence[int], duration_s: float) -> None:
         """Hold the place of uploads that never came: EXT-X-GAP segments of `duration_s`
         each, so the timeline (and every wall-clock time after it) stays true."""
         if not stream.segments:
@@ -119,10 +119,10 @@ class Publisher:
             gaps.append(gap)
         await self.state.record(stream, segments=gaps)
         log.warning(
-            "%s: uploads %d-%d never came; %d gap segments of %.3f s published",
+            "%s: uploads %d-%d lost; %d gap segments of %.3f s published",
             stream.video_id,
-            uploads.start,
-            uploads.stop - 1,
+            uploads[0],
+            uploads[-1],
             len(gaps),
             duration_s,
         )

@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from streamd.clock import Clock
 from streamd.config import IngestConfig
-from streamd.errors import Conflict, SegmentConflict, StreamdError, TranscodeError
+from streamd.errors import (
+    Conflict,
+    SegmentConflict,
+    StreamdError,
+    TranscodeError,
+    WorkerCrashed,
+)
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
-from streamd.model.jobs import JobInput, JobProgress, LiveSource, MediaLimits, TranscodeJob
+from streamd.model.jobs import (
+    JobInput,
+    JobProgress,
+    LiveSource,
+    MediaLimits,
+    TranscodeJob,
+    TranscodeResult,
+)
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
@@ -339,6 +354,43 @@ class StreamRunner:
             background=background,
             protection=stream.protection,
         )
+        try:
+            result = await self._run_job(job, by_number)
+            # A live session outlives its worker: a new one takes up the publisher's bytes.
+            while isinstance(result, WorkerCrashed) and feed and not feed.done.is_set():
+                if self.stopping:
+                    break
+                job = await self._live_worker_died(job, batch[0], result)
+                result = await self._run_job(job, by_number)
+        finally:
+            if feed is not None:  # the worker read it to its end, or is gone
+                await feed.close()
+                self.feeds.pop(batch[0].number, None)
+                self.live_ended = not self.feeds
+        async with self.lock:
+            if isinstance(result, StreamdError):
+                self._fail(batch, result)
+            else:
+                for u in batch:
+                    stream.set_state(u, PUBLISHED)
+                    u.percent = 100.0
+                stream.pipeline = result.state
+                stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
+                whole = {r.name for r in stream.rungs[result.skip_rungs :]}
+                for rung, seconds in result.rung_seconds.items():
+                    self.metrics.transcode_seconds.labels(rung).inc(seconds)
+                    if rung in whole:  # not left out part way: its cost per second is known
+                        stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
+                if not background and not live:
+                    self.overload.after_job(batch[-1], result, self.clock.wall_s())
+                self._advance(len(batch))
+            await self.state.record(stream, uploads=batch, pipeline=True)
+
+    async def _run_job(
+        self, job: TranscodeJob, by_number: dict[int, Upload]
+    ) -> TranscodeResult | StreamdError:
+        """Run a job, publishing its segments as the worker writes them."""
+        stream = self.stream
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
         try:
@@ -363,31 +415,36 @@ class StreamRunner:
             getter.cancel()
             task.cancel()
             raise
-        finally:
-            if feed is not None:  # the worker read it to its end, or is gone
-                await feed.close()
-                self.feeds.pop(batch[0].number, None)
-                self.live_ended = not self.feeds
+        try:
+            return task.result()
+        except StreamdError as exc:
+            return exc
+
+    async def _live_worker_died(
+        self, job: TranscodeJob, upload: Upload, exc: StreamdError
+    ) -> TranscodeJob:
+        """The job for the next worker of a live session whose worker died: what was lost
+        is EXT-X-GAP up to now, and the stream goes on after a discontinuity."""
+        stream = self.stream
+        log.error(
+            "%s: the worker of live session %d died (%s); a new one takes over",
+            stream.video_id,
+            upload.number,
+            exc.detail,
+        )
         async with self.lock:
-            try:
-                result = task.result()
-            except StreamdError as exc:
-                self._fail(batch, exc)
-            else:
-                for u in batch:
-                    stream.set_state(u, PUBLISHED)
-                    u.percent = 100.0
-                stream.pipeline = result.state
-                stream.realtime_factor = round(result.media_duration_s / result.elapsed_s, 3)
-                whole = {r.name for r in stream.rungs[result.skip_rungs :]}
-                for rung, seconds in result.rung_seconds.items():
-                    self.metrics.transcode_seconds.labels(rung).inc(seconds)
-                    if rung in whole:  # not left out part way: its cost per second is known
-                        stream.rung_cost[rung] = seconds / max(result.media_duration_s, 0.001)
-                if not background and not live:
-                    self.overload.after_job(batch[-1], result, self.clock.wall_s())
-                self._advance(len(batch))
-            await self.state.record(stream, uploads=batch, pipeline=True)
+            last_end_s = stream.segments[-1].end_s if stream.segments else 0.0
+            now_s = self.clock.wall_s() - (stream.start_wall_s or self.clock.wall_s())
+            lost_s = now_s - last_end_s
+            if stream.segments and lost_s > 0.001:  # at most a target duration each
+                count = math.ceil(lost_s / self.settings.segment_duration_s)
+                await self.publisher.publish_gap(stream, [upload.number] * count, lost_s / count)
+            stream.pipeline = stream.pipeline.resumed_at(
+                len(stream.segments), max(now_s, last_end_s)
+            )
+            stream.discontinuity_due = bool(stream.segments)
+            await self.state.record(stream, pipeline=True)
+        return replace(job, state=stream.pipeline, publish_from=len(stream.segments))
 
     def _advance(self, uploads: int = 1) -> None:
         stream = self.stream
