@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from streamd.appkeys import JOBS
 from streamd.config import Config, IngestConfig
 from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe
+from tests.test_rtmp_ffmpeg import HEVC_PUBLISHER
 
 pytestmark = pytest.mark.slow
 
@@ -227,3 +229,28 @@ async def test_worker_killed_mid_stream_and_the_stream_goes_on(
     assert not any(s.gap_tag for s in segs[restart:])
     assert all(s.duration <= playlist.target_duration for s in segs)
     assert jobs.healthy()
+
+
+async def test_extended_timestamps_and_enhanced_rtmp_hevc(
+    make_client: AppClient, config: Config
+) -> None:
+    """A publisher past 4 h 40 min (timestamps beyond 24 bits) and an HEVC one sent by
+    Enhanced RTMP's FourCC (PyAV's FFmpeg 8, as OBS 29.1+ sends it) both go live."""
+    client = await live_client(make_client, config, reconnect_window_s=0.5)
+    base = client.rtmp_url  # type: ignore[attr-defined]
+    late = ffmpeg_rtmp(f"{base}/late?key={TEST_KEY}", 3, "-output_ts_offset", "17000")
+    hevc = [sys.executable, "-c", HEVC_PUBLISHER, f"{base}/hevc?key={TEST_KEY}"]
+    for command in (late, hevc):
+        proc = await start_ffmpeg(command)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    v = await until(client, "late", lambda v: v["state"] == "ended")
+    assert abs(v["durationS"] - 3) < 0.3, v
+    v = await until(client, "hevc", lambda v: v["state"] == "ended")
+    assert v["ingest"]["source"]["videoCodec"] == "hevc"
+    assert abs(v["durationS"] - 1) < 0.1, v
+    body = await fetch(client, "/viewstream/hevc?timestamp=0&format=mp4&resolution=240p")
+    out = Path(config.data_dir).parent / "hevc.mp4"
+    out.write_bytes(body)
+    (video,) = [s for s in ffprobe(out, "-show_streams")["streams"] if s["codec_type"] == "video"]
+    assert video["codec_name"] == "h264"
