@@ -12,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import av
 import m3u8
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -20,6 +22,7 @@ from streamd.appkeys import JOBS
 from streamd.config import Config, IngestConfig
 from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe
 from tests.test_rtmp_ffmpeg import HEVC_PUBLISHER
+from tests.test_transcode import _check_audio_joins, _frames, _segments
 
 pytestmark = pytest.mark.slow
 
@@ -254,3 +257,34 @@ async def test_extended_timestamps_and_enhanced_rtmp_hevc(
     out.write_bytes(body)
     (video,) = [s for s in ffprobe(out, "-show_streams")["streams"] if s["codec_type"] == "video"]
     assert video["codec_name"] == "h264"
+
+
+async def test_av_sync_over_a_60_s_publish(
+    make_client: AppClient, config: Config, tmp_path: Path
+) -> None:
+    """60 s over RTMP (sent as fast as ffmpeg can): audio and video end together and every
+    segment join is seamless, in every rung."""
+    client = await live_client(make_client, config, reconnect_window_s=0.5)
+    command = ffmpeg_rtmp(f"{client.rtmp_url}/sync?key={TEST_KEY}", 60)  # type: ignore[attr-defined]
+    command.remove("-re")
+    proc = await start_ffmpeg(command)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    v = await until(client, "sync", lambda v: v["state"] == "ended", timeout_s=120)
+    assert abs(v["durationS"] - 60) < 0.1, v
+    for rung in ("240p", "144p"):
+        segs = await _segments(client, "sync", "ts", rung, tmp_path)
+        joined = tmp_path / f"joined-{rung}.ts"
+        joined.write_bytes(b"".join(s.read_bytes() for s in segs))
+        _check_audio_joins(joined)
+        pts = sorted(t for seg in segs for t, _ in _frames(seg))
+        steps = np.diff(pts)
+        assert steps.max() == pytest.approx(1 / 30, abs=2e-3), "no gap between segments"
+        assert steps.min() == pytest.approx(1 / 30, abs=2e-3), "no overlap either"
+        with av.open(str(joined)) as c:
+            audio = [p for p in c.demux(audio=0) if p.pts is not None]
+            a_start = float(audio[0].pts * audio[0].time_base)
+            a_end = float(audio[-1].pts * audio[-1].time_base) + 1024 / 48000
+        v_start, v_end = pts[0], pts[-1] + 1 / 30
+        assert abs((a_end - a_start) - (v_end - v_start)) < 0.06, (a_start, a_end, pts[0], pts[-1])
+        assert abs(a_start - v_start) < 0.06

@@ -34,6 +34,7 @@ from streamd.model.pipeline import VIDEO_HZ
 from streamd.store import Store, open_store
 
 log = logging.getLogger("streamd.media.transcode")
+EARLY_AUDIO_FRAMES = 256  # live audio kept until the first picture decodes (a few seconds)
 
 
 def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
@@ -90,6 +91,7 @@ class _Upload:
         self.first_s, end_s = span or (Fraction(0), Fraction(0))
         self.duration_s = float(end_s - self.first_s)
         self.started_wall_s = 0.0  # live: when the first frame arrived
+        self.early_audio: list[av.AudioFrame] | None = [] if self.live else None
         self.late_s = 0.0  # live: how far behind real time the frame in hand is
         self.start_90k = pipeline.state.video_pts_90k
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
@@ -112,6 +114,9 @@ class _Upload:
         duration_s = None if self.live else self.duration_s
         self.pipeline.begin_upload(self.number, duration_s, info.geometry, info.frame_rate)
         self.rotation_deg = info.geometry.rotation_deg
+        early, self.early_audio = self.early_audio or [], None
+        for frame in early:  # what came before it is trimmed to the picture's time
+            self.audio(frame)
 
     def video(self, frame: av.VideoFrame) -> None:
         pts = self._at_90k(frame)
@@ -144,8 +149,10 @@ class _Upload:
 
     def audio(self, frame: av.AudioFrame | None) -> None:
         at = None
-        if self.live and self.pictures is None:
-            return  # live audio before the first picture: the timeline starts at the picture
+        if self.early_audio is not None:  # live, before the first picture: it sets the time
+            if frame is not None:
+                self.early_audio = [*self.early_audio[-EARLY_AUDIO_FRAMES:], frame]
+            return
         if frame is not None and not self.audio_started:
             at = self._at_90k(frame) or self.start_90k
             self.audio_started = True
