@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import JOBS
-from streamd.config import Config, IngestConfig
+from streamd.config import AuthConfig, Config, IngestConfig
 from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe
 from tests.test_rtmp_ffmpeg import HEVC_PUBLISHER
 from tests.test_transcode import _check_audio_joins, _frames, _segments
@@ -288,3 +288,33 @@ async def test_av_sync_over_a_60_s_publish(
         v_start, v_end = pts[0], pts[-1] + 1 / 30
         assert abs((a_end - a_start) - (v_end - v_start)) < 0.06, (a_start, a_end, pts[0], pts[-1])
         assert abs(a_start - v_start) < 0.06
+
+
+async def test_a_new_publisher_takes_over_a_silent_one(
+    make_client: AppClient, config: Config
+) -> None:
+    """An encoder reconnecting after a network drop finds its old connection still open but
+    silent: it takes the stream over, and the old connection is closed."""
+    client = await live_client(
+        make_client,
+        replace(config, auth=AuthConfig(publish_keys=[TEST_KEY, "abc"])),
+        takeover_after_s=1.0,
+    )
+    port = int(client.rtmp_url.rsplit(":", 1)[1].split("/")[0])  # type: ignore[attr-defined]
+    # A real ffmpeg session (live/cam?key=abc) that stops sending half way, socket left open.
+    recorded = (Path(__file__).parent / "fixtures" / "rtmp-ffmpeg-publish.bin").read_bytes()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(recorded[: len(recorded) // 2])
+    await writer.drain()
+    v = await until(client, "cam", lambda v: (v["ingest"] or {}).get("frames", 0) > 10)
+    assert v["ingest"]["connected"]
+    await asyncio.sleep(1.5)  # the silence is what this test is about
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(f"{client.rtmp_url}/cam?key={TEST_KEY}", 3))  # type: ignore[attr-defined]
+    _, err = await asyncio.wait_for(ffmpeg.communicate(), 30)
+    assert ffmpeg.returncode == 0, err.decode()
+    while await asyncio.wait_for(reader.read(1 << 16), 5):  # the old connection was closed
+        pass
+    writer.close()
+    v = await until(client, "cam", lambda v: v["uploads"]["published"] == 2)
+    playlist = m3u8.loads((await fetch(client, "/hls/cam/ts/240p/index.m3u8")).decode())
+    assert sum(s.discontinuity for s in playlist.segments) == 1
