@@ -120,7 +120,14 @@ class StreamPipeline:
                 None
                 if i < skip
                 else RungEncoder(
-                    open_x264(r, level, frame_rate, self.settings.preset, self.threads(i - skip))
+                    open_x264(
+                        r,
+                        level,
+                        frame_rate,
+                        self.settings.preset,
+                        self.threads(i - skip),
+                        live=self.live_segment_90k > 0,
+                    )
                 )
                 for i, (r, level) in enumerate(
                     zip(self.state.rungs, self.state.levels, strict=True)
