@@ -44,6 +44,11 @@ class TranscodeConfig:
     worker_memory_bytes: int = setting(
         4 << 30, "Address space a worker process may use (RLIMIT_AS); 0: no limit."
     )
+    passthrough: bool = setting(
+        True,
+        "A live H.264 source no larger than the tallest rung, nor above its bitrate, is "
+        "published as that rung without re-encoding; segments follow its keyframes.",
+    )
     overload_delay_s: float = setting(
         3.0,
         "A live stream publishing this long after uploads arrive drops its tallest rung "

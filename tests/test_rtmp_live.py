@@ -318,3 +318,42 @@ async def test_a_new_publisher_takes_over_a_silent_one(
     v = await until(client, "cam", lambda v: v["uploads"]["published"] == 2)
     playlist = m3u8.loads((await fetch(client, "/hls/cam/ts/240p/index.m3u8")).decode())
     assert sum(s.discontinuity for s in playlist.segments) == 1
+
+
+async def test_source_passthrough_follows_its_keyframes(
+    make_client: AppClient, config: Config
+) -> None:
+    """An H.264 source at the top rung's size and within its bitrate is published as that
+    rung without re-encoding (x264 ultrafast's Constrained Baseline stays, where streamd's
+    own rungs are High), segments follow its 3 s keyframe interval in every rung, and the
+    target duration says so. Above the rung's bitrate, the rung is encoded."""
+    client = await live_client(make_client, config, reconnect_window_s=0.5)
+    base = client.rtmp_url  # type: ignore[attr-defined]
+    for vid, rate in (("pass", "250k"), ("fat", "1M")):
+        command = ffmpeg_rtmp(f"{base}/{vid}?key={TEST_KEY}", 9, "-b:v", rate)
+        command[command.index("-g") + 1] = "90"
+        command.remove("-re")
+        proc = await start_ffmpeg(command)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    v = await until(client, "pass", lambda v: v["state"] == "ended")
+    codecs = {r["name"]: r["codecs"] for r in v["rungs"]}
+    assert codecs["240p"].startswith("avc1.42"), codecs  # the source's own
+    assert codecs["144p"].startswith("avc1.64"), codecs
+    for packaging in ("ts", "fmp4"):
+        for rung in ("240p", "144p"):
+            text = (await fetch(client, f"/hls/pass/{packaging}/{rung}/index.m3u8")).decode()
+            playlist = m3u8.loads(text)
+            assert playlist.target_duration == 3
+            assert [round(s.duration, 3) for s in playlist.segments] == [3.0, 3.0, 3.0]
+    body = await fetch(client, "/viewstream/pass?timestamp=4&format=ts&resolution=240p")
+    out = Path(config.data_dir).parent / "pass.ts"
+    out.write_bytes(body)
+    (video,) = [s for s in ffprobe(out, "-show_streams")["streams"] if s["codec_type"] == "video"]
+    assert (video["profile"], video["width"]) == ("Constrained Baseline", 320)
+    frames = _frames(out)
+    assert len(frames) == 90
+    assert [key for _, key in frames].count(True) == 1
+    v = await until(client, "fat", lambda v: v["state"] == "ended")
+    codecs = {r["name"]: r["codecs"] for r in v["rungs"]}
+    assert codecs["240p"].startswith("avc1.64"), codecs

@@ -21,7 +21,7 @@ import av
 import numpy as np
 
 from streamd.media.codecs.aac import AudioTrack
-from streamd.media.codecs.h264 import RungEncoder, h264_level, open_x264
+from streamd.media.codecs.h264 import PassthroughRung, RungEncoder, h264_level, open_x264
 from streamd.model.ladder import Geometry, Rung, plan_ladder
 from streamd.model.pipeline import (
     AUDIO_HZ,
@@ -69,7 +69,9 @@ class StreamPipeline:
         self.settings = settings
         self.on_segment = on_segment
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
-        self.encoders: list[RungEncoder | None] = []  # by rung; None for rungs left out
+        # By rung; None for rungs left out. A live source may be the top rung as it came.
+        self.encoders: list[RungEncoder | PassthroughRung | None] = []
+        self.passthrough: PassthroughRung | None = None
         self.assembly = _Assembly(state.next_segment)
         self.cuts_90k: list[int] = []
         self.upload_end_90k = state.video_pts_90k
@@ -83,7 +85,12 @@ class StreamPipeline:
 
     # -- an upload's life: begin, frames and audio, finish ------------------------------
     def begin_upload(
-        self, upload: int, duration_s: float | None, geometry: Geometry, frame_rate: float
+        self,
+        upload: int,
+        duration_s: float | None,
+        geometry: Geometry,
+        frame_rate: float,
+        passthrough_bps: int | None = None,
     ) -> None:
         """Plan the cuts of an upload of this length (and, on the stream's first, the ladder);
         a live session (`duration_s` None) is cut every segment duration as frames come.
@@ -116,6 +123,8 @@ class StreamPipeline:
             self.live_segment_90k = 0
         if not self.encoders:  # warm from the previous upload of this job otherwise
             skip = len(self.state.rungs) - len(self.active_rungs)
+            if passthrough_bps is not None and self._can_pass(geometry, passthrough_bps, skip):
+                self.passthrough = PassthroughRung()
             self.encoders = [
                 None
                 if i < skip
@@ -133,6 +142,8 @@ class StreamPipeline:
                     zip(self.state.rungs, self.state.levels, strict=True)
                 )
             ]
+            if self.passthrough is not None:
+                self.encoders[0] = self.passthrough
             self.assembly.seen_pts = [-1] * len(self.encoders)
             self.rung_seconds = [0.0] * len(self.encoders)
         self.upload = upload
@@ -140,9 +151,29 @@ class StreamPipeline:
         self._open_segment(start)
         self.first_frame = True
 
-    def push_video(self, frames: list[av.VideoFrame], pts_90k: int) -> None:
-        """One source frame, already scaled to every rung, at its output time."""
-        cut = self._cut_due(pts_90k)
+    def _can_pass(self, geometry: Geometry, source_bps: int, skip: int) -> bool:
+        """Whether a live source can be the top rung as it came: H.264 (the caller knows),
+        this very size, upright, square pixels, and not above the rung's bitrate (0: the
+        source did not say)."""
+        top = self.state.rungs[0]
+        return (
+            self.settings.passthrough
+            and skip == 0
+            and (top.width, top.height) == (geometry.width, geometry.height)
+            and geometry.rotation_deg == 0
+            and geometry.sample_aspect == 1
+            and source_bps <= top.video_bitrate_bps * 6 // 5
+        )
+
+    def source_packet(self, packet: EncodedPacket) -> None:
+        """A live source's own packet, on the output timeline: the top rung, if it passes."""
+        if self.passthrough is not None and self.encoders[0] is self.passthrough:
+            self.passthrough.feed(packet)
+
+    def push_video(self, frames: list[av.VideoFrame], pts_90k: int, key: bool = True) -> None:
+        """One source frame, already scaled to every rung, at its output time (`key`: the
+        source has an IDR here, where a passed-through rung can be cut)."""
+        cut = self._cut_due(pts_90k) and (key or self.passthrough is None)
         if self.live_segment_90k:
             self.upload_end_90k = max(self.upload_end_90k, pts_90k + self.frame_90k)
         # Behind real time: leave rungs out from the tallest, one per overload delay late.

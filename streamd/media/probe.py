@@ -112,6 +112,7 @@ def describe(
         audio_codec=ac.name if ac else None,
         audio_sample_rate_hz=ac.sample_rate if ac else None,
         audio_channels=ac.channels if ac else None,
+        bitrate_bps=vs.bit_rate or vs.codec_context.bit_rate or None,
     )
 
 

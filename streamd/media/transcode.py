@@ -12,9 +12,11 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.filter
+from av.bitstream import BitStreamFilterContext
 
 from streamd.errors import UnsupportedMedia
 from streamd.media.output import Report, SegmentWriter
@@ -31,6 +33,7 @@ from streamd.model.jobs import (
     TranscodeResult,
 )
 from streamd.model.pipeline import VIDEO_HZ
+from streamd.package import EncodedPacket
 from streamd.store import Store, open_store
 
 log = logging.getLogger("streamd.media.transcode")
@@ -92,6 +95,9 @@ class _Upload:
         self.duration_s = float(end_s - self.first_s)
         self.started_wall_s = 0.0  # live: when the first frame arrived
         self.early_audio: list[av.AudioFrame] | None = [] if self.live else None
+        # Live H.264 in FLV: its own packets, in Annex B, may be the top rung as they came.
+        self.passing: BitStreamFilterContext | None = None
+        self.early_packets: list[av.Packet[Any]] = []
         self.late_s = 0.0  # live: how far behind real time the frame in hand is
         self.start_90k = pipeline.state.video_pts_90k
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
@@ -112,11 +118,38 @@ class _Upload:
             self.started_wall_s = time.time()
             self.publisher.report(JobProgress(self.number, 0.0, source=info))
         duration_s = None if self.live else self.duration_s
-        self.pipeline.begin_upload(self.number, duration_s, info.geometry, info.frame_rate)
+        passthrough_bps = (info.bitrate_bps or 0) if self.passing else None
+        self.pipeline.begin_upload(
+            self.number, duration_s, info.geometry, info.frame_rate, passthrough_bps
+        )
         self.rotation_deg = info.geometry.rotation_deg
+        early_packets, self.early_packets = self.early_packets, []
+        for packet in early_packets:
+            self.source_packet(packet)
         early, self.early_audio = self.early_audio or [], None
         for frame in early:  # what came before it is trimmed to the picture's time
             self.audio(frame)
+
+    def source_packet(self, packet: av.Packet[Any]) -> None:
+        """A live source's own video packet (Annex B), on the output timeline."""
+        if self.pictures is None and not self.pipeline.encoders:  # before the first picture
+            self.early_packets = [*self.early_packets[-EARLY_AUDIO_FRAMES:], packet]
+            return
+        tb = packet.time_base
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if pts is None or tb is None:
+            return
+        dts = packet.dts if packet.dts is not None else pts
+        at = self.start_90k - round(self.first_s * VIDEO_HZ)
+        self.pipeline.source_packet(
+            EncodedPacket(
+                bytes(packet),
+                at + round(pts * tb * VIDEO_HZ),
+                at + round(dts * tb * VIDEO_HZ),
+                round((packet.duration or 0) * tb * VIDEO_HZ),
+                packet.is_keyframe,
+            )
+        )
 
     def video(self, frame: av.VideoFrame) -> None:
         pts = self._at_90k(frame)
@@ -141,7 +174,7 @@ class _Upload:
             self.publisher.rung_seconds[skip + i] += elapsed * share
         if self.frames == 0:
             self.store.put(layout.thumbnail_key(self.video_id), thumbnail(scaled[-1]))
-        self.pipeline.push_video(scaled, pts)
+        self.pipeline.push_video(scaled, pts, frame.key_frame)
         self.frames += 1
         if not self.live:
             total = max(1, round(self.duration_s * VIDEO_HZ))
@@ -178,6 +211,8 @@ class _Upload:
             for st in streams:
                 st.codec_context.thread_type = "AUTO"
             aac = a_s is not None and a_s.codec_context.name == "aac"
+            if self.live and c.format.name == "flv" and vs.codec_context.name == "h264":
+                self.passing = BitStreamFilterContext("h264_mp4toannexb", vs)
             if aac and aac_tail:
                 assert a_s is not None
                 with contextlib.suppress(av.FFmpegError):
@@ -196,6 +231,10 @@ class _Upload:
                             info = describe(c, frame, None if self.live else self.duration_s)
                             self.begin(info, frame)
                         self.video(frame)
+                    if self.passing is not None and packet.stream is vs:
+                        # After decoding: the filter takes the packet's data for its own.
+                        for annexb in self.passing.filter(packet):
+                            self.source_packet(annexb)
             except av.FFmpegError as exc:
                 raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
         if info is None:

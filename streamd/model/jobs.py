@@ -25,6 +25,7 @@ class SourceInfo:
     audio_codec: str | None
     audio_sample_rate_hz: int | None
     audio_channels: int | None
+    bitrate_bps: int | None = None  # the video's, where the container says
 
     def as_json(self) -> dict[str, Any]:
         g = self.geometry
@@ -39,6 +40,7 @@ class SourceInfo:
             "audioCodec": self.audio_codec,
             "audioSampleRateHz": self.audio_sample_rate_hz,
             "audioChannels": self.audio_channels,
+            "bitrateBps": self.bitrate_bps,
         }
 
 

@@ -22,6 +22,7 @@ class EncodeSettings:
     preset: str
     audio_bitrate_bps: int
     encoder_threads: int = 0
+    passthrough: bool = False  # live H.264 at the top rung's size: published as it came
 
     def max_part_s(self, frame_s: float) -> float:
         """Longest segment we cut, so that EXTINF rounds to the target duration at most."""

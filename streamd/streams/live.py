@@ -40,6 +40,7 @@ class LiveFeed:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by `write`
         self._room = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
+        self._writer: asyncio.StreamWriter | None = None  # to the worker reading now
         self._pending = b""  # bytes a worker was writing when it went away
 
     async def open(self) -> None:
@@ -87,6 +88,9 @@ class LiveFeed:
         """Stop serving (the job is over, or never started)."""
         self.end()
         self.done.set()
+        writer = self._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.transport.abort()  # its task ends on its own, not cancelled at exit
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -97,6 +101,7 @@ class LiveFeed:
         """One worker's connection: the header, then the session until its end."""
         config = b"".join(self.config.values()) if self._workers else b""
         self._workers += 1
+        self._writer = writer
         try:
             writer.write(self.header + config + self._pending)
             self._pending = b""
@@ -115,6 +120,7 @@ class LiveFeed:
         except (ConnectionError, OSError) as exc:
             log.warning("live feed %s: the worker went away (%s)", self.path.name, exc)
         finally:
+            self._writer = None
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

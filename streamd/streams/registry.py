@@ -43,6 +43,7 @@ def encode_settings(config: Config) -> EncodeSettings:
         tc.preset,
         tc.audio_bitrate_bps,
         tc.encoder_threads,
+        tc.passthrough,
     )
 
 

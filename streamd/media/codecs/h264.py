@@ -148,3 +148,40 @@ class RungEncoder:
         if self._error is not None:
             raise self._error
         return self.take()
+
+
+class PassthroughRung:
+    """The source's own H.264 as a rung (a live source already at that size and bitrate):
+    its packets, in Annex B with SPS/PPS at every IDR, fed as they are demuxed and released
+    as the decoded frames reach the same time, so each lands in the segment its time
+    belongs to. Quacks like `RungEncoder` (`put`, `take`, `finish`) and costs nothing."""
+
+    busy_s = 0.0
+
+    def __init__(self) -> None:
+        self._pending: list[EncodedPacket] = []  # decode order
+        self._out: list[EncodedPacket] = []
+        self._started = False
+
+    def feed(self, packet: EncodedPacket) -> None:
+        if not self._started and not packet.is_keyframe:
+            return  # joined mid-GOP: nothing decodes before the first IDR
+        self._started = True
+        self._pending.append(packet)
+
+    def put(self, frame: av.VideoFrame | None) -> None:
+        """A decoded frame reached `frame.pts`: the packets up to it are placed (None: all)."""
+        if frame is None or frame.pts is None:
+            self._out += self._pending
+            self._pending = []
+            return
+        upto = frame.pts
+        self._out += [p for p in self._pending if p.pts <= upto]
+        self._pending = [p for p in self._pending if p.pts > upto]
+
+    def take(self) -> list[EncodedPacket]:
+        out, self._out = self._out, []
+        return out
+
+    def finish(self) -> list[EncodedPacket]:
+        return self.take()
