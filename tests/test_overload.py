@@ -8,11 +8,17 @@ import asyncio
 import time
 from pathlib import Path
 
+import av
 import m3u8
+import numpy as np
 from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import STREAMS
 from streamd.config import TranscodeConfig
+from streamd.media.pipeline import StreamPipeline
+from streamd.model.ladder import Geometry, parse_ladder
+from streamd.model.pipeline import EncodeSettings, PipelineState
+from streamd.package import SegmentMedia
 from tests.conftest import (
     TEST_LADDER,
     AppClient,
@@ -121,3 +127,29 @@ async def test_a_job_behind_real_time_leaves_the_top_rung_out_at_once(
     probe = ffprobe(tmp_path / "first.ts", "-show_streams", "-show_format")
     assert probe["streams"][0]["height"] == 144
     assert float(probe["format"]["duration"]) >= low.segments[0].duration - 0.1
+
+
+def test_a_live_session_leaves_its_top_rung_out_and_takes_it_back() -> None:
+    """In one long live job: late by an overload delay at the 2 s cut, the tallest rung is
+    left out of new segments; on time again, it comes back three cuts later."""
+    settings = EncodeSettings(tuple(parse_ladder(TEST_LADDER)), 1.0, "ultrafast", 64_000)
+    late = [0.0]
+    segments: list[SegmentMedia] = []
+    pipeline = StreamPipeline(PipelineState(), settings, segments.append, behind=lambda _: late[0])
+    pipeline.begin_upload(0, None, Geometry(320, 240), 30.0)
+    start = PipelineState().video_pts_90k
+    for i in range(30 * 9):
+        pts = start + i * 3000
+        late[0] = 1.5 if 60 <= i < 120 else 0.0  # behind from 2 s to 4 s
+        pipeline.plan_frame(pts)
+        frames = [av.VideoFrame(r.width, r.height, "yuv420p") for r in pipeline.active_rungs]
+        pipeline.push_video(frames, pts)
+        pipeline.push_audio(np.zeros((2, 1600), np.float32), None)
+    pipeline.end_upload()
+    pipeline.finish()
+    assert [s.skip_rungs for s in segments] == [0, 0, 1, 1, 1, 1, 0, 0, 0]
+    for s in segments:
+        assert [bool(v) for v in s.video] == [s.skip_rungs == 0, True]
+        assert s.video[-1][0].is_keyframe
+    restored = segments[6].video[0]
+    assert restored[0].is_keyframe  # a fresh encoder, from an IDR at the cut

@@ -32,6 +32,8 @@ from streamd.model.pipeline import (
 )
 from streamd.package import EncodedPacket, SegmentMedia
 
+CALM_CUTS = 3  # segments in a row on time before a live session takes a rung back
+
 
 @dataclass
 class _Assembly:
@@ -59,13 +61,15 @@ class StreamPipeline:
         settings: EncodeSettings,
         on_segment: Callable[[SegmentMedia], None],
         skip_rungs: int = 0,
-        behind: Callable[[int], int] = lambda upload: 0,
+        behind: Callable[[int], float] = lambda upload: 0.0,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
         self.skip_rungs = skip_rungs
         self.first_skip = skip_rungs
         self.behind, self.now = behind, now
+        self.planned = (-1, False)  # (pts, cut) decided for the frame being scaled
+        self.calm_cuts = 0  # live: cuts in a row at which the session was on time
         self.settings = settings
         self.on_segment = on_segment
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
@@ -170,24 +174,39 @@ class StreamPipeline:
         if self.passthrough is not None and self.encoders[0] is self.passthrough:
             self.passthrough.feed(packet)
 
-    def push_video(self, frames: list[av.VideoFrame], pts_90k: int, key: bool = True) -> None:
-        """One source frame, already scaled to every rung, at its output time (`key`: the
-        source has an IDR here, where a passed-through rung can be cut)."""
+    def plan_frame(self, pts_90k: int, key: bool = True) -> None:
+        """Before a frame is scaled: whether a segment starts at it (`key`: the source has
+        an IDR here, where a passed-through rung can be cut), and which rungs it goes to.
+
+        Behind real time, rungs are left out from the tallest, one per overload delay late:
+        at a cut the closing segment keeps the rung; within a segment, the segment loses
+        it. A live session that has caught up takes one back at a cut after `CALM_CUTS`.
+        """
         cut = self._cut_due(pts_90k) and (key or self.passthrough is None)
+        if self.encoders:
+            late = self.behind(self.assembly.uploads[-1])
+            left_out = self.skip_rungs - self.first_skip
+            if late >= left_out + 1 and len(self.active_rungs) > 1:
+                self._leave_out_top_rung(keep_current=cut)
+                self.calm_cuts = 0
+            elif cut and self.live_segment_90k and self.skip_rungs > 0:
+                self.calm_cuts = self.calm_cuts + 1 if late < 0.5 else 0
+                if self.calm_cuts >= CALM_CUTS:
+                    self._take_back_rung()
+        self.planned = (pts_90k, cut)
+
+    def push_video(self, frames: list[av.VideoFrame], pts_90k: int, key: bool = True) -> None:
+        """One source frame, scaled to every active rung, at its output time."""
+        if self.planned[0] != pts_90k:
+            self.plan_frame(pts_90k, key)
+        cut = self.planned[1]
         if self.live_segment_90k:
             self.upload_end_90k = max(self.upload_end_90k, pts_90k + self.frame_90k)
-        # Behind real time: leave rungs out from the tallest, one per overload delay late.
-        # At a cut the closing segment keeps the rung; within a segment, the segment loses it.
-        left_out = self.skip_rungs - self.first_skip
-        if self.encoders and self.behind(self.assembly.uploads[-1]) > left_out:
-            if len(self.active_rungs) > 1:
-                self._leave_out_top_rung(keep_current=cut)
         if cut:
             self._open_segment(pts_90k)
         new_segment, self.first_frame = cut or self.first_frame, False
         picture = av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
         active = [enc for enc in self.encoders if enc is not None]
-        # Scaled before a rung was left out at this cut: its picture is the first, unused.
         for frame, enc in zip(frames[len(frames) - len(active) :], active, strict=True):
             frame.pts = pts_90k
             frame.time_base = Fraction(1, VIDEO_HZ)
@@ -198,6 +217,22 @@ class StreamPipeline:
                 for p in running.take():
                     self._add_video(rung, p)
         self._encode_audio()
+
+    def _take_back_rung(self) -> None:
+        """The live session caught up: the last rung left out comes back at this cut, with a
+        fresh encoder (its first picture an IDR, like every rung's at a cut)."""
+        rung = self.skip_rungs - 1
+        if rung == 0 and self.passthrough is not None:  # the source's own, from its IDR here
+            self.passthrough = PassthroughRung()
+            self.encoders[rung] = self.passthrough
+        else:
+            r, level = self.state.rungs[rung], self.state.levels[rung]
+            frame_rate = self.state.frame_rate or 30.0
+            codec = open_x264(r, level, frame_rate, self.settings.preset, 2, live=True)
+            self.encoders[rung] = RungEncoder(codec)
+        self.skip_rungs = rung
+        self.first_skip = min(self.first_skip, rung)
+        self.calm_cuts = 0
 
     def _cut_due(self, pts_90k: int) -> bool:
         a = self.assembly

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import time
 from dataclasses import replace
 from fractions import Fraction
@@ -25,6 +26,7 @@ from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
 from streamd.model import layout
 from streamd.model.jobs import (
+    LAG,
     JobProgress,
     LiveSource,
     MediaLimits,
@@ -93,12 +95,12 @@ class _Upload:
         self.live = span is None
         self.first_s, end_s = span or (Fraction(0), Fraction(0))
         self.duration_s = float(end_s - self.first_s)
-        self.started_wall_s = 0.0  # live: when the first frame arrived
         self.early_audio: list[av.AudioFrame] | None = [] if self.live else None
         # Live H.264 in FLV: its own packets, in Annex B, may be the top rung as they came.
         self.passing: BitStreamFilterContext | None = None
         self.early_packets: list[av.Packet[Any]] = []
-        self.late_s = 0.0  # live: how far behind real time the frame in hand is
+        self.late_s = 0.0  # live: how long the bytes in hand waited for this worker
+        self.lag: mmap.mmap | None = None  # live: where the server says so
         self.start_90k = pipeline.state.video_pts_90k
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
         self.pictures: RungPictures | None = None
@@ -115,7 +117,6 @@ class _Upload:
     def begin(self, info: SourceInfo, first: av.VideoFrame) -> None:
         if self.live:
             self.first_s = _time_s(first.pts, first.time_base) or Fraction(0)
-            self.started_wall_s = time.time()
             self.publisher.report(JobProgress(self.number, 0.0, source=info))
         duration_s = None if self.live else self.duration_s
         passthrough_bps = (info.bitrate_bps or 0) if self.passing else None
@@ -154,13 +155,13 @@ class _Upload:
     def video(self, frame: av.VideoFrame) -> None:
         pts = self._at_90k(frame)
         if self.live:
-            media_s = ((pts or self.start_90k) - self.start_90k) / VIDEO_HZ
-            self.late_s = time.time() - self.started_wall_s - media_s
+            self.late_s = LAG.unpack_from(self.lag)[0] if self.lag is not None else 0.0
         elif pts is not None and pts >= self.pipeline.upload_end_90k:
             return  # beyond the span the packets announced: a stray frame
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
         shape = (frame.width, frame.height, frame.format.name)
+        self.pipeline.plan_frame(pts, frame.key_frame)
         rungs = self.pipeline.active_rungs
         if self.pictures is None or self.pictures.shape != shape or self.pictures.rungs != rungs:
             # The first frame, a size change, or a rung left out (transcoding fell behind).
@@ -202,6 +203,9 @@ class _Upload:
             if isinstance(source, LiveSource)
             else open_media(source)
         )
+        if isinstance(source, LiveSource) and source.lag_path:
+            with open(source.lag_path, "rb") as f:
+                self.lag = mmap.mmap(f.fileno(), LAG.size, access=mmap.ACCESS_READ)
         with opened as c:
             if not c.streams.video:
                 raise UnsupportedMedia("the source has no video stream")
@@ -253,12 +257,12 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     publisher = SegmentWriter(job, store, report, lambda: pipeline)
     received = {inp.upload: inp.received_wall_s for inp in job.inputs}
 
-    def behind(upload: int) -> int:
-        """At a cut: how many rungs to leave out from here, by how late the segment closing
-        will be published (one per overload delay past the first)."""
+    def behind(upload: int) -> float:
+        """How late the frame in hand is, in overload delays (a rung is left out per whole
+        one): after its upload arrived, or after a live frame should have."""
         limit_s = job.overload_delay_s
         late_s = live_upload.late_s if live_upload else time.time() - received[upload]
-        return int(late_s // limit_s) if limit_s > 0 else 0
+        return late_s / limit_s if limit_s > 0 else 0.0
 
     pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs, behind)
     aac_tail, media_s = job.state.input_audio_tail, 0.0

@@ -3,6 +3,7 @@ what an upload holds. Plain values (no PyAV), since the next boundary is a netwo
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,10 @@ class LiveSource:
 
     socket_path: str
     container: str  # the demuxer: "flv" (RTMP) or "mpegts" (SRT, chunked HTTP)
+    lag_path: str = ""  # LAG: how long the bytes handed to the worker now waited for it
+
+
+LAG = struct.Struct("<d")  # seconds, in the file at LiveSource.lag_path
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ SRT and chunked HTTP write MPEG-TS. The worker connects to the feed's Unix socke
 demuxes what comes as it comes; the end of the session is the end of that connection. A
 worker that dies takes only its connection: the next one to connect gets the session's
 `header` (FLV header and codec configuration) again, then the bytes from where it stands.
+
+How far behind the worker is, the age of the bytes it is handed now, is kept in an 8-byte
+file the worker maps (`lag_path`): a publisher's own stalls (a network drop, an encoder
+pausing) make media arrive late, but only a worker that cannot keep up makes it wait here.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from streamd.model.jobs import LAG
 
 log = logging.getLogger("streamd.streams.live")
 QUEUE_CHUNKS = 256  # bytes waiting for the worker, in the publisher's reads (~1-2 s)
@@ -37,24 +44,38 @@ class LiveFeed:
         self.done = asyncio.Event()  # every byte reached a worker, or the feed was aborted
         self.on_takeover: Callable[[], None] = lambda: None  # drops the publisher's connection
         self._workers = 0  # connections so far
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by `write`
+        # (bytes, when they came), bounded by `write`; None: the end
+        self._queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
+        self._lag: mmap.mmap | None = None
         self._room = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._writer: asyncio.StreamWriter | None = None  # to the worker reading now
         self._pending = b""  # bytes a worker was writing when it went away
 
+    @property
+    def lag_path(self) -> Path:
+        return self.path.with_suffix(".lag")
+
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # left by a crash
+        with self.lag_path.open("wb+") as f:  # a few bytes in the live dir (tmpfs if it can)
+            f.write(bytes(LAG.size))
+            f.flush()
+            self._lag = mmap.mmap(f.fileno(), LAG.size)
         self._server = await asyncio.start_unix_server(self._serve, self.path)
+
+    def _set_lag(self, lag_s: float) -> None:
+        if self._lag is not None and not self._lag.closed:
+            LAG.pack_into(self._lag, 0, lag_s)
 
     async def write(self, data: bytes) -> None:
         """Hand bytes to the worker; waits while it is behind (the publisher's TCP window
         closes, and its encoder drops frames rather than streamd holding them)."""
         if self.ended:
             raise ConnectionResetError("the live session has ended")
-        self._queue.put_nowait(data)
+        self._queue.put_nowait((data, time.monotonic()))
         self.bytes += len(data)
         self.last_write = time.monotonic()
         if self._queue.qsize() >= QUEUE_CHUNKS:
@@ -94,8 +115,11 @@ class LiveFeed:
         if self._server is not None:
             self._server.close()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, self.lag_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self._lag is not None:
+            self._lag.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One worker's connection: the header, then the session until its end."""
@@ -107,11 +131,15 @@ class LiveFeed:
             self._pending = b""
             await writer.drain()
             while True:
-                chunk = await self._queue.get()
+                if self._queue.empty():
+                    self._set_lag(0.0)
+                item = await self._queue.get()
                 if self._queue.qsize() < QUEUE_CHUNKS // 2:
                     self._room.set()
-                if chunk is None:
+                if item is None:
                     break
+                chunk, came = item
+                self._set_lag(time.monotonic() - came)
                 self._pending = chunk
                 writer.write(chunk)
                 await writer.drain()

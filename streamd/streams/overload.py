@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from streamd.metrics import Metrics
-from streamd.model.jobs import TranscodeResult
+from streamd.model.jobs import PublishedSegment, TranscodeResult
 from streamd.model.ladder import Rung
 from streamd.model.stream import Stream, Upload
 
@@ -64,6 +64,31 @@ class Overload:
                 rung,
                 extra={"stream": stream.video_id, "rung": rung, "behind_s": round(behind_s, 3)},
             )
+
+    def live_segment(self, segment: PublishedSegment) -> None:
+        """A live session's worker leaves rungs out and takes them back by itself, segment
+        by segment: the record, the metrics and the log follow what it publishes."""
+        stream = self.stream
+        skip = len(segment.ladder) - len(segment.rungs)
+        if not segment.rungs or not stream.rungs or skip == stream.dropped_rungs:
+            return
+        if skip > stream.dropped_rungs:
+            changed, change = stream.rungs[stream.dropped_rungs : skip], "dropped"
+        else:
+            changed, change = stream.rungs[skip : stream.dropped_rungs], "restored"
+        names = [r.name for r in changed]
+        for name in names:
+            self.metrics.ladder_changes.labels(name, change).inc()
+        log.log(
+            logging.WARNING if change == "dropped" else logging.INFO,
+            "%s: live transcoding %s: %s %s in new segments",
+            stream.video_id,
+            "fell behind" if change == "dropped" else "caught up",
+            " and ".join(names),
+            "left out of" if change == "dropped" else "back",
+            extra={"stream": stream.video_id, "rungs": names},
+        )
+        stream.dropped_rungs = skip
 
     def _left_out(self, rungs: tuple[Rung, ...], behind_s: float, result: TranscodeResult) -> None:
         stream = self.stream

@@ -47,6 +47,13 @@ def encode_settings(config: Config) -> EncodeSettings:
     )
 
 
+def _live_dir() -> Path:
+    """Where live sessions' sockets and lag files go: memory where there is /dev/shm, and a
+    short path (a Unix socket's is at most 107 bytes)."""
+    shm = Path("/dev/shm")
+    return Path(tempfile.mkdtemp(prefix="streamd-live-", dir=shm if shm.is_dir() else None))
+
+
 class Streams:
     """Every stream's record and runner, by videoId."""
 
@@ -71,8 +78,7 @@ class Streams:
     # -- lifetime --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load every stream, rebuild its playlists, resume its unfinished work."""
-        # Live sessions' sockets: short paths (a Unix socket's is at most 107 bytes).
-        self.live_dir = Path(tempfile.mkdtemp(prefix="streamd-live-"))
+        self.live_dir = _live_dir()
         streams = await self.state.load()
         known = {s.video_id for s in streams}
         streams += await migrate_v1(self.store, self.state, known)

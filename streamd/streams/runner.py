@@ -339,7 +339,9 @@ class StreamRunner:
                 self._fail(batch, TranscodeError("the live session ended with the server"))
                 await self.state.record(stream, uploads=batch, pipeline=True)
             return
-        source = None if feed is None else LiveSource(str(feed.path), feed.container)
+        source = (
+            None if feed is None else LiveSource(str(feed.path), feed.container, str(feed.lag_path))
+        )
         job = TranscodeJob(
             stream.video_id,
             tuple(JobInput(u.number, u.keys, u.received_wall_s, source) for u in batch),
@@ -407,6 +409,8 @@ class StreamRunner:
                         upload = by_number[item.segment.upload]
                         async with self.lock:
                             await self.publisher.publish(stream, upload, item.segment)
+                        if upload.ingest and not job.background:
+                            self.overload.live_segment(item.segment)
                     continue
                 getter.cancel()
                 if progress.empty():
