@@ -57,6 +57,7 @@ def create_app(
     app = web.Application(
         middlewares=[request_middleware(config.http.cors_origin, metrics)],
         client_max_size=1 << 20,
+        handler_args=connection.handler_args(config.http),
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()

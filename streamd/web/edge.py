@@ -249,7 +249,10 @@ class Edge:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        runner = web.ServerRunner(web.Server(self.handle, access_log=None))
+        server = web.Server(
+            self.handle, access_log=None, **connection.handler_args(self.config.http)
+        )
+        runner = web.ServerRunner(server)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.config.host, self.config.port, reuse_port=True).start()
