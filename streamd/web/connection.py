@@ -6,20 +6,24 @@ handlers, and with answers for clients that half-close after their body.
   byte (or after connecting), however slowly they trickle in (slowloris);
 - keep-alive: aiohttp's own `keepalive_timeout` closes connections idle between requests;
 - writing: nothing is buffered past what the kernel takes (high-water mark 0), and a client
-  that takes none of it for `http.write_timeout_s` is cut, which frees the handler.
+  that takes none of it for `http.write_timeout_s` is aborted (closed or not: a close would
+  wait for a flush that never comes), which frees the handler and what it holds;
+- a refused body's rest is read (and dropped) for `LINGER_S` at most, then the connection
+  closes (aiohttp's `lingering_time`).
 
-A cut connection is closed, and aborted if it has not gone `LINGER_S` later (it cannot flush
-to a client that does not read). aiohttp has no public hook for the protocol class its
-servers make, so `install()` rebinds the name `aiohttp.web_server.Server.__call__` looks up;
-that covers `web.run_app`, runners, `web.Server` and the test server alike. What this module
-reads of aiohttp's handler (`_waiter`, `_messages`, `_request_count`, `_current_request`)
-is private: kept here, in one place.
+aiohttp has no public hook for the protocol class its servers make, so `install()` rebinds
+the name `aiohttp.web_server.Server.__call__` looks up; that covers `web.run_app`, runners,
+`web.Server` and the test server alike. What this module reads of aiohttp's handler
+(`_waiter`, `_messages`, `_request_count`, `_current_request`) is private: kept here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,7 +32,7 @@ from aiohttp import web_fileresponse, web_protocol, web_server
 from streamd.config import HttpConfig
 
 log = logging.getLogger("streamd.web.connection")
-LINGER_S = 2.0  # after a close: for a client to read an error answer, or for the flush
+LINGER_S = 2.0  # reading past a refused body, so that its client sees the answer
 WRITE_CHECKS = 4  # per write deadline: a reader is cut 1 to 1.25 deadlines after its last byte
 
 
@@ -61,26 +65,28 @@ class Connection(web_protocol.RequestHandler):
         # aiohttp forgets its transport on close; ours is kept until the connection is lost,
         # to abort it if it will not go.
         self._socket: asyncio.Transport | None = None
+        self._fd: int | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
-        self._abort_timer: asyncio.TimerHandle | None = None
         self._unsent_bytes = 0
         self._stalled_checks = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._socket = cast(asyncio.Transport, transport)
+        sock = self._socket.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else None
         # Pause the writer as soon as the kernel takes less than it is given, so a handler
         # never queues MBs here for a client that reads slowly (or not at all).
         self._socket.set_write_buffer_limits(high=0)
         self._start_header_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        for timer in (self._header_timer, self._write_timer, self._abort_timer):
+        for timer in (self._header_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._write_timer = self._abort_timer = None
-        self._socket = None
+        self._header_timer = self._write_timer = None
+        self._socket = self._fd = None
         super().connection_lost(exc)
 
     # -- headers -------------------------------------------------------------------------
@@ -105,13 +111,14 @@ class Connection(web_protocol.RequestHandler):
     def _headers_due(self) -> None:
         self._header_timer = None
         if self._awaiting_request():
-            self._cut(f"request headers not complete within {self.deadlines.header_s:g} s")
+            log.debug("%s: no whole headers in %g s", self.peername, self.deadlines.header_s)
+            self.force_close()
 
     # -- writing -------------------------------------------------------------------------
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.deadlines.write_s > 0 and self._socket is not None:
-            self._unsent_bytes = self._socket.get_write_buffer_size()
+            self._unsent_bytes = self._unsent()
             self._stalled_checks = 0
             self._schedule_write_check()
 
@@ -126,25 +133,38 @@ class Connection(web_protocol.RequestHandler):
         self._write_timer = self._loop.call_later(interval, self._check_writing)
 
     def _check_writing(self) -> None:
-        """While the kernel takes nothing more, is the client reading anything at all?"""
+        """While the kernel takes nothing more, is the client reading anything at all?
+        (Also once the connection is closing: a close waits for its flush.)"""
         self._write_timer = None
-        if not self.writing_paused or self._socket is None or self._socket.is_closing():
+        sock = self._socket
+        if not self.writing_paused or sock is None:
             return
-        unsent = self._socket.get_write_buffer_size()
+        unsent = self._unsent()
         self._stalled_checks = 0 if unsent < self._unsent_bytes else self._stalled_checks + 1
         self._unsent_bytes = unsent
-        if self._stalled_checks >= WRITE_CHECKS:
-            self._cut(f"the client read nothing for {self.deadlines.write_s:g} s")
-        else:
+        if self._stalled_checks < WRITE_CHECKS:
             self._schedule_write_check()
-
-    # -- either ----------------------------------------------------------------------------
-    def _cut(self, why: str) -> None:
-        log.debug("cut a connection from %s: %s", self.peername, why)
+            return
+        log.debug("%s: read nothing for %g s: aborted", self.peername, self.deadlines.write_s)
         self.force_close()
-        if self._socket is not None and self._abort_timer is None:
-            self._abort_timer = self._loop.call_later(LINGER_S, self._socket.abort)
+        sock.abort()
 
+    def _unsent(self) -> int:
+        """What the client has yet to take: our buffer and the kernel's bytes not yet
+        acknowledged (SIOCOUTQ), so a slow reader's progress shows even while the kernel's
+        buffer is too full to take more of ours."""
+        assert self._socket is not None
+        unsent = self._socket.get_write_buffer_size()
+        if self._fd is not None:
+            try:
+                queued = fcntl.ioctl(self._fd, termios.TIOCOUTQ, bytes(4))
+            except OSError:  # not a socket that says: our buffer alone, then
+                self._fd = None
+            else:
+                unsent += int(struct.unpack("i", queued)[0])
+        return unsent
+
+    # -- the client's end ------------------------------------------------------------------
     def eof_received(self) -> bool | None:  # type: ignore[override]
         """Answer clients that half-close after their body, as `ffmpeg -method PUT` does.
 
