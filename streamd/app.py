@@ -43,9 +43,9 @@ from streamd.model import layout
 from streamd.store import AsyncStore, FileStore, SegmentCache
 from streamd.store.sqlite import SqliteState
 from streamd.streams import Publisher, Streams
-from streamd.web import feed, ops
+from streamd.web import connection, feed, ops
 from streamd.web.hls import HlsObjects
-from streamd.web.middleware import allow_half_close, request_middleware
+from streamd.web.middleware import request_middleware
 
 log = logging.getLogger("streamd")
 
@@ -54,11 +54,12 @@ def create_app(
     config: Config, *, clock: Clock | None = None, jobs: JobQueue | None = None
 ) -> web.Application:
     """The streamd web application for this configuration."""
-    allow_half_close()
+    connection.install()
     metrics = Metrics()
     app = web.Application(
         middlewares=[request_middleware(config.http.cors_origin, metrics)],
         client_max_size=1 << 20,
+        handler_args=connection.handler_args(config.http),
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()

@@ -103,6 +103,17 @@ class HttpConfig:
     processes: int = setting(
         0, "Processes answering HTTP on the port (SO_REUSEPORT); 0 means one per CPU core."
     )
+    header_timeout_s: float = setting(
+        10.0,
+        "Longest a client may take to send a request's headers, from its first byte (or from"
+        " connecting); then the connection is cut. 0: no limit.",
+    )
+    keepalive_timeout_s: float = setting(
+        75.0, "A keep-alive connection idle for this long between requests is closed."
+    )
+    write_timeout_s: float = setting(
+        30.0, "A client that takes none of its response for this long is cut; 0: no limit."
+    )
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,8 @@ class ServerProcess:
         self.rtmp_port = _free_port()
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """What `start` runs, and its environment (for a caller that runs it itself)."""
         env = {
             **os.environ,
             "STREAMD_TRANSCODE_LADDER": ",".join(TEST_LADDER),
@@ -175,6 +176,10 @@ class ServerProcess:
         }
         command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
+        return command, env
+
+    async def start(self) -> None:
+        command, env = self.command()
         log = self.data_dir.parent / "server.log"
         self.proc = await asyncio.create_subprocess_exec(
             *command,

@@ -32,9 +32,9 @@ from streamd.model import layout
 from streamd.model.protection import Protection, published_key
 from streamd.process import die_with_parent, event_loop, set_process_name
 from streamd.store import AsyncStore, FileStore, SegmentCache
-from streamd.web import feed
+from streamd.web import connection, feed
 from streamd.web.hls import HlsObjects
-from streamd.web.middleware import allow_half_close, cors_headers
+from streamd.web.middleware import cors_headers
 
 log = logging.getLogger("streamd.web.edge")
 REPORT_EVERY_S = 1.0
@@ -224,7 +224,7 @@ class Edge:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Answer on the primary's port until `stop` is set."""
-        allow_half_close()
+        connection.install()
         async with aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=self.primary_socket),
             auto_decompress=False,
@@ -249,7 +249,10 @@ class Edge:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        runner = web.ServerRunner(web.Server(self.handle, access_log=None))
+        server = web.Server(
+            self.handle, access_log=None, **connection.handler_args(self.config.http)
+        )
+        runner = web.ServerRunner(server)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.config.host, self.config.port, reuse_port=True).start()

@@ -1,9 +1,10 @@
 """What every HTTP request goes through, in whichever process answers it (the primary or an
-edge): one middleware for errors, CORS and counting, and aiohttp's half-close fix."""
+edge): one middleware for errors, CORS and counting. What concerns the connection rather
+than the request lives in `connection`."""
 
 from __future__ import annotations
 
-from aiohttp import web, web_protocol
+from aiohttp import web
 
 from streamd.errors import Handler, error_response
 from streamd.metrics import Metrics
@@ -61,28 +62,3 @@ def _route(request: web.Request) -> str:
     """The route pattern (not the path, to keep the label set small)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
-
-
-def _eof_received(self: web_protocol.RequestHandler) -> bool | None:
-    """Answer clients that half-close after their body, as `ffmpeg -method PUT` does.
-
-    aiohttp closes the whole connection on a client's FIN (aio-libs/aiohttp#3659), so ffmpeg's
-    segment uploads would never get an answer. While a request is pending, keep the write
-    side open; an idle client leaving still closes at once. A body that can no longer be
-    complete (the FIN came before its end) fails its reader now, instead of holding an
-    upload slot until the idle timeout.
-    """
-    idle = self._waiter is not None and not self._waiter.done() and not self._messages
-    if idle:
-        return None
-    request = getattr(self, "_current_request", None)
-    if request is not None and request.body_exists and not request.content.is_eof():
-        request.content.set_exception(
-            ConnectionResetError("the client closed the connection before its body's end")
-        )
-    return True
-
-
-def allow_half_close() -> None:
-    """Install `_eof_received` on aiohttp's request handler (idempotent)."""
-    web_protocol.RequestHandler.eof_received = _eof_received  # type: ignore[method-assign,assignment]
