@@ -61,6 +61,9 @@ class UploadConfig:
     max_bytes: int = setting(1 << 30, "Largest accepted upload body (bytes).")
     probe_timeout_s: float = setting(20.0, "Longest time to inspect an upload before refusing.")
     idle_timeout_s: float = setting(30.0, "An upload that sends nothing for this long is cut.")
+    min_rate_bytes_per_s: float = setting(
+        2048.0, "After its first idle timeout, an upload slower than this on average is cut."
+    )
     gap_timeout_s: float = setting(
         30.0, "How long a live stream waits for a missing segment before an EXT-X-GAP in its place."
     )

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -338,3 +338,31 @@ async def test_300_half_sent_requests_cannot_stop_the_others(primary: Target) ->
             writer.close()
     status, _ = await _timed_get(primary.url + "/healthz")
     assert status == 200
+
+
+async def test_a_trickling_upload_body_is_cut_for_its_rate(
+    make_client: AppClient, config: Config
+) -> None:
+    """A byte every half second never trips the idle timeout, but after the first one the
+    body must average `upload.min_rate_bytes_per_s`: 408, and the upload slot is free."""
+    upload = replace(config.upload, idle_timeout_s=1.0, min_rate_bytes_per_s=1000.0)
+    client = await make_client(upload=upload)
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(
+        b"POST /upload/trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        + f"Authorization: Bearer {TEST_KEY}\r\n\r\n".encode()
+    )
+    started = time.monotonic()
+    status = 0
+    while time.monotonic() - started < 10:
+        writer.write(b"x")
+        try:
+            status, body = await asyncio.wait_for(_response(reader), 0.5)
+            break
+        except TimeoutError:
+            continue
+    assert status == 408, status
+    assert b"too slow" in body
+    assert time.monotonic() - started < 3
+    writer.close()

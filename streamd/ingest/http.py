@@ -58,7 +58,9 @@ async def receive_upload(request: web.Request) -> Received:
     directory = incoming_dir(request.app)
     await ensure_space(directory, config.min_free_bytes)
     up = config.upload
-    return await receive(request, directory, up.max_bytes, up.idle_timeout_s)
+    return await receive(
+        request, directory, up.max_bytes, up.idle_timeout_s, up.min_rate_bytes_per_s
+    )
 
 
 def _number(request: web.Request, received: Received) -> int | None:

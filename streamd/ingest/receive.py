@@ -11,6 +11,7 @@ import hashlib
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,26 @@ def _extension(head: bytes, filename: str | None) -> str:
     return next((ext for magic, ext in _SNIFF if head.startswith(magic)), "bin")
 
 
-async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s: float) -> Received:
-    """Stream the body (raw, or the `file` part of a multipart form) to a temp file."""
+async def receive(
+    request: web.Request,
+    directory: Path,
+    max_bytes: int,
+    idle_s: float,
+    min_rate_bytes_per_s: float = 0.0,
+) -> Received:
+    """Stream the body (raw, or the `file` part of a multipart form) to a temp file.
+
+    A body that stalls for `idle_s` is cut; so is one that, after its first `idle_s`, comes
+    slower than `min_rate_bytes_per_s` on average (a trickle of a byte per idle timeout
+    would otherwise hold an upload slot until `max_bytes`)."""
+    started = time.monotonic()
+
+    def wait_s() -> float:
+        if not min_rate_bytes_per_s:
+            return idle_s
+        due = started + idle_s + size / min_rate_bytes_per_s  # moves on with every byte
+        return max(0.0, min(idle_s, due - time.monotonic()))
+
     fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
     path = Path(name)
     digest, size, head = hashlib.sha256(), 0, b""
@@ -74,7 +93,7 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s:
                     if part.name == "file":
                         found, filename = True, part.filename or filename
                         while True:
-                            async with asyncio.timeout(idle_s):
+                            async with asyncio.timeout(wait_s()):
                                 chunk = await part.read_chunk(CHUNK)
                             if not chunk:
                                 break
@@ -85,13 +104,19 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle_s:
                     raise BadRequest("multipart upload without a `file` part")
             else:
                 while True:
-                    async with asyncio.timeout(idle_s):
+                    async with asyncio.timeout(wait_s()):
                         chunk = await request.content.read(CHUNK)
                     if not chunk:
                         break
                     await write(chunk)
     except TimeoutError as exc:
         await discard(path)
+        if time.monotonic() - started >= idle_s and min_rate_bytes_per_s:
+            raise RequestTimeout(
+                "the upload is too slow",
+                f"{size} bytes in {time.monotonic() - started:.0f} s; "
+                f"upload.min_rate_bytes_per_s is {min_rate_bytes_per_s:g}",
+            ) from exc
         raise RequestTimeout("the upload stalled", f"no data for {idle_s:g} s") from exc
     except ConnectionResetError as exc:
         await discard(path)
