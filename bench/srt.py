@@ -20,8 +20,9 @@ import struct
 import time
 from pathlib import Path
 
+from streamd.ingest.srt.connection import SrtConnection
 from streamd.ingest.srt.libsrt import LibSrt, SockOpt, load, sockaddr
-from streamd.ingest.srt.server import SrtConnection, SrtListener
+from streamd.ingest.srt.server import SrtListener
 from streamd.ingest.srt.streamid import StreamId
 
 FFMPEG = Path("/usr/bin/ffmpeg")  # Debian's: PyAV's FFmpeg has no srt protocol

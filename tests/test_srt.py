@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamd.ingest.srt import SrtError, SrtUnavailable, StreamIdError, UnsupportedMode
+from streamd.ingest.srt.connection import SrtConnection
 from streamd.ingest.srt.libsrt import LibSrt, load
-from streamd.ingest.srt.server import SrtConnection, SrtListener
+from streamd.ingest.srt.server import SrtListener
 from streamd.ingest.srt.streamid import StreamId, parse_stream_id
 
 FFMPEG = Path("/usr/bin/ffmpeg")  # Debian's: PyAV's FFmpeg has no srt protocol

@@ -26,6 +26,7 @@ from queue import SimpleQueue
 from types import TracebackType
 
 from streamd.ingest.srt import SrtError, StreamIdError, UnsupportedMode
+from streamd.ingest.srt.connection import SrtConnection
 from streamd.ingest.srt.libsrt import (
     LISTEN_CALLBACK,
     LIVE_MAX_PAYLOAD_BYTES,
@@ -53,94 +54,6 @@ EVENTS = 64  # ready sockets taken per wait; more are reported by the next one
 CHUNK_BYTES = 64 * 1024  # read at most this much from one socket per wake-up: fairness
 CLOSE_GRACE_S = 5.0  # on_publish tasks get this long to end after their read() saw b""
 WATCH = Epoll.IN | Epoll.ERR
-
-
-class SrtConnection:
-    """One accepted publisher: who (`stream_id`, `peer`), its bytes through `read()`.
-
-    Bytes are whatever the publisher sent (MPEG-TS from ffmpeg and OBS), in order, in
-    chunks of one or more SRT packets. One reader at a time.
-    """
-
-    def __init__(self, listener: SrtListener, sock: int, stream_id: StreamId, peer: str) -> None:
-        self.stream_id = stream_id
-        self.peer = peer
-        self.bytes_received = 0  # handed to the loop
-        self.bytes_read = 0  # taken by read()
-        self.pauses = 0  # times reading stopped because the consumer fell behind
-        self._listener = listener
-        self._sock = sock
-        self._limit = listener.queue_chunks
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(self._limit + 1)  # + the end
-        self._ended = False  # b"" queued: nothing more is queued after it
-        self._closing = False
-        # Between the I/O thread and the loop: chunks handed over and not yet read, and
-        # whether that stopped the reading.
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._paused = False
-
-    def __repr__(self) -> str:
-        return f"<SrtConnection {self.stream_id.resource} from {self.peer}>"
-
-    async def read(self) -> bytes:
-        """The next bytes the publisher sent; b"" once it has gone or was closed."""
-        chunk = await self._queue.get()
-        if not chunk:
-            self._queue.put_nowait(b"")  # every later read() sees the end too
-            return b""
-        self.bytes_read += len(chunk)
-        self._consumed()
-        return chunk
-
-    def close(self) -> None:
-        """Stop reading this publisher and hang up on it (at the I/O thread's next look)."""
-        if self._closing:
-            return
-        self._closing = True
-        while not self._queue.empty():  # the unread bytes, and the end if it was queued
-            self._queue.get_nowait()
-        self._ended = True
-        self._queue.put_nowait(b"")
-        self._listener._requests.put((self._listener._drop, self._sock))
-
-    @property
-    def closed(self) -> bool:
-        return self._closing or self._ended
-
-    # -- on the loop -----------------------------------------------------------------
-
-    def _put(self, chunk: bytes) -> None:
-        self.bytes_received += len(chunk)
-        if not self._closing and not self._ended:
-            self._queue.put_nowait(chunk)
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._queue.put_nowait(b"")
-
-    def _consumed(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            resume = self._paused and self._in_flight <= self._limit // 2
-            if resume:
-                self._paused = False
-        if resume:
-            self._listener._requests.put((self._listener._resume, self._sock))
-
-    # -- on the I/O thread -------------------------------------------------------------
-
-    def _hand_over(self, chunk: bytes) -> bool:
-        """Pass a chunk to the loop; True if that filled the queue: stop reading."""
-        with self._lock:
-            self._in_flight += 1
-            pause = self._in_flight >= self._limit and not self._paused
-            if pause:
-                self._paused = True
-                self.pauses += 1
-        self._listener._post(self._put, chunk)
-        return pause
 
 
 class SrtListener:
@@ -349,7 +262,14 @@ class SrtListener:
             log.warning("SRT publisher %s dropped after accept: %s", peer, exc)
             self._close(sock, peer)
             return
-        conn = SrtConnection(self, sock, stream_id, peer)
+        conn = SrtConnection(
+            sock,
+            stream_id,
+            peer,
+            queue_chunks=self.queue_chunks,
+            resume=lambda u: self._requests.put((self._resume, u)),
+            hang_up=lambda u: self._requests.put((self._drop, u)),
+        )
         self._conns[sock] = conn
         self._post(self._started, conn)
 
@@ -364,9 +284,11 @@ class SrtListener:
                 size += n
         except SrtError as exc:
             broken = exc
-        if parts and conn._hand_over(b"".join(parts)):
-            self._unwatch(conn._sock)
-            self._paused.add(conn._sock)
+        if parts:
+            if conn._handing_over():
+                self._unwatch(conn._sock)
+                self._paused.add(conn._sock)
+            self._post(conn._put, b"".join(parts))
         if broken is not None:
             self._start_draining(conn, broken.message)
 
