@@ -378,6 +378,13 @@ async def test_port_taken_raises(libsrt: LibSrt) -> None:
             await third.start()
 
 
+async def test_host_must_be_an_ip_address(libsrt: LibSrt) -> None:
+    record = Publishers()
+    listener = SrtListener("localhost", 0, record.authorize, record.on_publish, library=libsrt)
+    with pytest.raises(SrtError, match="not 'localhost'"):
+        await listener.start()
+
+
 def test_load_names_what_is_missing() -> None:
     with pytest.raises(SrtUnavailable, match="not installed") as info:
         load("/nonexistent/libsrt.so.1")

@@ -101,7 +101,10 @@ LISTEN_CALLBACK = ctypes.CFUNCTYPE(
 def sockaddr(host: str, port: int) -> bytes:
     """A `struct sockaddr_in` or `sockaddr_in6` (Linux layout) for a numeric host."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = socket.inet_pton(family, host)
+    try:
+        address = socket.inet_pton(family, host)
+    except OSError:
+        raise SrtError(f"SRT listens on an IP address, not {host!r}") from None
     if family == socket.AF_INET:
         return struct.pack("=H", family) + struct.pack("!H", port) + address + bytes(8)
     return struct.pack("=H", family) + struct.pack("!HI", port, 0) + address + bytes(4)
