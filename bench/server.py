@@ -74,6 +74,8 @@ class Server:
             **os.environ,
             "STREAMD_AUTH_PUBLISH_KEYS": self.key,
             "STREAMD_MIN_FREE_BYTES": str(64 << 20),  # benches run where disks are small too
+            "STREAMD_INGEST_RTMP_PORT": str(free_port()),
+            "STREAMD_INGEST_SRT_PORT": "0",
             **(env or {}),
         }
         self.proc: asyncio.subprocess.Process | None = None

@@ -27,6 +27,7 @@ from streamd.appkeys import (
     PUBLISHER,
     PUBLISHERS,
     RTMP,
+    SRT,
     STATE,
     STORE,
     STREAMS,
@@ -36,6 +37,7 @@ from streamd.clock import Clock, SystemClock
 from streamd.config import Config
 from streamd.ingest.http import UploadSlots
 from streamd.ingest.rtmp.server import RtmpServer
+from streamd.ingest.srt.ingest import SrtIngest
 from streamd.jobs import JobQueue
 from streamd.jobs.local import LocalJobQueue
 from streamd.metrics import Metrics
@@ -86,10 +88,12 @@ def create_app(
     app[UPLOAD_SLOTS] = UploadSlots(config.upload.max_concurrent)
     if config.ingest.rtmp_port:
         app[RTMP] = RtmpServer(config, app[STREAMS], app[PUBLISHERS], metrics)
+    if config.ingest.srt_port:
+        app[SRT] = SrtIngest(config, app[STREAMS], app[PUBLISHERS], metrics)
     app.add_routes(ingest.routes())
     app.add_routes(serving.routes())
     app.on_shutdown.append(feed.end_feeds)
-    app.cleanup_ctx.extend([_state, _workers, _streams, _rtmp])
+    app.cleanup_ctx.extend([_state, _workers, _streams, _rtmp, _srt])
     return app
 
 
@@ -126,3 +130,13 @@ async def _rtmp(app: web.Application) -> AsyncIterator[None]:
     yield
     if server is not None:
         await server.close()
+
+
+async def _srt(app: web.Application) -> AsyncIterator[None]:
+    """The SRT listener (if libsrt is here: otherwise the server says why, once, and runs on)."""
+    ingest = app.get(SRT)
+    if ingest is not None:
+        await ingest.start()
+    yield
+    if ingest is not None:
+        await ingest.close()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from streamd.config import Config
     from streamd.ingest.http import UploadSlots
     from streamd.ingest.rtmp.server import RtmpServer
+    from streamd.ingest.srt.ingest import SrtIngest
     from streamd.jobs import JobQueue
     from streamd.metrics import Metrics
     from streamd.store import AsyncStore, SegmentCache
@@ -37,4 +38,5 @@ HLS: web.AppKey[HlsObjects] = web.AppKey("hls")
 PUBLISHERS: web.AppKey[Publishers] = web.AppKey("publishers")
 UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots")
 RTMP: web.AppKey[RtmpServer] = web.AppKey("rtmp")  # only while `ingest.rtmp_port` is set
+SRT: web.AppKey[SrtIngest] = web.AppKey("srt")  # only while `ingest.srt_port` is set
 FEEDS: web.AppKey[set[asyncio.Queue[bytes]]] = web.AppKey("feeds")  # edges following playlists

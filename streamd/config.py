@@ -82,6 +82,9 @@ class IngestConfig:
     rtmp_app: str = setting(
         "live", "The RTMP app publishers use: rtmp://HOST:PORT/APP/{videoId}?key=KEY."
     )
+    srt_port: int = setting(
+        9000, "SRT listener (UDP) for encoders: streamid=#!::r={videoId},m=publish,s=KEY; 0: off."
+    )
     idle_timeout_s: float = setting(10.0, "A live publisher that sends nothing this long is cut.")
     takeover_after_s: float = setting(
         2.0, "A new publisher takes a live stream whose publisher has been silent this long."

@@ -172,6 +172,7 @@ class ServerProcess:
             "STREAMD_AUTH_PUBLISH_KEYS": TEST_KEY,
             "STREAMD_MIN_FREE_BYTES": str(1 << 20),
             "STREAMD_INGEST_RTMP_PORT": str(self.rtmp_port),
+            "STREAMD_INGEST_SRT_PORT": "0",
             **self.env,
         }
         command = [sys.executable, "-m", "streamd", "serve", "--host", "127.0.0.1"]
@@ -275,7 +276,7 @@ def config(tmp_path: Path) -> Config:
         upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=30),
         cache=CacheConfig(max_bytes=32 << 20),
         auth=AuthConfig(publish_keys=[TEST_KEY]),
-        ingest=IngestConfig(rtmp_port=0),  # tests of live ingest pick a free port
+        ingest=IngestConfig(rtmp_port=0, srt_port=0),  # tests of live ingest pick free ports
         min_free_bytes=1 << 20,  # CI machines may have less than the 1 GiB default free
     )
 

@@ -46,7 +46,7 @@ async def start_ffmpeg(command: list[str]) -> asyncio.subprocess.Process:
 
 async def live_client(make_client: AppClient, config: Config, **ingest: Any) -> TestClient:
     port = _free_port()
-    cfg = replace(config, ingest=IngestConfig(rtmp_port=port, **ingest))
+    cfg = replace(config, ingest=IngestConfig(rtmp_port=port, srt_port=0, **ingest))
     client = await make_client(cfg)
     client.rtmp_url = f"rtmp://127.0.0.1:{port}/live"  # type: ignore[attr-defined]
     return client
@@ -175,7 +175,7 @@ def ffmpeg_http_put(url: str, seconds: float) -> list[str]:
 
 
 async def test_chunked_http_put_is_a_live_session(make_client: AppClient, config: Config) -> None:
-    client = await make_client(replace(config, ingest=IngestConfig(rtmp_port=0)))
+    client = await make_client(replace(config, ingest=IngestConfig(rtmp_port=0, srt_port=0)))
     url = str(client.make_url("/ingest/web.ts"))
     started = time.monotonic()
     ffmpeg = await start_ffmpeg(ffmpeg_http_put(url, 6))
@@ -191,7 +191,7 @@ async def test_chunked_http_put_is_a_live_session(make_client: AppClient, config
 async def test_chunked_http_refused_at_once(make_client: AppClient, config: Config) -> None:
     """A wrong key is answered at once and the connection closed, so ffmpeg fails instead
     of streaming into nothing (it ignores the status of a streaming request)."""
-    client = await make_client(replace(config, ingest=IngestConfig(rtmp_port=0)))
+    client = await make_client(replace(config, ingest=IngestConfig(rtmp_port=0, srt_port=0)))
     command = ffmpeg_http_put(str(client.make_url("/ingest/web.ts")), 20)
     command[command.index(f"Authorization: Bearer {TEST_KEY}\r\n")] = "Authorization: Bearer x\r\n"
     started = time.monotonic()

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import Metric
 
-from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, STREAMS
+from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, RTMP, SRT, STREAMS
 from streamd.metrics import counter, gauge
 
 
@@ -123,9 +123,22 @@ async def readyz(request: web.Request) -> web.Response:
         "freeSpace": free >= config.min_free_bytes,
     }
     ready = all(checks.values())
-    return web.json_response(
-        {"ready": ready, "checks": checks, "freeBytes": free}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"ready": ready, "checks": checks, "freeBytes": free}
+    body["ingest"] = ingest_state(request.app)
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def ingest_state(app: web.Application) -> dict[str, str]:
+    """Each live protocol's listener: on (with its port), off, or why it could not start."""
+    config = app[CONFIG].ingest
+    rtmp, srt = app.get(RTMP), app.get(SRT)
+    return {
+        "rtmp": f"port {config.rtmp_port}" if rtmp is not None else "off",
+        "srt": "off"
+        if srt is None
+        else (f"unavailable: {srt.unavailable}" if srt.unavailable else f"port {srt.port}"),
+        "http": "PUT /ingest/{videoId}.ts",
+    }
 
 
 def routes() -> list[web.RouteDef]:
