@@ -7,15 +7,16 @@ import { clock, fmtMbps, humanKey, fmtExtra } from './format.js';
 
 const REFRESH_MS = 2000;
 const STATE_ORDER = { live: 0, waiting: 1, ended: 2 };
-const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links']);
+const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest']);
 const UPLOAD_ORDER = ['published', 'transcoding', 'queued', 'held', 'failed'];
 
 const grid = document.getElementById('streams');
 const empty = document.getElementById('empty');
 const banner = document.getElementById('banner');
 const summary = document.getElementById('summary');
-document.getElementById('upload-hint').textContent =
-  'curl --data-binary @seg0.mp4 ' + location.protocol + '//' + location.host + '/upload/myevent';
+document.getElementById('upload-hint').textContent = 'curl -H "Authorization: Bearer KEY" ' +
+  '--data-binary @seg0.mp4 ' + location.protocol + '//' + location.host + '/upload/myevent';
+document.getElementById('rtmp-hint').textContent = 'rtmp://' + location.hostname + ':1935/live';
 
 const cards = new Map();   // videoId -> { root, refs..., thumbKey }
 let refreshNo = 0;
@@ -75,6 +76,7 @@ function makeCard(id) {
   const thumb = el('a', { class: 'thumb' }, placeholder, img, badge, duration);
   const title = el('a', { class: 'name', title: id, text: id });
   const agoEl = el('span', { class: 'ago' });
+  const ingest = el('div', { class: 'chips ingest' });
   const rungs = el('div', { class: 'chips rungs' });
   const uploads = el('div', { class: 'chips uploads' });
   const kv = el('dl', { class: 'kv' });
@@ -85,9 +87,9 @@ function makeCard(id) {
     thumb,
     el('div', { class: 'card-body' },
       el('div', { class: 'card-title' }, title, agoEl),
-      rungs, uploads, kv,
+      ingest, rungs, uploads, kv,
       el('div', { class: 'card-links' }, watch, master, masterTs)));
-  const c = { root, img, placeholder, badge, duration, thumb, title, agoEl, rungs, uploads, kv, watch, master, masterTs, thumbKey: null };
+  const c = { root, img, placeholder, badge, duration, thumb, title, agoEl, ingest, rungs, uploads, kv, watch, master, masterTs, thumbKey: null };
   img.addEventListener('error', () => { img.hidden = true; placeholder.hidden = false; });
   return c;
 }
@@ -136,6 +138,7 @@ function updateCard(c, s) {
   setLink(c.masterTs, s.links && s.links.masterTs);
   updateThumb(c, s);
 
+  updateIngest(c, s.ingest);
   const rungs = Array.isArray(s.rungs) ? s.rungs : [];
   c.rungs.replaceChildren(...(rungs.length
     ? rungs.map((r) => el('span', {
@@ -162,6 +165,29 @@ function updateCard(c, s) {
     ['Segments', s.segments != null ? String(s.segments) : '–'],
   ].concat(extraRows(s));
   c.kv.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
+}
+
+// A live session: its protocol, whether the publisher is connected, what it sends.
+function updateIngest(c, live) {
+  c.ingest.hidden = !live;
+  if (!live) return;
+  const src = live.source || {};
+  const chips = [el('span', {
+    class: 'chip ' + (live.connected ? 'ok' : 'dim'),
+    title: live.peer ? 'from ' + live.peer : '',
+    text: String(live.protocol || '?').toUpperCase() + (live.connected ? ' · connected' : ' · publisher gone'),
+  })];
+  if (src.width && src.height) {
+    chips.push(el('span', {
+      class: 'chip',
+      title: [src.videoCodec, src.audioCodec].filter(Boolean).join(' + '),
+      text: src.width + '×' + src.height + (src.frameRate ? ' · ' + Math.round(src.frameRate) + ' fps' : ''),
+    }));
+  }
+  if (live.connected && live.bitrateBps) {
+    chips.push(el('span', { class: 'chip', title: 'what the publisher sends', text: 'in ' + fmtMbps(live.bitrateBps) }));
+  }
+  c.ingest.replaceChildren(...chips);
 }
 
 function sortKey(s) {
