@@ -7,7 +7,7 @@ import { video, ui, kv } from './page.js';
 import { streamd, player, apiUrl, isLive } from './state.js';
 
 const INFO_MS = 3000;         // /api/videos/{id} refresh interval
-const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links']);
+const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest']);
 
 // The Playback panel; `r` is the seekable range (or null) the caller already computed.
 export function refreshStats(r) {
@@ -50,6 +50,18 @@ async function refreshInfo() {
       ['Duration', s.durationS != null ? clock(s.durationS) + ' (' + Number(s.durationS).toFixed(1) + ' s)' : '?'],
       ['Segments', s.segments != null ? String(s.segments) : '?'],
     ];
+    const live = s.ingest;
+    if (live) {
+      const src = live.source || {};
+      rows.push(['Ingest', String(live.protocol).toUpperCase() +
+        (live.connected ? ' · publisher connected' + (live.peer ? ' (' + live.peer + ')' : '') : ' · publisher gone'),
+        live.connected ? '' : 'warn']);
+      if (src.width) {
+        rows.push(['Source', src.width + '×' + src.height + ' ' + (src.videoCodec || '') +
+          (src.frameRate ? ' · ' + Math.round(src.frameRate) + ' fps' : '') +
+          (live.connected && live.bitrateBps ? ' · ' + fmtMbps(live.bitrateBps) : '')]);
+      }
+    }
     if (Array.isArray(s.rungs) && s.rungs.length) {
       rows.push(['Rungs', s.rungs.map((x) => x.name + ' ' + fmtMbps(x.averageBandwidthBps || x.bandwidthBps)).join(', ')]);
     }
