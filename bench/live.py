@@ -1,20 +1,25 @@
 """How many live streams this box keeps at real time through RTMP, against the ffmpeg CLI
 doing the same ladder per stream (what Owncast and nginx-rtmp's `exec` do).
 
-    .venv/bin/python -m bench.live [--seconds 20] [--max-streams 4]
+    .venv/bin/python -m bench.live [--seconds 20] [--max-streams 5] [--part 720 1080]
 
-Source: a camera-like 720p30 recording (bench.latency's, H.264 3 Mbit/s, 2 s GOP, AAC),
-published N times at once with `ffmpeg -re -c copy -f flv` (an encoder sending at real time).
-streamd: `streamd serve` with the ladder 720p/480p/360p and overload handling off, each
-stream published to rtmp://.../live/sN. Reference: N ffmpeg processes, each reading the same
-recording at real time (`-re`) and encoding the same ladder (x264 at streamd's preset,
-bitrates and live lookahead, AAC) to HLS. A run keeps up when every stream finishes within
-5% of its duration (a publisher that cannot send at real time, because the server stopped
-reading, finishes late; so does an ffmpeg that cannot encode at real time). N grows from 1
-until a run does not keep up; the most that kept up is each one's capacity.
+Sources: camera-like 30 fps recordings (testsrc2 with light noise, H.264 with a 2 s GOP,
+AAC), published N times at once with `ffmpeg -re -c copy -f flv` (encoders sending at real
+time) to `streamd serve` with overload handling off. Reference: N ffmpeg processes, each
+reading the same recording at real time (`-re`) and encoding the same ladder (x264 at
+streamd's preset, bitrates and live lookahead, AAC) to HLS.
 
-Also prints streamd's publish delay per segment: from the moment its last frame arrived
-(the stream's first frame's arrival plus the segment's end) to its being in every playlist.
+- 720: a 720p source at 3 Mbit/s, ladder 720p/480p/360p, passthrough off: the same work.
+- 1080: a 1080p source at 4.5 Mbit/s, ladder 1080p/720p/480p/360p, passthrough on (the
+  source is the 1080p rung as it came, as streamd does for OBS by default); the CLI encodes
+  every rung.
+
+A run keeps up when every publisher finishes within 5% of its duration (one the server
+stops reading finishes late; so does an ffmpeg that cannot encode at real time) and, for
+streamd, p95 publish delay stays under a segment's duration (2 s). N grows from 1 until a
+run does not keep up. The publish delay of a segment runs from the moment its last frame
+arrived (the stream's first frame's arrival plus the segment's end) to its being in every
+playlist.
 """
 
 from __future__ import annotations
@@ -24,17 +29,33 @@ import asyncio
 import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.latency import ffmpeg_720p30, percentiles
-from bench.media import FFMPEG
+from bench.latency import p95, percentiles
+from bench.media import FFMPEG, h264_aac, lavfi_source
 from bench.server import Server, free_port
 from streamd.media.codecs.h264 import LIVE_X264
 from streamd.model.ladder import parse_ladder
 from streamd.model.layout import STATE_FILE
 
-LADDER = ["720p:2800k", "480p:1400k", "360p:800k"]
 KEEPS_UP = 1.05  # finishing within 5% of the media's duration
+DELAY_LIMIT_S = 2.0  # p95 publish delay of a stream that keeps up: one segment
+
+
+@dataclass(frozen=True)
+class Part:
+    height: int
+    video_bitrate: str
+    ladder: tuple[str, ...]
+    passthrough: bool
+
+
+PARTS = {
+    "720": Part(720, "3M", ("720p:2800k", "480p:1400k", "360p:800k"), passthrough=False),
+    "1080": Part(1080, "4500k", ("1080p:5000k", "720p:2800k", "480p:1400k", "360p:800k"), True),
+}
 
 
 def publish_delays(data_dir: Path, video_id: str) -> list[float]:
@@ -52,9 +73,9 @@ def publish_delays(data_dir: Path, video_id: str) -> list[float]:
     return [delay for (delay,) in rows[:-1]]  # the last closes at the end of the session
 
 
-def reference_command(source: Path, out: Path) -> list[str]:
+def reference_command(source: Path, out: Path, part: Part) -> list[str]:
     """The ffmpeg CLI doing streamd's live ladder from a real-time read of the source."""
-    rungs = parse_ladder(LADDER)
+    rungs = parse_ladder(list(part.ladder))
     n = len(rungs)
     graph = f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)) + ";"
     graph += ";".join(f"[v{i}]scale=-2:{r.lines}[o{i}]" for i, r in enumerate(rungs))
@@ -102,15 +123,18 @@ async def timed(commands: list[list[str]]) -> list[float]:
     return list(await asyncio.gather(*(one(c) for c in commands)))
 
 
-async def streamd_run(root: Path, source: Path, streams: int, seconds: int) -> tuple[bool, str]:
+async def streamd_run(
+    root: Path, source: Path, part: Part, streams: int, seconds: int
+) -> tuple[bool, str]:
     rtmp_port = free_port()
     env = {
-        "STREAMD_TRANSCODE_LADDER": ",".join(LADDER),
+        "STREAMD_TRANSCODE_LADDER": ",".join(part.ladder),
+        "STREAMD_TRANSCODE_PASSTHROUGH": "true" if part.passthrough else "false",
         "STREAMD_TRANSCODE_OVERLOAD_DELAY_S": "0",
         "STREAMD_INGEST_RTMP_PORT": str(rtmp_port),
         "STREAMD_INGEST_RECONNECT_WINDOW_S": "1",
     }
-    data = root / f"streamd-{streams}"
+    data = root / f"streamd-{part.height}-{streams}"
     async with Server(data, env) as server:
         publish = [
             [FFMPEG, "-v", "error", "-re", "-i", str(source), "-c", "copy", "-f", "flv",
@@ -120,28 +144,36 @@ async def streamd_run(root: Path, source: Path, streams: int, seconds: int) -> t
         times = await timed(publish)
         ended = [await server.wait_ended(f"s{i}") for i in range(streams)]
         delays = [d for i in range(streams) for d in publish_delays(data, f"s{i}")]
-    kept = all(t <= seconds * KEEPS_UP for t in times) and all(
-        abs(v["durationS"] - seconds) < 0.5 for v in ended
+    kept = (
+        all(t <= seconds * KEEPS_UP for t in times)
+        and all(abs(v["durationS"] - seconds) < 0.5 for v in ended)
+        and p95(delays) <= DELAY_LIMIT_S
     )
     slowest = max(times)
     return kept, f"slowest publisher {slowest:.1f} s; publish delay {percentiles(delays)}"
 
 
-async def ffmpeg_run(root: Path, source: Path, streams: int, seconds: int) -> tuple[bool, str]:
-    outs = [root / f"ffmpeg-{streams}-{i}" for i in range(streams)]
+async def ffmpeg_run(
+    root: Path, source: Path, part: Part, streams: int, seconds: int
+) -> tuple[bool, str]:
+    outs = [root / f"ffmpeg-{part.height}-{streams}-{i}" for i in range(streams)]
     for out in outs:
         out.mkdir()
-    times = await timed([reference_command(source, out) for out in outs])
+    times = await timed([reference_command(source, out, part) for out in outs])
     slowest = max(times)
     return slowest <= seconds * KEEPS_UP, f"slowest {slowest:.1f} s"
 
 
+Run = Callable[[Path, Path, Part, int, int], Awaitable[tuple[bool, str]]]
+
+
 async def capacity(
-    name: str, run: object, root: Path, source: Path, args: argparse.Namespace
+    name: str, run: Run, root: Path, source: Path, part: Part, args: argparse.Namespace
 ) -> int:
+    """The most streams `run` keeps at real time, trying 1, 2, ... until one falls behind."""
     held = 0
     for n in range(1, args.max_streams + 1):
-        kept, detail = await run(root, source, n, args.seconds)  # type: ignore[operator]
+        kept, detail = await run(root, source, part, n, args.seconds)
         print(f"  {name}: {n} stream(s) {'keep up' if kept else 'fall behind'} ({detail})")
         if not kept:
             break
@@ -152,23 +184,35 @@ async def capacity(
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         root = Path(tmp)
-        source = root / "source.flv"
-        proc = await asyncio.create_subprocess_exec(
-            *ffmpeg_720p30(args.seconds, "-f", "flv", str(source), realtime=False)
-        )
-        await proc.wait()
-        print(f"720p30 camera-like source, {args.seconds} s, ladder {' '.join(LADDER)}")
-        ours = await capacity("streamd", streamd_run, root, source, args)
-        theirs = await capacity("ffmpeg CLI", ffmpeg_run, root, source, args)
-        ratio = ours / theirs if theirs else float("inf")
-        print(f"live 720p30 streams held at real time: streamd {ours}, ffmpeg CLI {theirs}")
-        print(f"ratio {ratio:.2f} (target >= 1.0)")
+        for name in args.part:
+            part = PARTS[name]
+            source = root / f"source-{part.height}.flv"
+            encode = h264_aac("veryfast", "-b:v", part.video_bitrate)
+            width = part.height * 16 // 9
+            proc = await asyncio.create_subprocess_exec(
+                FFMPEG, "-v", "error", *lavfi_source(width, part.height, args.seconds, noise=8),
+                *encode, "-f", "flv", str(source),
+            )  # fmt: skip
+            await proc.wait()
+            print(
+                f"{part.height}p30 camera-like source at {part.video_bitrate}bit/s, "
+                f"{args.seconds} s, ladder {' '.join(part.ladder)}, "
+                f"streamd passthrough {'on' if part.passthrough else 'off'}"
+            )
+            ours = await capacity("streamd", streamd_run, root, source, part, args)
+            theirs = await capacity("ffmpeg CLI", ffmpeg_run, root, source, part, args)
+            ratio = ours / theirs if theirs else float("inf")
+            print(
+                f"{part.height}p30 live streams held at real time: streamd {ours}, "
+                f"ffmpeg CLI {theirs}: ratio {ratio:.2f} (target >= 1.0)"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--max-streams", type=int, default=4)
+    parser.add_argument("--max-streams", type=int, default=5)
+    parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=["720", "1080"])
     asyncio.run(main_async(parser.parse_args()))
 
 
