@@ -197,7 +197,7 @@ async def ffmpeg_srt(
         "-f", "lavfi", "-i", f"testsrc=s=320x240:r=30:d={duration_s}",
         "-f", "lavfi", "-i", f"sine=d={duration_s}",
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
-        "-c:a", "aac", "-f", "mpegts", url,
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", url,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 

@@ -49,6 +49,11 @@ async def test_ffmpeg_publishes_over_srt(
     assert abs(v["durationS"] - 6) < 0.3, v
     playlist = m3u8.loads((await fetch(client, "/hls/cam/ts/240p/index.m3u8")).decode())
     assert playlist.is_endlist
+    # x264 repeats SPS/PPS at every IDR in MPEG-TS: the source is the 240p rung as it came
+    # (ultrafast's Constrained Baseline), the 144p rung streamd's own (High).
+    codecs = {r["name"]: r["codecs"] for r in v["rungs"]}
+    assert codecs["240p"].startswith("avc1.42"), codecs
+    assert codecs["144p"].startswith("avc1.64"), codecs
 
     # The %-encoded form some clients send; then a wrong key, refused before any data.
     proc = await ffmpeg_srt(port, quote(f"#!::r=enc,m=publish,s={TEST_KEY}", safe=""), 2)

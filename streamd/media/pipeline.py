@@ -237,7 +237,12 @@ class StreamPipeline:
     def _cut_due(self, pts_90k: int) -> bool:
         a = self.assembly
         if self.live_segment_90k:  # live: a segment duration after the segment's start
-            return pts_90k >= a.starts_90k[-1] + self.live_segment_90k - self.frame_90k // 2
+            # Passed through, a cut waits for the source's IDR: encoders that put one every
+            # "2 s" often do it every 59 frames (1.967 s), which a strict 2 s would skip.
+            due = self.live_segment_90k - self.frame_90k // 2
+            if self.passthrough is not None:
+                due = self.live_segment_90k * 9 // 10
+            return pts_90k >= a.starts_90k[-1] + due
         opened = len(a.starts_90k) - self.upload_first_segment
         return opened <= len(self.cuts_90k) and pts_90k >= self.cuts_90k[opened - 1]
 

@@ -20,6 +20,7 @@ import av.filter
 from av.bitstream import BitStreamFilterContext
 
 from streamd.errors import UnsupportedMedia
+from streamd.media.codecs.h264 import has_sps
 from streamd.media.output import Report, SegmentWriter
 from streamd.media.pipeline import StreamPipeline
 from streamd.media.probe import describe, open_live, open_media
@@ -96,8 +97,9 @@ class _Upload:
         self.first_s, end_s = span or (Fraction(0), Fraction(0))
         self.duration_s = float(end_s - self.first_s)
         self.early_audio: list[av.AudioFrame] | None = [] if self.live else None
-        # Live H.264 in FLV: its own packets, in Annex B, may be the top rung as they came.
+        # Live H.264: its own packets, in Annex B, may be the top rung as they came.
         self.passing: BitStreamFilterContext | None = None
+        self.in_band_sps: bool | None = False  # live: its IDRs carry SPS/PPS (None: not seen)
         self.early_packets: list[av.Packet[Any]] = []
         self.late_s = 0.0  # live: how long the bytes in hand waited for this worker
         self.lag: mmap.mmap | None = None  # live: where the server says so
@@ -119,7 +121,13 @@ class _Upload:
             self.first_s = _time_s(first.pts, first.time_base) or Fraction(0)
             self.publisher.report(JobProgress(self.number, 0.0, source=info))
         duration_s = None if self.live else self.duration_s
-        passthrough_bps = (info.bitrate_bps or 0) if self.passing else None
+        # 8-bit 4:2:0 only: what every player decodes (High 10, 4:2:2 and 4:4:4 are not).
+        passes = (
+            self.passing is not None
+            and self.in_band_sps is True
+            and first.format.name in ("yuv420p", "yuvj420p")
+        )
+        passthrough_bps = (info.bitrate_bps or 0) if passes else None
         self.pipeline.begin_upload(
             self.number, duration_s, info.geometry, info.frame_rate, passthrough_bps
         )
@@ -215,8 +223,12 @@ class _Upload:
             for st in streams:
                 st.codec_context.thread_type = "AUTO"
             aac = a_s is not None and a_s.codec_context.name == "aac"
-            if self.live and c.format.name == "flv" and vs.codec_context.name == "h264":
+            if self.live and vs.codec_context.name == "h264":
+                # FLV carries AVCC: to Annex B, SPS/PPS before each IDR. MPEG-TS is Annex B
+                # already (the filter passes it), with SPS/PPS in band if the encoder repeats
+                # them, as x264, OBS and hardware encoders do for TS: checked at its first IDR.
                 self.passing = BitStreamFilterContext("h264_mp4toannexb", vs)
+                self.in_band_sps = None if c.format.name == "mpegts" else True
             if aac and aac_tail:
                 assert a_s is not None
                 with contextlib.suppress(av.FFmpegError):
@@ -225,6 +237,8 @@ class _Upload:
                 for packet in c.demux(*streams):
                     if aac and packet.stream is a_s and packet.size:
                         aac_tail = bytes(packet)
+                    elif self.in_band_sps is None and packet.stream is vs and packet.is_keyframe:
+                        self.in_band_sps = has_sps(bytes(packet))
                     for frame in packet.decode():
                         if isinstance(frame, av.AudioFrame):
                             self.audio(frame)

@@ -45,6 +45,15 @@ def h264_level(width: int, height: int, fps: float, maxrate_bps: int) -> str:
     return "5.2"
 
 
+def has_sps(access_unit: bytes) -> bool:
+    """Whether an Annex B access unit carries a sequence parameter set."""
+    try:
+        avc_codecs(access_unit)
+    except ValueError:
+        return False
+    return True
+
+
 def avc_codecs(idr: bytes) -> str:
     """RFC 6381 `avc1.PPCCLL` read from the SPS inside an Annex B access unit."""
     i = 0
