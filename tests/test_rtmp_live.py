@@ -364,3 +364,23 @@ async def test_source_passthrough_follows_its_keyframes(
         v = await until(client, vid, lambda v: v["state"] == "ended")
         codecs = {r["name"]: r["codecs"] for r in v["rungs"]}
         assert codecs["240p"].startswith("avc1.64"), (vid, codecs)
+
+
+async def test_a_live_source_past_the_limits_is_refused_by_its_worker(
+    make_client: AppClient, config: Config
+) -> None:
+    """Live sources meet the same limits as uploads: a picture larger than
+    `upload.max_pixels` fails the session (the reason in the API), the publisher is cut
+    off, nothing is published, and the server goes on."""
+    small = replace(config, upload=replace(config.upload, max_pixels=160 * 120))
+    client = await live_client(make_client, small, reconnect_window_s=0.5)
+    url = f"{client.rtmp_url}/big?key={TEST_KEY}"  # type: ignore[attr-defined]
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 20))
+    started = time.monotonic()
+    _, err = await asyncio.wait_for(ffmpeg.communicate(), 30)
+    assert ffmpeg.returncode != 0, "the publisher should have been cut off"
+    assert time.monotonic() - started < 10
+    v = await until(client, "big", lambda v: v["uploads"]["failed"] == 1)
+    assert "upload.max_pixels" in v["uploadList"][0]["error"]
+    assert v["segments"] == 0
+    assert (await client.get("/healthz")).status == 200
