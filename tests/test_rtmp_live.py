@@ -377,7 +377,7 @@ async def test_a_live_source_past_the_limits_is_refused_by_its_worker(
     url = f"{client.rtmp_url}/big?key={TEST_KEY}"  # type: ignore[attr-defined]
     ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 20))
     started = time.monotonic()
-    _, err = await asyncio.wait_for(ffmpeg.communicate(), 30)
+    await asyncio.wait_for(ffmpeg.communicate(), 30)
     assert ffmpeg.returncode != 0, "the publisher should have been cut off"
     assert time.monotonic() - started < 10
     v = await until(client, "big", lambda v: v["uploads"]["failed"] == 1)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamd.errors import Conflict
 from streamd.model.jobs import LAG
 
 log = logging.getLogger("streamd.streams.live")
@@ -152,3 +153,61 @@ class LiveFeed:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+
+class LiveSessions:
+    """One stream's live sessions by upload number: at most one publisher at a time, and a
+    silent one (an encoder reconnecting after a network drop) taken over by the next."""
+
+    def __init__(self, video_id: str, directory: Path, takeover_after_s: float) -> None:
+        self.video_id, self.directory = video_id, directory
+        self.takeover_after_s = takeover_after_s
+        self.feeds: dict[int, LiveFeed] = {}
+        self.ended = False  # the last publisher left: the stream waits for it a while
+
+    def current(self) -> LiveFeed | None:
+        """The session being published now, if any."""
+        return next((f for f in reversed(self.feeds.values()) if not f.ended), None)
+
+    def take_over(self, protocol: str, peer: str) -> None:
+        """Make way for a new publisher: refused while one is sending (Conflict)."""
+        for feed in self.feeds.values():
+            if feed.ended:
+                continue
+            silent_s = feed.silent_s()
+            if silent_s < self.takeover_after_s:
+                raise Conflict(
+                    f"stream {self.video_id!r} is already being published",
+                    f"by {feed.protocol} from {feed.peer}; a new publisher takes over after"
+                    f" {self.takeover_after_s:g} s of silence",
+                )
+            log.warning(
+                "%s: %s from %s takes over from %s (silent %.1f s)",
+                self.video_id,
+                protocol,
+                peer,
+                feed.peer,
+                silent_s,
+            )
+            feed.end()
+            feed.on_takeover()
+
+    async def open(self, number: int, protocol: str, container: str, peer: str) -> LiveFeed:
+        feed = LiveFeed(
+            self.directory / f"{self.video_id}-{number}.sock", container, protocol, peer
+        )
+        await feed.open()
+        self.feeds[number] = feed
+        self.ended = False
+        return feed
+
+    async def close(self, number: int) -> None:
+        """The session's job is over: its worker read it to the end, or is gone."""
+        feed = self.feeds.pop(number, None)
+        if feed is not None:
+            await feed.close()
+            self.ended = not self.feeds
+
+    async def close_all(self) -> None:
+        for feed in self.feeds.values():
+            await feed.close()

@@ -92,7 +92,7 @@ class Streams:
             await self.publisher.restore(stream)
             runner = self._runner(stream)
             last = stream.uploads[max(stream.uploads)] if stream.uploads else None
-            runner.live_ended = last is not None and last.ingest != ""  # it may come back
+            runner.live.ended = last is not None and last.ingest != ""  # it may come back
             pending = sum(1 for u in stream.pending.values() if u.state not in DONE)
             log.info(
                 "loaded %s: %d segments published, %d uploads to do, %s",

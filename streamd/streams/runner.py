@@ -18,7 +18,6 @@ from pathlib import Path
 from streamd.clock import Clock
 from streamd.config import IngestConfig
 from streamd.errors import (
-    Conflict,
     SegmentConflict,
     StreamdError,
     TranscodeError,
@@ -37,7 +36,7 @@ from streamd.model.jobs import (
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
 from streamd.store.state import StateStore
-from streamd.streams.live import LiveFeed
+from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
 
@@ -88,9 +87,11 @@ class StreamRunner:
         self.task: asyncio.Task[None] | None = None
         self.stopping = False  # finish the job in hand, publish nothing more, then stop
         self.ingest = ingest or IngestConfig()
-        self.live_dir = live_dir or Path(tempfile.gettempdir())
-        self.feeds: dict[int, LiveFeed] = {}  # live sessions by their upload's number
-        self.live_ended = False  # the last session's publisher left: it has a while to return
+        self.live = LiveSessions(
+            stream.video_id,
+            live_dir or Path(tempfile.gettempdir()),
+            self.ingest.takeover_after_s,
+        )
 
     # -- what ingest calls -----------------------------------------------------------------
     def existing_upload(self, number: int, sha256: str) -> Upload | None:
@@ -113,7 +114,7 @@ class StreamRunner:
     async def add_upload(self, upload: Upload) -> None:
         """Record an accepted upload (already stored) and wake the runner. Under `lock`."""
         stream = self.stream
-        self.live_ended = False
+        self.live.ended = False
         if stream.next_upload is None:
             stream.next_upload = upload.number
         upload.state = HELD
@@ -127,38 +128,12 @@ class StreamRunner:
 
     async def start_live(self, protocol: str, container: str, peer: str) -> LiveFeed:
         """A publisher begins a live session: one upload that lasts as long as it sends,
-        transcoded by one worker as it arrives. A stream already live is refused unless its
-        publisher has gone silent (an encoder reconnecting after a network drop takes over).
-        """
+        transcoded by one worker as it arrives (refused while another publisher sends)."""
         stream = self.stream
         async with self.lock:
-            for feed in self.feeds.values():
-                if feed.ended:
-                    continue
-                silent_s = feed.silent_s()
-                if silent_s < self.ingest.takeover_after_s:
-                    raise Conflict(
-                        f"stream {stream.video_id!r} is already being published",
-                        f"by {feed.protocol} from {feed.peer}; a new publisher takes over after"
-                        f" {self.ingest.takeover_after_s:g} s of silence",
-                    )
-                log.warning(
-                    "%s: %s from %s takes over from %s (silent %.1f s)",
-                    stream.video_id,
-                    protocol,
-                    peer,
-                    feed.peer,
-                    silent_s,
-                )
-                feed.end()
-                feed.on_takeover()
+            self.live.take_over(protocol, peer)
             number = max([*stream.uploads, (stream.next_upload or 0) - 1, -1]) + 1
-            feed = LiveFeed(
-                self.live_dir / f"{stream.video_id}-{number}.sock", container, protocol, peer
-            )
-            await feed.open()
-            self.feeds[number] = feed
-            self.live_ended = False
+            feed = await self.live.open(number, protocol, container, peer)
             upload = Upload(
                 number,
                 f"live:{protocol}",
@@ -171,10 +146,6 @@ class StreamRunner:
             await self.add_upload(upload)
         log.info("%s: live session %d from %s %s", stream.video_id, number, protocol, peer)
         return feed
-
-    def live_feed(self) -> LiveFeed | None:
-        """The session being published now, if any."""
-        return next((f for f in reversed(self.feeds.values()) if not f.ended), None)
 
     async def end(self) -> None:
         """Publish what was received, then close the playlists with EXT-X-ENDLIST."""
@@ -217,8 +188,7 @@ class StreamRunner:
             await self.task
 
     async def stop(self) -> None:
-        for feed in self.feeds.values():
-            await feed.close()
+        await self.live.close_all()
         if self.task is not None:
             self.task.cancel()
             try:
@@ -263,13 +233,13 @@ class StreamRunner:
                 return
             waiting_on_gap = stream.counts[HELD] > 0 or stream.end_after is not None
             timeout = self.gap_timeout_s if waiting_on_gap else None
-            if self.live_ended and not waiting_on_gap:
+            if self.live.ended and not waiting_on_gap:
                 timeout = self.ingest.reconnect_window_s
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except TimeoutError:
                 async with self.lock:
-                    if self.live_ended and not waiting_on_gap:
+                    if self.live.ended and not waiting_on_gap:
                         log.info(
                             "%s: the publisher did not come back in %g s; ending",
                             stream.video_id,
@@ -333,7 +303,7 @@ class StreamRunner:
             stream.set_state(u, TRANSCODING)
         background = stream.recording
         live = batch[0].ingest != ""
-        feed = self.feeds.get(batch[0].number)
+        feed = self.live.feeds.get(batch[0].number)
         if live and feed is None:
             async with self.lock:  # its publisher was connected to a streamd that stopped
                 self._fail(batch, TranscodeError("the live session ended with the server"))
@@ -365,10 +335,8 @@ class StreamRunner:
                 job = await self._live_worker_died(job, batch[0], result)
                 result = await self._run_job(job, by_number)
         finally:
-            if feed is not None:  # the worker read it to its end, or is gone
-                await feed.close()
-                self.feeds.pop(batch[0].number, None)
-                self.live_ended = not self.feeds
+            if feed is not None:
+                await self.live.close(batch[0].number)
         async with self.lock:
             if isinstance(result, StreamdError):
                 self._fail(batch, result)

@@ -109,7 +109,7 @@ async def videos(request: web.Request) -> web.Response:
         {
             "videos": [
                 {
-                    **summary(s, registry.runners[s.video_id].live_feed()),
+                    **summary(s, registry.runners[s.video_id].live.current()),
                     "viewers": viewers.count(s.video_id),
                 }
                 for s in streams
@@ -122,7 +122,7 @@ async def videos(request: web.Request) -> web.Response:
 async def video(request: web.Request) -> web.Response:
     runner = request.app[STREAMS].runner(request.match_info["video_id"])
     viewers = request.app[METRICS].viewers.count(runner.stream.video_id)
-    detailed = detail(runner.stream, runner.live_feed())
+    detailed = detail(runner.stream, runner.live.current())
     return web.json_response({**detailed, "viewers": viewers})
 
 

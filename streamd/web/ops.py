@@ -48,7 +48,7 @@ def gauges(app: web.Application) -> Iterator[Metric]:
         },
         ("stream",),
     )
-    feeds = [(vid, r.live_feed()) for vid, r in streams.runners.items()]
+    feeds = [(vid, r.live.current()) for vid, r in streams.runners.items()]
     live = [(vid, f) for vid, f in feeds if f is not None]
     yield gauge(
         "streamd_ingest_bytes",
