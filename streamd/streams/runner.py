@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -39,14 +38,12 @@ from streamd.store.state import StateStore
 from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
+from streamd.streams.timeline import Timeline
 
 log = logging.getLogger("streamd.streams.runner")
 # Queued uploads one job may take: enough to keep the encoders warm through a backlog,
 # few enough that a failure costs little to retry one by one.
 MAX_UPLOADS_PER_JOB = 8
-# Gap segments one hole may hold at most: a sender that skips a million numbers must not
-# make a million playlist entries.
-MAX_GAP_UPLOADS = 30
 
 
 class StreamRunner:
@@ -79,6 +76,7 @@ class StreamRunner:
         self.limits = limits
         self.upload_timeout_s = upload_timeout_s
         self.overload = Overload(stream, metrics, overload_delay_s)
+        self.timeline = Timeline(stream, publisher, state, clock, settings.segment_duration_s)
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
@@ -205,7 +203,8 @@ class StreamRunner:
             if batch:
                 try:
                     if batch[0].session_start:
-                        await self._start_timeline(batch[0])
+                        async with self.lock:
+                            await self.timeline.new_session(batch[0])
                     await self._transcode(batch)
                 except Exception as exc:  # a bug must not stop the stream for good
                     log.exception(
@@ -219,7 +218,7 @@ class StreamRunner:
                 continue
             if stream.ending:
                 async with self.lock:
-                    if await self._skip_gap():
+                    if await self.timeline.skip_gap():
                         continue
                     stream.ended = True  # and ENDLIST in RAM at once: the API never runs ahead
                     await self.publisher.end(stream)
@@ -247,53 +246,11 @@ class StreamRunner:
                         )
                         stream.ending = True
                         continue
-                    if not await self._skip_gap() and stream.end_after is not None:
+                    if not await self.timeline.skip_gap() and stream.end_after is not None:
                         log.warning(
                             "%s: upload %d never came, ending", stream.video_id, stream.end_after
                         )
                         stream.ending = True
-
-    async def _skip_gap(self) -> bool:
-        """Go on past missing uploads to the first one held (after `gap_timeout_s`, or at
-        the end): their time becomes EXT-X-GAP segments, and the timeline resumes after."""
-        stream = self.stream
-        missing_from = stream.next_upload
-        if missing_from is None or not stream.skip_gap():
-            return False
-        assert stream.next_upload is not None
-        missing = range(missing_from, min(stream.next_upload, missing_from + MAX_GAP_UPLOADS))
-        await self.publisher.publish_gap(stream, missing, self._upload_duration_s())
-        if stream.segments and len(stream.segments) > stream.pipeline.next_segment:
-            stream.pipeline = stream.pipeline.resumed_at(
-                len(stream.segments), stream.segments[-1].end_s
-            )
-        await self.state.record(stream, pipeline=True)
-        return True
-
-    def _upload_duration_s(self) -> float:
-        """How long a missing upload probably was: as long as the one before it."""
-        last = self.stream.segments[-1] if self.stream.segments else None
-        if last is not None and last.gap:
-            return last.duration_s
-        before = self.stream.uploads.get(last.upload) if last is not None else None
-        source_s = (before.source or {}).get("durationS") if before is not None else None
-        return float(source_s) if source_s else self.settings.segment_duration_s
-
-    async def _start_timeline(self, upload: Upload) -> None:
-        """The encoder restarted: the stream goes on at the real time this upload began
-        (never earlier than the end of the last segment), after EXT-X-DISCONTINUITY."""
-        stream = self.stream
-        if not stream.segments or stream.segments[-1].upload == upload.number:
-            return  # nothing before it, or begun already (before a restart of streamd)
-        async with self.lock:
-            last_end_s = stream.segments[-1].end_s
-            source_s = (upload.source or {}).get("durationS") or 0.0
-            began_s = upload.received_wall_s - source_s - (stream.start_wall_s or 0.0)
-            stream.pipeline = stream.pipeline.resumed_at(
-                len(stream.segments), max(last_end_s, began_s)
-            )
-            stream.discontinuity_due = True
-            await self.state.record(stream, pipeline=True)
 
     async def _transcode(self, batch: list[Upload]) -> None:
         """One job for a run of queued uploads: warm encoders carry from one to the next."""
@@ -395,27 +352,16 @@ class StreamRunner:
     async def _live_worker_died(
         self, job: TranscodeJob, upload: Upload, exc: StreamdError
     ) -> TranscodeJob:
-        """The job for the next worker of a live session whose worker died: what was lost
-        is EXT-X-GAP up to now, and the stream goes on after a discontinuity."""
-        stream = self.stream
+        """The job for the next worker of a live session whose worker died."""
         log.error(
             "%s: the worker of live session %d died (%s); a new one takes over",
-            stream.video_id,
+            self.stream.video_id,
             upload.number,
             exc.detail,
         )
         async with self.lock:
-            last_end_s = stream.segments[-1].end_s if stream.segments else 0.0
-            now_s = self.clock.wall_s() - (stream.start_wall_s or self.clock.wall_s())
-            lost_s = now_s - last_end_s
-            if stream.segments and lost_s > 0.001:  # at most a target duration each
-                count = math.ceil(lost_s / self.settings.segment_duration_s)
-                await self.publisher.publish_gap(stream, [upload.number] * count, lost_s / count)
-            stream.pipeline = stream.pipeline.resumed_at(
-                len(stream.segments), max(now_s, last_end_s)
-            )
-            stream.discontinuity_due = bool(stream.segments)
-            await self.state.record(stream, pipeline=True)
+            await self.timeline.worker_lost(upload)
+        stream = self.stream
         return replace(job, state=stream.pipeline, publish_from=len(stream.segments))
 
     def _advance(self, uploads: int = 1) -> None:
