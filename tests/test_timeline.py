@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import m3u8
 import pytest
@@ -35,7 +35,14 @@ async def test_a_missing_segment_becomes_a_gap_and_the_clock_stays_true(
     client = await make_client(upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=0.5))
     parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
     await upload(client, "g", parts[0], number=0)
-    await wait_for(client, "g", published(1))
+    first = await wait_for(client, "g", published(1))
+    # An upload's wall-clock time and publish delay count from its arrival (when its last
+    # frame was at the sender), not from when the worker got to it.
+    received = datetime.fromisoformat(first["uploadList"][0]["receivedAt"].replace("Z", "+00:00"))
+    (seg0,) = (await playlists(client, "g"))[0].segments
+    ends = seg0.current_program_date_time + timedelta(seconds=seg0.duration)
+    assert abs((ends - received).total_seconds()) < 0.1  # EXTINF against the source's length
+    assert first["publishDelayS"] > 0
     await upload(client, "g", parts[2], number=2)
     await upload(client, "g", parts[3], number=3)
     await wait_for(client, "g", published(3))

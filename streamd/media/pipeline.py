@@ -377,13 +377,22 @@ class StreamPipeline:
                     video=tuple(tuple(v) for v in a.video[i]),
                     audio=tuple(a.audio[i]),
                     skip_rungs=a.skips[i],
-                    ready_wall_s=a.ready_wall_s[i] if i < len(a.ready_wall_s) else self.now(),
+                    ready_wall_s=self._ready_wall_s(i),
                 )
             )
             a.video[i], a.audio[i] = [], []
             a.released += 1
         if self.live_segment_90k and a.released > 256:
             self._compact()
+
+    def _ready_wall_s(self, i: int) -> float:
+        """When segment `i` of a live session was closed (its last frame had come): its
+        publish delay counts from then, and its wall-clock time. 0 for uploads, whose
+        delay counts from their arrival."""
+        if not self.live_segment_90k:
+            return 0.0
+        a = self.assembly
+        return a.ready_wall_s[i] if i < len(a.ready_wall_s) else self.now()
 
     def _compact(self) -> None:
         """Forget released segments (a live session's bookkeeping stays the same size at
