@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import JOBS
 from streamd.config import AuthConfig, Config, IngestConfig
-from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe
+from tests.conftest import FFMPEG, TEST_KEY, AppClient, _free_port, fetch, ffprobe, wait_for
 from tests.test_rtmp_ffmpeg import HEVC_PUBLISHER
 from tests.test_transcode import _check_audio_joins, _frames, _segments
 
@@ -52,22 +53,7 @@ async def live_client(make_client: AppClient, config: Config, **ingest: Any) -> 
     return client
 
 
-async def info(client: TestClient, video_id: str) -> dict[str, Any]:
-    resp = await client.get(f"/api/videos/{video_id}")
-    return await resp.json()  # type: ignore[no-any-return]
-
-
-async def until(client: TestClient, video_id: str, done: Any, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        resp = await client.get(f"/api/videos/{video_id}")
-        if resp.status == 200:
-            last = await resp.json()
-            if done(last):
-                return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out on {video_id}: {last}")
+until = partial(wait_for, timeout_s=30)  # the stream API polled, with the live tests' deadline
 
 
 async def test_ffmpeg_publishes_live(make_client: AppClient, config: Config) -> None:
