@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.latency import p95, percentiles
-from bench.media import FFMPEG, h264_aac, lavfi_source
+from bench.media import FFMPEG, h264_aac, hls_ladder, lavfi_source, split_scale
 from bench.server import Server, free_port
 from streamd.media.codecs.h264 import LIVE_X264
 from streamd.model.ladder import parse_ladder
@@ -76,36 +76,14 @@ def publish_delays(data_dir: Path, video_id: str) -> list[float]:
 def reference_command(source: Path, out: Path, part: Part) -> list[str]:
     """The ffmpeg CLI doing streamd's live ladder from a real-time read of the source."""
     rungs = parse_ladder(list(part.ladder))
-    n = len(rungs)
-    graph = f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)) + ";"
-    graph += ";".join(f"[v{i}]scale=-2:{r.lines}[o{i}]" for i, r in enumerate(rungs))
-    cmd = [FFMPEG, "-v", "error", "-y", "-re", "-i", str(source), "-filter_complex", graph]
+    cmd = [FFMPEG, "-v", "error", "-y", "-re", "-i", str(source), *split_scale(rungs)]
     for i, r in enumerate(rungs):
         kbps = r.video_bitrate_bps // 1000
         cmd += ["-map", f"[o{i}]", "-map", "0:a"]
         cmd += [f"-c:v:{i}", "libx264", f"-b:v:{i}", f"{kbps}k", f"-c:a:{i}", "aac"]
         params = f"vbv-maxrate={kbps * 6 // 5}:vbv-bufsize={kbps * 2}{LIVE_X264}"
         cmd += [f"-x264-params:v:{i}", params]
-    cmd += [
-        "-preset",
-        "veryfast",
-        "-profile:v",
-        "high",
-        "-force_key_frames",
-        "expr:gte(t,n_forced*2)",
-    ]
-    cmd += ["-var_stream_map", " ".join(f"v:{i},a:{i}" for i in range(n))]
-    cmd += [
-        "-f",
-        "hls",
-        "-hls_time",
-        "2",
-        "-hls_segment_type",
-        "fmp4",
-        "-hls_playlist_type",
-        "event",
-    ]
-    cmd += ["-master_pl_name", "master.m3u8", str(out / "v%v" / "index.m3u8")]
+    cmd += ["-preset", "veryfast", "-profile:v", "high", *hls_ladder(out, len(rungs))]
     return cmd
 
 

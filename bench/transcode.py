@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.media import FFMPEG, h264_aac, lavfi_source
+from bench.media import FFMPEG, h264_aac, hls_ladder, lavfi_source, split_scale
 from bench.server import Server
 from streamd.config import Config
 from streamd.model.ladder import parse_ladder
@@ -72,10 +72,7 @@ def make_source(out: Path, seconds: int, height: int) -> list[Path]:
 def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int, float]:
     """The ffmpeg CLI doing streamd's ladder; returns (seconds, peak RSS kB, CPU seconds)."""
     rungs = parse_ladder(config.transcode.ladder)
-    n = len(rungs)
-    split = f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)) + ";"
-    split += ";".join(f"[v{i}]scale=-2:{r.lines}:flags=bicubic[o{i}]" for i, r in enumerate(rungs))
-    cmd = [FFMPEG, "-v", "error", "-y", "-i", str(source), "-filter_complex", split]
+    cmd = [FFMPEG, "-v", "error", "-y", "-i", str(source), *split_scale(rungs)]
     for i, r in enumerate(rungs):
         kbps = r.video_bitrate_bps // 1000
         cmd += [
@@ -105,22 +102,8 @@ def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int, flo
         "48000",
         "-ac",
         "2",
-        "-force_key_frames",
-        "expr:gte(t,n_forced*2)",
-        "-f",
-        "hls",
-        "-hls_time",
-        "2",
-        "-hls_segment_type",
-        "fmp4",
-        "-hls_playlist_type",
-        "event",
-        "-master_pl_name",
-        "master.m3u8",
-        "-var_stream_map",
-        " ".join(f"v:{i},a:{i}" for i in range(n)),
-        str(out / "v%v" / "index.m3u8"),
     ]
+    cmd += hls_ladder(out, len(rungs))
     started = time.monotonic()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
