@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -50,6 +50,7 @@ from streamd.web.hls import HlsObjects
 from streamd.web.middleware import request_middleware
 
 log = logging.getLogger("streamd")
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def create_app(
@@ -93,7 +94,7 @@ def create_app(
     app.add_routes(ingest.routes())
     app.add_routes(serving.routes())
     app.on_shutdown.append(feed.end_feeds)
-    app.cleanup_ctx.extend([_state, _workers, _streams, _rtmp, _srt])
+    app.cleanup_ctx.extend([_state, _workers, _streams, _listener(RTMP), _listener(SRT)])
     return app
 
 
@@ -122,21 +123,17 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
     await app[STREAMS].close()
 
 
-async def _rtmp(app: web.Application) -> AsyncIterator[None]:
-    """The RTMP listener, after the streams it publishes into (and closed before them)."""
-    server = app.get(RTMP)
-    if server is not None:
-        await server.start()
-    yield
-    if server is not None:
-        await server.close()
+def _listener(key: web.AppKey[RtmpServer] | web.AppKey[SrtIngest]) -> CleanupContext:
+    """A live ingest listener's lifetime, where one is configured: started after the
+    streams it publishes into, closed before them. (SRT without libsrt says why, once, and
+    the server runs on.)"""
 
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        listener = app.get(key)
+        if listener is not None:
+            await listener.start()
+        yield
+        if listener is not None:
+            await listener.close()
 
-async def _srt(app: web.Application) -> AsyncIterator[None]:
-    """The SRT listener (if libsrt is here: otherwise the server says why, once, and runs on)."""
-    ingest = app.get(SRT)
-    if ingest is not None:
-        await ingest.start()
-    yield
-    if ingest is not None:
-        await ingest.close()
+    return lifetime

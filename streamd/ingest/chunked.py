@@ -24,33 +24,36 @@ READ_BYTES = 1 << 16
 
 async def ingest(request: web.Request) -> web.StreamResponse:
     """PUT/POST /ingest/{videoId}.ts: a live session for as long as the body lasts."""
-    metrics = request.app[METRICS]
+    streams = request.app[STREAMS]
     peer = request.remote or "?"
     try:
         video_id = authorize(request)
-        runner = request.app[STREAMS].for_upload(video_id)
-        feed = await runner.start_live("http", "mpegts", peer)
     except StreamdError as exc:
-        metrics.publishes.labels("http", exc.code).inc()
-        request.app[STREAMS].forget_if_empty(request.match_info["video_id"])
-        response = error_response(request, exc)
-        response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
-        _drop(request, gently=True)  # now, not after reading the body aiohttp lingers on
-        return response
-    metrics.publishes.labels("http", "accepted").inc()
+        request.app[METRICS].publishes.labels("http", exc.code).inc()
+        return await _refuse(request, exc)
+    try:
+        feed = await streams.open_live(video_id, "http", "mpegts", peer)
+    except StreamdError as exc:  # counted there
+        return await _refuse(request, exc)
     feed.on_takeover = lambda: _drop(request)
-    log.info("http %s publishes %s", peer, video_id, extra={"stream": video_id})
     try:
         await _pump(request, feed)
     except (ConnectionError, OSError) as exc:  # the publisher went, or was taken over
         log.info("http %s: %s", peer, exc)
     finally:
-        feed.end()
-        metrics.publisher_disconnects.labels("http").inc()
-        log.info("http %s stopped publishing %s (%d bytes)", peer, video_id, feed.bytes)
+        streams.close_live(feed)
     return web.json_response({"videoId": video_id, "bytes": feed.bytes})
+
+
+async def _refuse(request: web.Request, exc: StreamdError) -> web.StreamResponse:
+    """Answer at once and close the connection, not after reading the body aiohttp would
+    otherwise linger on: ffmpeg then fails instead of streaming into nothing."""
+    response = error_response(request, exc)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    _drop(request, gently=True)
+    return response
 
 
 async def _pump(request: web.Request, feed: LiveFeed) -> None:

@@ -228,7 +228,8 @@ class StreamPipeline:
         else:
             r, level = self.state.rungs[rung], self.state.levels[rung]
             frame_rate = self.state.frame_rate or 30.0
-            codec = open_x264(r, level, frame_rate, self.settings.preset, 2, live=True)
+            threads = self.threads(0)  # the tallest active rung, as at the session's start
+            codec = open_x264(r, level, frame_rate, self.settings.preset, threads, live=True)
             self.encoders[rung] = RungEncoder(codec)
         self.skip_rungs = rung
         self.first_skip = min(self.first_skip, rung)
@@ -330,7 +331,7 @@ class StreamPipeline:
 
     def _open_segment(self, start_90k: int) -> None:
         a = self.assembly
-        if a.starts_90k:  # the frame opening this one closes the one before
+        if a.starts_90k and self.live_segment_90k:  # this frame closes the one before
             a.ready_wall_s.append(self.now())
         a.uploads.append(self.upload)
         a.skips.append(len(self.state.rungs) - len(self.active_rungs))

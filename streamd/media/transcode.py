@@ -40,7 +40,8 @@ from streamd.package import EncodedPacket
 from streamd.store import Store, open_store
 
 log = logging.getLogger("streamd.media.transcode")
-EARLY_AUDIO_FRAMES = 256  # live audio kept until the first picture decodes (a few seconds)
+# Live audio frames and video packets kept until the first picture decodes (a few seconds).
+EARLY_KEPT = 256
 
 
 def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
@@ -101,8 +102,7 @@ class _Upload:
         self.passing: BitStreamFilterContext | None = None
         self.in_band_sps: bool | None = False  # live: its IDRs carry SPS/PPS (None: not seen)
         self.early_packets: list[av.Packet[Any]] = []
-        self.late_s = 0.0  # live: how long the bytes in hand waited for this worker
-        self.lag: mmap.mmap | None = None  # live: where the server says so
+        self.lag: mmap.mmap | None = None  # live: how long its bytes wait for this worker
         self.start_90k = pipeline.state.video_pts_90k
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
         self.pictures: RungPictures | None = None
@@ -139,10 +139,15 @@ class _Upload:
         for frame in early:  # what came before it is trimmed to the picture's time
             self.audio(frame)
 
+    @property
+    def late_s(self) -> float:
+        """Live: how long the bytes in hand waited for this worker (the server says)."""
+        return LAG.unpack_from(self.lag)[0] if self.lag is not None else 0.0
+
     def source_packet(self, packet: av.Packet[Any]) -> None:
         """A live source's own video packet (Annex B), on the output timeline."""
-        if self.pictures is None and not self.pipeline.encoders:  # before the first picture
-            self.early_packets = [*self.early_packets[-EARLY_AUDIO_FRAMES:], packet]
+        if not self.pipeline.encoders:  # before the first picture: it sets the timeline
+            self.early_packets = [*self.early_packets[-EARLY_KEPT:], packet]
             return
         tb = packet.time_base
         pts = packet.pts if packet.pts is not None else packet.dts
@@ -162,9 +167,7 @@ class _Upload:
 
     def video(self, frame: av.VideoFrame) -> None:
         pts = self._at_90k(frame)
-        if self.live:
-            self.late_s = LAG.unpack_from(self.lag)[0] if self.lag is not None else 0.0
-        elif pts is not None and pts >= self.pipeline.upload_end_90k:
+        if not self.live and pts is not None and pts >= self.pipeline.upload_end_90k:
             return  # beyond the span the packets announced: a stray frame
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
@@ -193,7 +196,7 @@ class _Upload:
         at = None
         if self.early_audio is not None:  # live, before the first picture: it sets the time
             if frame is not None:
-                self.early_audio = [*self.early_audio[-EARLY_AUDIO_FRAMES:], frame]
+                self.early_audio = [*self.early_audio[-EARLY_KEPT:], frame]
             return
         if frame is not None and not self.audio_started:
             at = self._at_90k(frame) or self.start_90k
@@ -245,7 +248,8 @@ class _Upload:
                             continue
                         assert isinstance(frame, av.VideoFrame)
                         if info is None:
-                            self.limits.check_rate(float(vs.average_rate or 0))
+                            if self.live:  # an upload's was checked by the prober
+                                self.limits.check_rate(float(vs.average_rate or 0))
                             info = describe(c, frame, None if self.live else self.duration_s)
                             self.begin(info, frame)
                         self.video(frame)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamd.clock import Clock
 from streamd.config import Config
-from streamd.errors import Conflict, NotFound, StreamEnded
+from streamd.errors import Conflict, NotFound, StreamdError, StreamEnded
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
 from streamd.model import layout
@@ -29,6 +29,7 @@ from streamd.model.stream import DONE, HELD, TRANSCODING, Stream
 from streamd.store import AsyncStore
 from streamd.store.migrate import migrate_v1
 from streamd.store.state import StateStore
+from streamd.streams.live import LiveFeed
 from streamd.streams.publisher import Publisher
 from streamd.streams.runner import StreamRunner
 
@@ -174,6 +175,26 @@ class Streams:
             self.records[video_id] = stream
             return self._runner(stream)
         return self.runners[video_id]
+
+    async def open_live(self, video_id: str, protocol: str, container: str, peer: str) -> LiveFeed:
+        """A publisher whose key was checked begins a live session (every protocol comes
+        here): counted by its result, and a stream it would have made is not kept if it is
+        refused (ended, or being published already)."""
+        try:
+            feed = await self.for_upload(video_id).start_live(protocol, container, peer)
+        except StreamdError as exc:
+            self.metrics.publishes.labels(protocol, exc.code).inc()
+            self.forget_if_empty(video_id)
+            raise
+        self.metrics.publishes.labels(protocol, "accepted").inc()
+        log.info("%s %s publishes %s", protocol, peer, video_id, extra={"stream": video_id})
+        return feed
+
+    def close_live(self, feed: LiveFeed) -> None:
+        """The publisher went: the worker reads the session to its end."""
+        feed.end()
+        self.metrics.publisher_disconnects.labels(feed.protocol).inc()
+        log.info("%s %s stopped publishing (%d bytes)", feed.protocol, feed.peer, feed.bytes)
 
     async def delete(self, video_id: str) -> None:
         """A stream and everything it has: runner stopped, playlists withdrawn (edges too),

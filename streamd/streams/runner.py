@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,9 +63,9 @@ class StreamRunner:
         gap_timeout_s: float,
         limits: MediaLimits,
         upload_timeout_s: float,
+        ingest: IngestConfig,
+        live_dir: Path,
         overload_delay_s: float = 0.0,
-        ingest: IngestConfig | None = None,
-        live_dir: Path | None = None,
     ) -> None:
         self.stream = stream
         self.state, self.publisher, self.jobs = state, publisher, jobs
@@ -84,12 +83,8 @@ class StreamRunner:
             self.init_arrived.set()
         self.task: asyncio.Task[None] | None = None
         self.stopping = False  # finish the job in hand, publish nothing more, then stop
-        self.ingest = ingest or IngestConfig()
-        self.live = LiveSessions(
-            stream.video_id,
-            live_dir or Path(tempfile.gettempdir()),
-            self.ingest.takeover_after_s,
-        )
+        self.ingest = ingest
+        self.live = LiveSessions(stream.video_id, live_dir, ingest.takeover_after_s)
 
     # -- what ingest calls -----------------------------------------------------------------
     def existing_upload(self, number: int, sha256: str) -> Upload | None:

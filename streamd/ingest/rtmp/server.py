@@ -122,19 +122,20 @@ class _Publisher:
         try:
             video_id = layout.check_video_id(event.name)
             server.publishers.check(video_id, event.key or None)
-            runner = server.streams.for_upload(video_id)
-            feed = await runner.start_live("rtmp", "flv", self.peer)
         except StreamdError as exc:
             self._refused(exc.code, f"{exc.message}: {exc.detail or ''}")
             self.session.reject_publish(event.stream_id, exc.message)
-            server.streams.forget_if_empty(event.name)
+            return False
+        try:
+            feed = await server.streams.open_live(video_id, "rtmp", "flv", self.peer)
+        except StreamdError as exc:  # counted there
+            log.warning("rtmp %s refused: %s: %s", self.peer, exc.message, exc.detail or "")
+            self.session.reject_publish(event.stream_id, exc.message)
             return False
         self.video_id, self.feed = video_id, feed
         feed.header = flv.file_header(has_audio=True, has_video=True)
         feed.on_takeover = self.writer.transport.abort
-        server.metrics.publishes.labels("rtmp", "accepted").inc()
         self.session.accept_publish(event.stream_id)
-        log.info("rtmp %s publishes %s", self.peer, video_id, extra={"stream": video_id})
         return True
 
     def _refused(self, reason: str, detail: str) -> None:
@@ -143,9 +144,7 @@ class _Publisher:
 
     def close(self) -> None:
         if self.feed is not None:
-            self.feed.end()
-            self.server.metrics.publisher_disconnects.labels("rtmp").inc()
-            log.info("rtmp %s stopped publishing %s", self.peer, self.video_id)
+            self.server.streams.close_live(self.feed)
         self.writer.close()
 
 

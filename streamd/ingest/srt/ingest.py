@@ -75,26 +75,18 @@ class SrtIngest:
 
     async def _publish(self, conn: SrtConnection) -> None:
         """An accepted caller: its stream's live session for as long as it sends."""
-        video_id = conn.stream_id.resource
         try:
-            runner = self.streams.for_upload(video_id)
-            feed = await runner.start_live("srt", "mpegts", conn.peer)
+            feed = await self.streams.open_live(conn.stream_id.resource, "srt", "mpegts", conn.peer)
         except StreamdError as exc:  # the stream ended, or is being published already
-            self.metrics.publishes.labels("srt", exc.code).inc()
             log.warning("srt %s refused: %s (%s)", conn.peer, exc.message, exc.detail)
-            self.streams.forget_if_empty(video_id)
             conn.close()
             return
-        self.metrics.publishes.labels("srt", "accepted").inc()
         feed.on_takeover = conn.close
-        log.info("srt %s publishes %s", conn.peer, video_id, extra={"stream": video_id})
         try:
             while data := await conn.read():
                 await feed.write(data)
         except ConnectionError as exc:  # taken over by a new publisher
             log.info("srt %s: %s", conn.peer, exc)
         finally:
-            feed.end()
+            self.streams.close_live(feed)
             conn.close()
-            self.metrics.publisher_disconnects.labels("srt").inc()
-            log.info("srt %s stopped publishing %s (%d bytes)", conn.peer, video_id, feed.bytes)
