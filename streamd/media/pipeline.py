@@ -127,7 +127,12 @@ class StreamPipeline:
             self.live_segment_90k = 0
         if not self.encoders:  # warm from the previous upload of this job otherwise
             skip = len(self.state.rungs) - len(self.active_rungs)
-            if passthrough_bps is not None and self._can_pass(geometry, passthrough_bps, skip):
+            if (
+                self.settings.passthrough
+                and passthrough_bps is not None
+                and skip == 0
+                and PassthroughRung.fits(self.state.rungs[0], geometry, passthrough_bps)
+            ):
                 self.passthrough = PassthroughRung()
             self.encoders = [
                 None
@@ -154,20 +159,6 @@ class StreamPipeline:
         self.upload_first_segment = len(self.assembly.starts_90k)
         self._open_segment(start)
         self.first_frame = True
-
-    def _can_pass(self, geometry: Geometry, source_bps: int, skip: int) -> bool:
-        """Whether a live source can be the top rung as it came: H.264 (the caller knows),
-        this very size, upright, square pixels, and not above the rung's bitrate (0: the
-        source did not say)."""
-        top = self.state.rungs[0]
-        return (
-            self.settings.passthrough
-            and skip == 0
-            and (top.width, top.height) == (geometry.width, geometry.height)
-            and geometry.rotation_deg == 0
-            and geometry.sample_aspect == 1
-            and source_bps <= top.video_bitrate_bps * 6 // 5
-        )
 
     def source_packet(self, packet: EncodedPacket) -> None:
         """A live source's own packet, on the output timeline: the top rung, if it passes."""

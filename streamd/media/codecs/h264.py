@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 
-from streamd.model.ladder import Rung
+from streamd.model.ladder import Geometry, Rung
 from streamd.model.pipeline import VIDEO_HZ
 from streamd.package import EncodedPacket
 
@@ -166,6 +166,18 @@ class PassthroughRung:
     belongs to. Quacks like `RungEncoder` (`put`, `take`, `finish`) and costs nothing."""
 
     busy_s = 0.0
+
+    @staticmethod
+    def fits(rung: Rung, geometry: Geometry, source_bps: int) -> bool:
+        """Whether a source (H.264: the caller knows) can be `rung` as it came: this very
+        size, upright, square pixels, and not above the rung's VBV peak (0: the source did
+        not say)."""
+        return (
+            (rung.width, rung.height) == (geometry.width, geometry.height)
+            and geometry.rotation_deg == 0
+            and geometry.sample_aspect == 1
+            and source_bps <= rung.video_bitrate_bps * 6 // 5
+        )
 
     def __init__(self) -> None:
         self._pending: list[EncodedPacket] = []  # decode order
