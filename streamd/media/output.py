@@ -12,9 +12,16 @@ from streamd.errors import UnsupportedMedia
 from streamd.media.codecs import aac
 from streamd.media.codecs.h264 import avc_codecs
 from streamd.model import layout
-from streamd.model.jobs import JobProgress, PublishedSegment, RungOutput, TranscodeJob
+from streamd.model.jobs import (
+    JobProgress,
+    PartOutput,
+    PublishedPart,
+    PublishedSegment,
+    RungOutput,
+    TranscodeJob,
+)
 from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ
-from streamd.package import PACKAGERS, SegmentMedia
+from streamd.package import PACKAGERS, PartMedia, SegmentMedia, cmaf, fmp4
 from streamd.package.base import init_name
 from streamd.store import Store
 
@@ -36,6 +43,10 @@ class SegmentWriter:
         self.count = 0
         self.upload = -1  # the upload being decoded, and how far into it
         self.progress = 0.0
+        # LL-HLS: the parts of the segment being made, by rung, and their init segments.
+        self.parts_of = -1
+        self.chunks: defaultdict[int, list[bytes]] = defaultdict(list)
+        self.part_inits: dict[int, str] = {}
 
     def __call__(self, seg: SegmentMedia) -> None:
         self.count += 1
@@ -54,12 +65,16 @@ class SegmentWriter:
             sizes: dict[str, int] = {}
             inits: dict[str, str] = {}
             for packaging, package in PACKAGERS.items():
-                started = time.perf_counter()
-                packaged = package(packets, seg.audio, rung)
-                self.rung_seconds[i] += time.perf_counter() - started
-                if packaged.init is not None:
-                    inits[packaging] = self._write_init(packaging, rung.name, packaged.init)
-                media = packaged.media
+                if packaging == "fmp4" and self.parts_of == seg.sequence and i in self.chunks:
+                    # Made of its parts, byte for byte: a segment and its parts agree.
+                    media, inits[packaging] = b"".join(self.chunks[i]), self.part_inits[i]
+                else:
+                    started = time.perf_counter()
+                    packaged = package(packets, seg.audio, rung)
+                    self.rung_seconds[i] += time.perf_counter() - started
+                    if packaged.init is not None:
+                        inits[packaging] = self._write_init(packaging, rung.name, packaged.init)
+                    media = packaged.media
                 if self.job.protection is not None:  # init segments stay in clear
                     media = self.job.protection.encrypt(vid, seg.sequence, media)
                 key = layout.segment_key(vid, packaging, rung.name, seg.sequence)
@@ -78,6 +93,40 @@ class SegmentWriter:
             seg.ready_wall_s,
         )
         self.report(JobProgress(self.upload, self.progress, published))
+
+    def part(self, part: PartMedia) -> None:
+        """An LL-HLS part: a CMAF chunk per rung, reported with its bytes and kept to make
+        up its segment's fMP4 media."""
+        if part.sequence < self.job.publish_from or self.job.protection is not None:
+            return  # parts are clear fMP4 only: an encrypted stream is served whole segments
+        if part.sequence != self.parts_of:
+            self.parts_of, self.chunks, self.part_inits = part.sequence, defaultdict(list), {}
+        outputs = []
+        rungs = self.pipeline().state.rungs
+        for i, (rung, packets) in enumerate(zip(rungs, part.video, strict=True)):
+            if not packets:
+                continue  # left out
+            started = time.perf_counter()
+            init = ""
+            if i not in self.part_inits:  # the segment's first part of this rung: its IDR
+                init_bytes = fmp4.init_segment(packets, part.audio, rung)
+                init = self.part_inits[i] = self._write_init("fmp4", rung.name, init_bytes)
+            data = cmaf.chunk(
+                part.index + 1, packets, part.audio, part.video_end_dts[i], part.audio_end_pts
+            )
+            self.rung_seconds[i] += time.perf_counter() - started
+            self.chunks[i].append(data)
+            outputs.append(PartOutput(rung.name, data, init))
+        published = PublishedPart(
+            part.sequence,
+            part.index,
+            part.duration_90k / VIDEO_HZ,
+            part.independent,
+            part.target_s,
+            part.next_begins_segment,
+            tuple(outputs),
+        )
+        self.report(JobProgress(self.upload, self.progress, part=published))
 
     def _write_init(self, packaging: str, rung: str, init: bytes) -> str:
         """Store an init segment once (it is named by its content); returns its name."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from streamd.media.codecs.aac import AudioTrack
 from streamd.media.codecs.h264 import PassthroughRung, RungEncoder, h264_level, open_x264
+from streamd.media.parts import PartCutter
 from streamd.model.ladder import Geometry, Rung, plan_ladder
 from streamd.model.pipeline import (
     AUDIO_HZ,
@@ -30,7 +31,7 @@ from streamd.model.pipeline import (
     EncodeSettings,
     PipelineState,
 )
-from streamd.package import EncodedPacket, SegmentMedia
+from streamd.package import EncodedPacket, PartMedia, SegmentMedia
 
 CALM_CUTS = 3  # segments in a row on time before a live session takes a rung back
 
@@ -50,6 +51,7 @@ class _Assembly:
     seen_audio: int = -1
     released: int = 0
     ready_wall_s: list[float] = field(default_factory=list)  # when each segment was closed
+    part_starts: list[list[int]] = field(default_factory=list)  # live parts of each segment
 
 
 class StreamPipeline:
@@ -63,6 +65,7 @@ class StreamPipeline:
         skip_rungs: int = 0,
         behind: Callable[[int], float] = lambda upload: 0.0,
         now: Callable[[], float] = time.time,
+        on_part: Callable[[PartMedia], None] | None = None,
     ) -> None:
         self.state = state
         self.skip_rungs = skip_rungs
@@ -72,6 +75,8 @@ class StreamPipeline:
         self.calm_cuts = 0  # live: cuts in a row at which the session was on time
         self.settings = settings
         self.on_segment = on_segment
+        self.on_part = on_part
+        self.parts: PartCutter | None = None  # live sessions, when parts are asked for
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
         # By rung; None for rungs left out. A live source may be the top rung as it came.
         self.encoders: list[RungEncoder | PassthroughRung | None] = []
@@ -119,6 +124,8 @@ class StreamPipeline:
         if duration_s is None:
             self.live_segment_90k = round(self.settings.segment_duration_s * VIDEO_HZ)
             self.cuts_90k, self.upload_end_90k = [], start
+            if self.settings.part_duration_s > 0 and self.on_part is not None:
+                self.parts = PartCutter(self.settings.part_duration_s, frame_s, self.on_part)
         else:
             parts = max(1, math.ceil(duration_s / self.settings.max_part_s(frame_s) - 1e-9))
             total = round(duration_s * VIDEO_HZ)
@@ -195,6 +202,8 @@ class StreamPipeline:
             self.upload_end_90k = max(self.upload_end_90k, pts_90k + self.frame_90k)
         if cut:
             self._open_segment(pts_90k)
+        elif self.parts is not None and not self.first_frame:
+            self.parts.frame(self.assembly.part_starts[-1], pts_90k)
         new_segment, self.first_frame = cut or self.first_frame, False
         picture = av.video.frame.PictureType.I if new_segment else av.video.frame.PictureType.NONE
         active = [enc for enc in self.encoders if enc is not None]
@@ -288,10 +297,10 @@ class StreamPipeline:
             for p in enc.finish():
                 self._add_video(rung, p)
             self.rung_seconds[rung] += enc.busy_s
-        self.encoders = []
         for p in self.audio.finish():
             self._add_audio(p)
         self._release(final=True)
+        self.encoders, self.parts = [], None
         self.state = replace(
             self.state,
             next_segment=self.assembly.first_sequence + self.assembly.released,
@@ -330,6 +339,7 @@ class StreamPipeline:
         a.audio_starts.append(self._audio_at(start_90k))
         a.video.append([[] for _ in self.encoders])
         a.audio.append([])
+        a.part_starts.append([start_90k])
 
     def _add_video(self, rung: int, p: EncodedPacket) -> None:
         a = self.assembly
@@ -345,9 +355,14 @@ class StreamPipeline:
 
     def _release(self, final: bool = False) -> None:
         a = self.assembly
+        if self.parts is not None:
+            active = [enc is not None for enc in self.encoders]
+            self.parts.release(a, active, self._audio_at, self._cut_due, self.upload_end_90k, final)
         while a.released < len(a.starts_90k):
             i = a.released
             last = i == len(a.starts_90k) - 1
+            if self.parts is not None and self.parts.segment <= i:
+                return  # its parts first
             if not final:
                 if last:
                     return
@@ -391,8 +406,11 @@ class StreamPipeline:
         hour 10 as at minute 1); the last one stays, since packets are placed by the start
         after it."""
         a, drop = self.assembly, self.assembly.released - 1
-        for column in (a.starts_90k, a.skips, a.uploads, a.audio_starts, a.video, a.audio):
+        columns = (a.starts_90k, a.skips, a.uploads, a.audio_starts, a.video, a.audio)
+        for column in (*columns, a.part_starts):
             del column[:drop]
+        if self.parts is not None:
+            self.parts.forget(drop)
         del a.ready_wall_s[:drop]
         a.first_sequence += drop
         a.released -= drop

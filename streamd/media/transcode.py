@@ -282,7 +282,9 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         late_s = live_upload.late_s if live_upload else time.time() - received[upload]
         return late_s / limit_s if limit_s > 0 else 0.0
 
-    pipeline = StreamPipeline(job.state, job.settings, publisher, job.skip_rungs, behind)
+    pipeline = StreamPipeline(
+        job.state, job.settings, publisher, job.skip_rungs, behind, on_part=publisher.part
+    )
     aac_tail, media_s = job.state.input_audio_tail, 0.0
     live_upload: _Upload | None = None
     for inp in job.inputs:

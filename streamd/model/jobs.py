@@ -156,6 +156,29 @@ class PublishedSegment:
 
 
 @dataclass(frozen=True)
+class PartOutput:
+    """One rung of a published LL-HLS part: its CMAF chunk, and the init segment it needs
+    (named for a segment's first part, when it may change)."""
+
+    name: str
+    data: bytes
+    init: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedPart:
+    """An LL-HLS part a worker made: its bytes travel with it (parts live in RAM)."""
+
+    sequence: int  # of the parent segment
+    index: int
+    duration_s: float
+    independent: bool
+    target_s: float  # PART-TARGET
+    next_begins_segment: bool
+    rungs: tuple[PartOutput, ...]
+
+
+@dataclass(frozen=True)
 class TranscodeResult:
     state: PipelineState
     media_duration_s: float
@@ -172,4 +195,5 @@ class JobProgress:
     upload: int
     percent: float
     segment: PublishedSegment | None = None
+    part: PublishedPart | None = None
     source: SourceInfo | None = None  # live: what the session holds, once its first frame came

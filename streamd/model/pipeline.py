@@ -3,6 +3,7 @@ to worker jobs (PyAV-free, so the server never loads the media stack to hold the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from streamd.model.ladder import Rung, RungSpec
@@ -23,11 +24,25 @@ class EncodeSettings:
     audio_bitrate_bps: int
     encoder_threads: int = 0
     passthrough: bool = False  # live H.264 at the top rung's size: published as it came
+    part_duration_s: float = 0.0  # live: LL-HLS parts about this long (0: none)
 
     def max_part_s(self, frame_s: float) -> float:
         """Longest segment we cut, so that EXTINF rounds to the target duration at most."""
         t = self.segment_duration_s
         return max(frame_s, min(t * 1.2, t + 0.5 - frame_s - 0.001))
+
+
+def part_frames(part_duration_s: float, frame_s: float) -> int:
+    """Frames in an LL-HLS part: whole frames, as close to the configured length as may be."""
+    return max(1, round(part_duration_s / frame_s))
+
+
+def part_target_s(part_duration_s: float, frame_s: float) -> float:
+    """EXT-X-PART-INF's PART-TARGET for parts of `part_frames`: their length rounded up to
+    the millisecond, plus 2 ms for sources whose timestamps are whole milliseconds (FLV),
+    so that no part is longer and every full part is well over the draft's 85%."""
+    nominal = part_frames(part_duration_s, frame_s) * frame_s
+    return (math.ceil(nominal * 1000 - 1e-6) + 2) / 1000
 
 
 @dataclass(frozen=True)

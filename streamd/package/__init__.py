@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from streamd.model.formats import PACKAGINGS
 from streamd.package import fmp4, ts
-from streamd.package.base import EncodedPacket, Packaged, Packager, SegmentMedia
+from streamd.package.base import EncodedPacket, Packaged, Packager, PartMedia, SegmentMedia
 
 PACKAGERS: dict[str, Packager] = {"fmp4": fmp4.package, "ts": ts.package}
 assert PACKAGERS.keys() == PACKAGINGS.keys(), "every packaging needs its packager"
 
-__all__ = ["PACKAGERS", "EncodedPacket", "Packaged", "Packager", "SegmentMedia"]
+__all__ = ["PACKAGERS", "EncodedPacket", "Packaged", "Packager", "PartMedia", "SegmentMedia"]

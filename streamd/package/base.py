@@ -45,6 +45,27 @@ class SegmentMedia:
 
 
 @dataclass(frozen=True)
+class PartMedia:
+    """An LL-HLS partial segment of a live session: a run of each rung's packets in decode
+    order, and the audio of its time span. A segment's parts hold all of its packets."""
+
+    sequence: int  # of the parent segment
+    index: int  # within it, from 0
+    duration_90k: int
+    video: tuple[tuple[EncodedPacket, ...], ...]  # per rung (empty for rungs left out)
+    video_end_dts: tuple[int | None, ...]  # per rung: where the next part's video starts
+    audio: tuple[EncodedPacket, ...]
+    audio_end_pts: int | None
+    target_s: float  # PART-TARGET
+    next_begins_segment: bool  # the next part is likely the first of the next segment
+
+    @property
+    def independent(self) -> bool:
+        """Every rung's part starts with a keyframe (a segment's first part always does)."""
+        return all(v[0].is_keyframe for v in self.video if v)
+
+
+@dataclass(frozen=True)
 class Packaged:
     """One rung of one segment in one container: its media bytes, and the init segment
     they need (None for self-contained formats such as MPEG-TS)."""

@@ -1,9 +1,14 @@
 """Fragmented MP4 / CMAF segments (RFC 8216 3.3): an init segment (ftyp+moov) per rung
-and one moof+mdat fragment per segment, with an absolute `tfdt`."""
+from FFmpeg's muxer, and the media as CMAF chunks (`cmaf`) with absolute decode times.
+
+The media is not FFmpeg's: its mov muxer, without an edit list, starts the decode times at
+the first presentation time, which presents B-frame video two frames after its audio.
+"""
 
 from __future__ import annotations
 
 from streamd.model.ladder import Rung
+from streamd.package import cmaf
 from streamd.package.base import EncodedPacket, Packaged, mux
 
 OPTIONS = {
@@ -17,8 +22,15 @@ OPTIONS = {
 def package(
     video: tuple[EncodedPacket, ...], audio: tuple[EncodedPacket, ...], rung: Rung
 ) -> Packaged:
-    init, fragment = split_fmp4(mux("mp4", OPTIONS, video, audio, rung))
-    return Packaged(fragment, init)
+    return Packaged(cmaf.chunk(1, video, audio), init_segment(video, audio, rung))
+
+
+def init_segment(
+    video: tuple[EncodedPacket, ...], audio: tuple[EncodedPacket, ...], rung: Rung
+) -> bytes:
+    """The init segment for media that starts with `video`'s IDR (whose SPS and PPS make its
+    avcC): what FFmpeg's muxer writes before the first packet and an audio packet."""
+    return split_fmp4(mux("mp4", OPTIONS, video[:1], audio[:1], rung))[0]
 
 
 def split_fmp4(data: bytes) -> tuple[bytes, bytes]:
