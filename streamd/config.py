@@ -102,6 +102,15 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class HlsConfig:
+    part_duration_s: float = setting(
+        0.2,
+        "LL-HLS: live fMP4 playlists get parts of about this long (whole frames), with"
+        " blocking reload and delta updates; 0 turns them off.",
+    )
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     live_playlist_max_age_s: int = setting(1, "Cache-Control max-age of live playlists.")
     segment_max_age_s: int = setting(31_536_000, "Cache-Control max-age of segments.")
@@ -166,6 +175,7 @@ class Config:
     upload: UploadConfig = field(default_factory=UploadConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    hls: HlsConfig = field(default_factory=HlsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     protection: ProtectionConfig = field(default_factory=ProtectionConfig)

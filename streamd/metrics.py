@@ -87,6 +87,9 @@ class Metrics:
             ["rung"],
             registry=r,
         )
+        self.parts_published = Counter(
+            "streamd_parts_published", "LL-HLS parts published (every rung at once).", registry=r
+        )
         self.segments_failed = Counter(
             "streamd_segments_failed",
             "Uploads that failed to transcode, per rung.",

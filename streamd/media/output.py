@@ -121,6 +121,7 @@ class SegmentWriter:
             part.sequence,
             part.index,
             part.duration_90k / VIDEO_HZ,
+            round(part.segment_start_90k / VIDEO_HZ - TIMELINE_ORIGIN_S, 6),
             part.independent,
             part.target_s,
             part.next_begins_segment,

@@ -88,6 +88,7 @@ class PartCutter:
                     sequence=a.first_sequence + i,
                     index=j,
                     duration_90k=end - starts[j],
+                    segment_start_90k=a.starts_90k[i],
                     video=tuple(video),
                     video_end_dts=tuple(ends),
                     audio=tuple(audio),

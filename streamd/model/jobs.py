@@ -172,6 +172,7 @@ class PublishedPart:
     sequence: int  # of the parent segment
     index: int
     duration_s: float
+    segment_start_s: float
     independent: bool
     target_s: float  # PART-TARGET
     next_begins_segment: bool

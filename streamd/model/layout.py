@@ -52,6 +52,15 @@ def segment_key(video_id: str, packaging: str, rung: str, sequence: int) -> str:
     return f"hls/{video_id}/{packaging}/{rung}/{segment_name(sequence, packaging)}"
 
 
+def part_name(sequence: int, index: int) -> str:
+    """An LL-HLS part of an fMP4 segment (served from RAM, never stored)."""
+    return f"part{sequence:06d}.{index}.m4s"
+
+
+def part_key(video_id: str, rung: str, sequence: int, index: int) -> str:
+    return f"hls/{video_id}/fmp4/{rung}/{part_name(sequence, index)}"
+
+
 def init_key(video_id: str, packaging: str, rung: str, name: str) -> str:
     return f"hls/{video_id}/{packaging}/{rung}/{name}"
 

@@ -52,6 +52,7 @@ class PartMedia:
     sequence: int  # of the parent segment
     index: int  # within it, from 0
     duration_90k: int
+    segment_start_90k: int
     video: tuple[tuple[EncodedPacket, ...], ...]  # per rung (empty for rungs left out)
     video_end_dts: tuple[int | None, ...]  # per rung: where the next part's video starts
     audio: tuple[EncodedPacket, ...]

@@ -18,7 +18,7 @@ from streamd.manifests.hls import PlaylistChange, StreamPlaylists
 from streamd.metrics import Metrics
 from streamd.model import layout
 from streamd.model.formats import PACKAGINGS
-from streamd.model.jobs import PublishedSegment
+from streamd.model.jobs import PublishedPart, PublishedSegment
 from streamd.model.stream import Segment, Stream, Upload
 from streamd.store import AsyncStore, SegmentCache
 from streamd.store.state import StateStore
@@ -103,6 +103,22 @@ class Publisher:
                 "publish_delay_ms": round(1000 * delay_s),
             },
         )
+
+    def publish_part(self, stream: Stream, part: PublishedPart) -> None:
+        """Make an LL-HLS part visible: in every fMP4 playlist, its bytes in RAM (here and,
+        through the announcement, on every edge), its blocked requests answered. Nothing is
+        written: a part lives only until its segment has been whole for a while."""
+        if part.sequence < len(stream.segments):
+            return  # its segment is published already (a restart)
+        if stream.start_wall_s is None:  # the stream's first frames: its wall-clock origin
+            stream.start_wall_s = self.clock.wall_s() - part.segment_start_s - part.duration_s
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            playlists = StreamPlaylists(stream.video_id, self.target_duration_s)
+            self.playlists[stream.video_id] = playlists
+        pdt_s = stream.start_wall_s + part.segment_start_s
+        self._announce(playlists.add_part(stream, part, pdt_s))
+        self.metrics.parts_published.inc()
 
     async def publish_gap(self, stream: Stream, uploads: Sequence[int], duration_s: float) -> None:
         """Hold the place of uploads that never came: EXT-X-GAP segments of `duration_s`

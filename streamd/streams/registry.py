@@ -45,6 +45,7 @@ def encode_settings(config: Config) -> EncodeSettings:
         tc.audio_bitrate_bps,
         tc.encoder_threads,
         tc.passthrough,
+        config.hls.part_duration_s,
     )
 
 

@@ -325,6 +325,8 @@ class StreamRunner:
                         by_number[item.upload].percent = item.percent
                         if item.source is not None:
                             by_number[item.upload].source = item.source.as_json()
+                    if item.part is not None and not self.stopping:
+                        self.publisher.publish_part(stream, item.part)
                     if item.segment is not None and not self.stopping:
                         upload = by_number[item.segment.upload]
                         async with self.lock:

@@ -27,6 +27,7 @@ from streamd.config import Config
 from streamd.errors import NotFound, Unavailable, error_response
 from streamd.logs import setup_logging
 from streamd.manifests.hls import PlaylistChange, PlaylistText
+from streamd.manifests.hls.lowlatency import LiveState
 from streamd.metrics import Metrics
 from streamd.model import layout
 from streamd.model.protection import Protection, published_key
@@ -65,10 +66,11 @@ class MirroredStream:
         self.files: dict[str, PlaylistText] = {}
         self.protection: Protection | None = None
         self.key_count = 0
+        self.live = LiveState()
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, delta: bool = False) -> bytes | None:
         text = self.files.get(key)
-        return text.body() if text is not None else None
+        return self.live.serve(key, text.body(), delta) if text is not None else None
 
     def key(self, index: int) -> bytes | None:
         return published_key(self.video_id, self.protection, self.key_count, index)
@@ -81,6 +83,9 @@ class MirroredStream:
             self.files.setdefault(key, PlaylistText()).append(data)
         for key, body in change.replaced.items():
             self.files[key] = PlaylistText(body)
+        self.live.apply(change.live, change.parts)
+        if change.ended:
+            self.live.end()
 
 
 class Mirror:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from aiohttp import StreamReader, web
 from streamd.appkeys import CACHE, FEEDS, METRICS, PUBLISHER
 from streamd.errors import NotFound
 from streamd.manifests.hls import PlaylistChange
+from streamd.manifests.hls.lowlatency import LiveView, Position
 from streamd.model.protection import Protection
 
 log = logging.getLogger("streamd.web.feed")
@@ -50,8 +52,27 @@ def encode(change: PlaylistChange) -> bytes:
             "rotationSegments": p.rotation_segments,
             "count": change.key_count,
         }
+    header["live"] = {
+        k: {
+            "tail": len(v.tail),
+            "resume": len(v.resume),
+            "headerLen": v.header_len,
+            "skipped": v.skipped,
+            "position": dataclasses.astuple(v.position),
+        }
+        for k, v in change.live.items()
+    }
+    header["parts"] = {k: [msn, len(data)] for k, (msn, data) in change.parts.items()}
+    live = [b for v in change.live.values() for b in (v.tail, v.resume)]
     return b"".join(
-        [json.dumps(header).encode(), b"\n", *change.appended.values(), *change.replaced.values()]
+        [
+            json.dumps(header).encode(),
+            b"\n",
+            *change.appended.values(),
+            *change.replaced.values(),
+            *live,
+            *(data for _, data in change.parts.values()),
+        ]
     )
 
 
@@ -73,6 +94,22 @@ async def decode(content: StreamReader) -> AsyncIterator[PlaylistChange | None]:
             change.appended[key] = await content.readexactly(size)
         for key, size in header["replaced"].items():
             change.replaced[key] = await content.readexactly(size)
+        for key, v in header.get("live", {}).items():
+            last_msn, part_msn, part, counts, ended, target_s, part_target_s = v["position"]
+            position = Position(
+                last_msn,
+                part_msn,
+                part,
+                tuple((m, n) for m, n in counts),
+                ended,
+                target_s,
+                part_target_s,
+            )
+            tail = await content.readexactly(v["tail"])
+            resume = await content.readexactly(v["resume"])
+            change.live[key] = LiveView(tail, v["headerLen"], v["skipped"], resume, position)
+        for key, (msn, size) in header.get("parts", {}).items():
+            change.parts[key] = (msn, await content.readexactly(size))
         yield change
 
 
@@ -99,7 +136,7 @@ async def playlist_feed(request: web.Request) -> web.StreamResponse:
             queue.put_nowait(encode(change))
 
     # The snapshot and the subscription in one step: no change falls between them.
-    snapshot = [encode(p.change(replaced=p.files())) for p in list(publisher.playlists.values())]
+    snapshot = [encode(p.snapshot()) for p in list(publisher.playlists.values())]
     publisher.listeners.add(on_change)
     request.app[FEEDS].add(queue)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})

@@ -6,6 +6,7 @@ derived from the stream's secret (never stored beside the segments)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -14,13 +15,16 @@ from streamd.access import tokens
 from streamd.appkeys import HLS
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
-from streamd.errors import Forbidden, NotFound
+from streamd.errors import BadRequest, Forbidden, NotFound, Unavailable
 from streamd.manifests.hls import MIME
+from streamd.manifests.hls.lowlatency import BLOCK_TD, LiveState, LiveView
 from streamd.metrics import Viewers, client_id
-from streamd.model.formats import content_type_for
+from streamd.model.formats import FMP4, content_type_for
 from streamd.store import AsyncStore, SegmentCache
 
 ENDED_MAX_AGE = "public, max-age=3600"
+BLOCKED_MAX_AGE_TD = 6  # LL-HLS B.1: blocking playlist responses cached six target durations
+_PART = re.compile(r"^fmp4/[A-Za-z0-9_-]+/part([0-9]{6,9})\.([0-9]{1,4})\.m4s$")  # layout
 _OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _KEY = re.compile(r"^keys/([0-9]{1,9})\.key$")  # layout.key_name
 KEY_CACHE_CONTROL = "private, no-store"
@@ -33,7 +37,9 @@ class Playlists(Protocol):
     def video_id(self) -> str: ...
     @property
     def ended(self) -> bool: ...
-    def get(self, key: str) -> bytes | None: ...
+    @property
+    def live(self) -> LiveState: ...
+    def get(self, key: str, delta: bool = False) -> bytes | None: ...
     def key(self, index: int) -> bytes | None: ...
 
 
@@ -61,6 +67,27 @@ def bytes_response(
     return web.Response(
         body=data[start:stop], status=206, content_type=content_type, headers=headers
     )
+
+
+def directives(query: Mapping[str, str]) -> tuple[int | None, int | None, bool]:
+    """LL-HLS delivery directives (6.2.5): `_HLS_msn`, `_HLS_part`, `_HLS_skip`; 400 for
+    malformed values, or a part without a segment."""
+
+    def number(name: str) -> int | None:
+        value = query.get(name)
+        if value is None:
+            return None
+        if not value.isdigit() or len(value) > 12:
+            raise BadRequest(f"{name} must be a whole number", f"got {value[:20]!r}")
+        return int(value)
+
+    msn, part = number("_HLS_msn"), number("_HLS_part")
+    if part is not None and msn is None:
+        raise BadRequest("_HLS_part needs _HLS_msn", "draft-pantos-hls-rfc8216bis 6.2.5.2")
+    skip = query.get("_HLS_skip")
+    if skip not in (None, "YES", "v2"):
+        raise BadRequest("_HLS_skip must be YES or v2", f"got {skip[:20]!r}")
+    return msn, part, skip is not None
 
 
 class HlsObjects:
@@ -98,11 +125,23 @@ class HlsObjects:
         # Playlists first, and without parsing the path: every viewer polls them.
         body = stream.get(key)
         if body is not None:
+            cache_control = None
+            view = stream.live.views.get(key)
+            if view is not None and request.query:  # LL-HLS delivery directives
+                msn, part, skip = directives(request.query)
+                if msn is not None:
+                    await self.block(stream, key, view, msn, part)
+                    # 6.2.5.2 and Apple's CDN guidance: cacheable by its whole URL.
+                    cache_control = f"public, max-age={BLOCKED_MAX_AGE_TD * view.position.target_s}"
+                body = stream.get(key, delta=skip)
+                assert body is not None
             if token is not None:
                 body = tokens.tokenized_playlist(body, token)
-            return self.playlist_response(stream.ended, body)
+            return self.playlist_response(stream.ended, body, cache_control)
         if path.startswith("keys/"):
             return self.key_response(stream, path, token)
+        if (m := _PART.match(path)) is not None:
+            return await self.part_response(request, stream, key, m)
         if not _OBJECT.match(path) or ".." in path:
             raise NotFound("no such object")
         suffix = "." + path.rpartition(".")[2]
@@ -133,11 +172,52 @@ class HlsObjects:
             headers={"Cache-Control": KEY_CACHE_CONTROL},
         )
 
-    def playlist_response(self, ended: bool, body: bytes) -> web.Response:
+    def playlist_response(
+        self, ended: bool, body: bytes, cache_control: str | None = None
+    ) -> web.Response:
         # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
-        cache_control = ENDED_MAX_AGE if ended else self.live_max_age
+        if cache_control is None:
+            cache_control = ENDED_MAX_AGE if ended else self.live_max_age
         return web.Response(
             body=body, headers={"Content-Type": MIME, "Cache-Control": cache_control}
+        )
+
+    async def block(
+        self, stream: Playlists, key: str, view: LiveView, msn: int, part: int | None
+    ) -> None:
+        """Hold a playlist request until it holds segment `msn` (or its part `part`):
+        400 if that is further ahead than a client may ask, 503 after three target
+        durations (draft-pantos-hls-rfc8216bis 6.2.5.2)."""
+        view.position.refuse(msn, part)
+        timeout_s = BLOCK_TD * view.position.target_s
+        if not await stream.live.waiters_for(key).wait(view.position, msn, part, timeout_s):
+            raise Unavailable(
+                f"segment {msn}" + ("" if part is None else f" part {part}") + " did not come",
+                f"waited {timeout_s} s",
+            )
+
+    async def part_response(
+        self, request: web.BaseRequest, stream: Playlists, key: str, m: re.Match[str]
+    ) -> web.Response:
+        """An LL-HLS part, from RAM. The next one (what EXT-X-PRELOAD-HINT names) is held
+        until it exists, then sent whole (6.2.6: never a part's bytes before all of them)."""
+        data = stream.live.parts.get(key)
+        if data is None:
+            playlist = key.rsplit("/", 1)[0] + "/index.m3u8"
+            view = stream.live.views.get(playlist)
+            msn, index = int(m.group(1)), int(m.group(2))
+            if view is None or view.position.reached(msn, index):
+                raise NotFound(f"no part {key.rsplit('/', 1)[1]}")
+            try:
+                view.position.refuse(msn, index)
+            except BadRequest as exc:
+                raise NotFound(f"no part {key.rsplit('/', 1)[1]} yet", exc.message) from exc
+            await self.block(stream, playlist, view, msn, index)
+            data = stream.live.parts.get(key)
+            if data is None:  # the segment was cut before it: hinted, never made
+                raise NotFound(f"no part {key.rsplit('/', 1)[1]}")
+        return bytes_response(
+            request, data[1], FMP4.content_type, {"Cache-Control": self.segment_max_age}
         )
 
     async def object_bytes(self, key: str, keep: bool = True) -> bytes:

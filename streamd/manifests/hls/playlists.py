@@ -10,8 +10,16 @@ Masters are a few lines per rung; they are rendered again and replaced only when
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from streamd.manifests.hls.lowlatency import (
+    LivePlaylistTail,
+    LiveState,
+    LiveView,
+    Part,
+    rendition_report,
+    server_control,
+)
 from streamd.manifests.hls.tags import (
     ENDLIST,
     MasterPlaylist,
@@ -21,7 +29,8 @@ from streamd.manifests.hls.tags import (
     round_half_up,
 )
 from streamd.model import layout
-from streamd.model.formats import PACKAGINGS, Packaging
+from streamd.model.formats import FMP4, PACKAGINGS, Packaging
+from streamd.model.jobs import PublishedPart
 from streamd.model.protection import Protection, published_key
 from streamd.model.stream import Segment, Stream
 
@@ -60,6 +69,8 @@ class PlaylistChange:
     removed: bool = False  # the stream was deleted: its playlists are gone
     protection: Protection | None = None  # so an edge serves the stream's keys too
     key_count: int = 0  # key periods its playlists name (keys past these are 404)
+    live: dict[str, LiveView] = field(default_factory=dict)  # LL-HLS tails, by playlist
+    parts: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # new parts: (msn, bytes)
 
 
 class _MediaPlaylist:
@@ -73,6 +84,8 @@ class _MediaPlaylist:
         self.longest = 0  # longest rounded EXTINF so far
         self.current_map: str | None = None
         self.current_key: str | None = None
+        self.body_segments = 0  # in the body (the rest are in the tail)
+        self.tail: LivePlaylistTail | None = None  # LL-HLS, once the first part came
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
         out = seg.rung(self.rung)
@@ -94,31 +107,79 @@ class _MediaPlaylist:
             else layout.key_uri(protection.key_index(seg.sequence)),
         )
 
-    def _header(self, entry: MediaSegment) -> str:
-        # Version and target duration as MediaPlaylist.render would write them for every
-        # segment so far (all segments of a packaging carry a map, or none does).
-        return MediaPlaylist((entry,), max(self.target_s, self.longest)).header()
+    @property
+    def target_duration_s(self) -> int:
+        return max(self.target_s, self.longest)
 
-    def add(self, entry: MediaSegment, change: PlaylistChange) -> None:
-        self.longest = max(self.longest, round_half_up(entry.duration_s))
+    def _set_header(self, entry: MediaSegment, change: PlaylistChange) -> None:
+        """The header as MediaPlaylist.render would write it for every segment so far (all
+        segments of a packaging carry a map, or none does); a changed header (the first
+        segment, a longer one, parts) writes the playlist whole."""
+        control = ""
+        if self.tail is not None:
+            control = server_control(self.target_duration_s, self.tail.part_target_s)
+        playlist = MediaPlaylist((entry,), self.target_duration_s, server_control=control)
+        header = playlist.header()
+        if header == self.header:
+            return
+        old_header, self.header = self.header, header
+        self.text.set(header.encode() + self.text.body()[len(old_header) :])
+        change.replaced[self.key] = self.text.body()
+        change.appended.pop(self.key, None)
+
+    def _append(self, lines: bytes, change: PlaylistChange) -> None:
+        self.text.append(lines)
+        if self.key in change.replaced:
+            change.replaced[self.key] = self.text.body()
+        else:
+            change.appended[self.key] = change.appended.get(self.key, b"") + lines
+
+    def _append_segment(self, entry: MediaSegment, change: PlaylistChange) -> None:
         lines = entry.render(self.current_map, self.current_key).encode()
         self.current_map = entry.map_uri or self.current_map
         self.current_key = entry.key_uri
-        header = self._header(entry)
-        if header == self.header:
-            self.text.append(lines)
-            change.appended[self.key] = change.appended.get(self.key, b"") + lines
+        self.body_segments += 1
+        self._append(lines, change)
+
+    def add(self, entry: MediaSegment, msn: int, change: PlaylistChange) -> None:
+        self.longest = max(self.longest, round_half_up(entry.duration_s))
+        self._set_header(entry, change)
+        if self.tail is None:
+            self._append_segment(entry, change)
             return
-        # The first segment, or a header that changed: the playlist is written whole.
-        old_header, self.header = self.header, header
-        body = self.text.body()[len(old_header) :] + lines
-        self.text.set(header.encode() + body)
-        change.replaced[self.key] = self.text.body()
+        self.tail.target_s = self.target_duration_s
+        self.tail.add_segment(entry, msn)
+        for old in self.tail.leaving():
+            self._append_segment(old, change)
+
+    def add_part(
+        self, part: PublishedPart, init: str, head: MediaSegment, change: PlaylistChange
+    ) -> None:
+        """A part of the segment being made (`head`: its tags, before its first part)."""
+        if self.tail is None:  # the playlist becomes LL-HLS: its header says so
+            self.tail = LivePlaylistTail(self.target_duration_s, part.target_s)
+            self._set_header(replace(head, map_uri=init or head.map_uri), change)
+        uri = layout.part_name(part.sequence, part.index)
+        entry = Part(part.sequence, part.index, part.duration_s, uri, part.independent)
+        self.tail.add_part(entry, replace(head, map_uri=init or None), part.next_begins_segment)
+
+    def view(self, reports: str) -> LiveView:
+        assert self.tail is not None
+        hint = self.tail.hint_uri(layout.part_name)
+        tail, resume = self.tail.render(self.current_map, self.current_key, hint, reports)
+        return LiveView(
+            tail, len(self.header.encode()), self.body_segments, resume, self.tail.position()
+        )
 
     def end(self, change: PlaylistChange) -> None:
-        if self.header:
-            self.text.append(ENDLIST.encode())
-            change.appended[self.key] = change.appended.get(self.key, b"") + ENDLIST.encode()
+        if not self.header:
+            return
+        if self.tail is not None:  # whole segments only, and no blocking (6.2.5.2)
+            tail, self.tail = self.tail, None
+            for entry, _ in tail.window:
+                self._append_segment(entry, change)
+            self._set_header(MediaSegment("", 0.0, map_uri=self.current_map), change)
+        self._append(ENDLIST.encode(), change)
 
 
 class StreamPlaylists:
@@ -132,6 +193,7 @@ class StreamPlaylists:
         self.key_count = 0
         self._media: dict[str, _MediaPlaylist] = {}
         self._masters: dict[str, PlaylistText] = {}
+        self.live = LiveState()
 
     def key(self, index: int) -> bytes | None:
         """The AES-128 key of key period `index`, if the playlists name it."""
@@ -147,10 +209,17 @@ class StreamPlaylists:
             key_count=self.key_count,
         )
 
-    def get(self, key: str) -> bytes | None:
+    def snapshot(self) -> PlaylistChange:
+        """Everything, as one change (what a newly connected edge is sent)."""
+        change = self.change(replaced=self.files())
+        change.live, change.parts = dict(self.live.views), dict(self.live.parts)
+        return change
+
+    def get(self, key: str, delta: bool = False) -> bytes | None:
+        """A playlist as served: with parts, its body and tail (`delta`: 4.4.5.2's update)."""
         media = self._media.get(key)
         if media is not None:
-            return media.text.body() if media.header else None
+            return self.live.serve(key, media.text.body(), delta) if media.header else None
         master = self._masters.get(key)
         return master.body() if master is not None else None
 
@@ -168,15 +237,49 @@ class StreamPlaylists:
         change = self.change()
         for packaging in PACKAGINGS.values():
             for rung in stream.rungs:
-                key = layout.media_playlist_key(self.video_id, packaging.name, rung.name)
-                media = self._media.get(key)
-                if media is None:
-                    media = self._media[key] = _MediaPlaylist(
-                        key, packaging, rung.name, self.target_s
-                    )
-                media.add(media.entry(stream, seg), change)
+                media = self._media_for(packaging, rung.name)
+                media.add(media.entry(stream, seg), seg.sequence, change)
         self._refresh_masters(stream, change)
+        self._refresh_live(change)
         return change
+
+    def add_part(self, stream: Stream, part: PublishedPart, pdt_s: float | None) -> PlaylistChange:
+        """An LL-HLS part in every fMP4 media playlist it was made for."""
+        change = self.change()
+        for out in part.rungs:
+            media = self._media_for(FMP4, out.name)
+            head = MediaSegment(
+                uri="",
+                duration_s=0.0,
+                program_date_time_s=pdt_s,
+                map_uri=out.init or None,
+                discontinuity=stream.discontinuity_due,
+            )
+            media.add_part(part, out.init, head, change)
+            key = layout.part_key(self.video_id, out.name, part.sequence, part.index)
+            change.parts[key] = (part.sequence, out.data)
+        self._refresh_live(change)
+        return change
+
+    def _media_for(self, packaging: Packaging, rung: str) -> _MediaPlaylist:
+        key = layout.media_playlist_key(self.video_id, packaging.name, rung)
+        media = self._media.get(key)
+        if media is None:
+            media = self._media[key] = _MediaPlaylist(key, packaging, rung, self.target_s)
+        return media
+
+    def _refresh_live(self, change: PlaylistChange) -> None:
+        """Every tail rendered again, with its siblings' rendition reports (4.4.5.4)."""
+        live = [m for m in self._media.values() if m.tail is not None]
+        positions = {m.key: m.tail.position() for m in live if m.tail is not None}
+        for media in live:
+            reports = "".join(
+                rendition_report(f"../{other.rung}/index.m3u8", positions[other.key])
+                for other in live
+                if other is not media and other.packaging is media.packaging
+            )
+            change.live[media.key] = media.view(reports)
+        self.live.apply(change.live, change.parts)
 
     def end(self) -> PlaylistChange:
         """EXT-X-ENDLIST at the end of every media playlist."""
@@ -184,6 +287,7 @@ class StreamPlaylists:
         change = self.change()
         for media in self._media.values():
             media.end(change)
+        self.live.end()
         return change
 
     @classmethod

@@ -52,6 +52,13 @@ class MediaSegment:
 
     def render(self, current_map: str | None, current_key: str | None = None) -> str:
         """Its lines, given the EXT-X-MAP and EXT-X-KEY in force before it."""
+        return self.tags(current_map, current_key) + self.uri_lines()
+
+    def uri_lines(self) -> str:
+        return f"#EXTINF:{_decimal(self.duration_s)},\n{self.uri}\n"
+
+    def tags(self, current_map: str | None, current_key: str | None = None) -> str:
+        """The tags before its EXTINF (and before its first EXT-X-PART, LL-HLS 4.4.4.9)."""
         lines = []
         if self.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY\n")
@@ -68,7 +75,6 @@ class MediaSegment:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(self.program_date_time_s)}\n")
         if self.gap:
             lines.append("#EXT-X-GAP\n")
-        lines.append(f"#EXTINF:{_decimal(self.duration_s)},\n{self.uri}\n")
         return "".join(lines)
 
 
@@ -80,10 +86,14 @@ class MediaPlaylist:
     target_duration_s: int
     ended: bool = False
     media_sequence: int = 0
+    server_control: str = ""  # LL-HLS: EXT-X-SERVER-CONTROL and EXT-X-PART-INF lines
 
     @property
     def version(self) -> int:
         # RFC 8216 7: EXT-X-MAP outside I-frame playlists needs 6; float EXTINF needs 3.
+        # LL-HLS 8: EXT-X-SKIP (delta updates, offered by CAN-SKIP-UNTIL) needs 9.
+        if self.server_control:
+            return 9
         return 6 if any(s.map_uri for s in self.segments) else 3
 
     @property
@@ -98,6 +108,7 @@ class MediaPlaylist:
             "#EXTM3U\n"
             f"#EXT-X-VERSION:{self.version}\n"
             f"#EXT-X-TARGETDURATION:{self.target_duration}\n"
+            f"{self.server_control}"
             f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
             "#EXT-X-PLAYLIST-TYPE:EVENT\n"
             "#EXT-X-INDEPENDENT-SEGMENTS\n"
