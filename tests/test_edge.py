@@ -215,3 +215,47 @@ async def test_edges_check_viewer_tokens_and_drop_deleted_streams(
                 break
             await asyncio.sleep(0.1)
         assert statuses == {404}
+
+
+async def test_edges_answer_low_latency_requests(two_processes: ServerProcess) -> None:
+    """Blocking playlist reloads and parts on the port, where only edges answer: held in
+    each edge until the primary's feed brings the part, then answered together."""
+    from tests.conftest import TEST_KEY
+    from tests.test_rtmp_live import ffmpeg_rtmp, start_ffmpeg
+
+    srv = two_processes
+    url = f"rtmp://127.0.0.1:{srv.rtmp_port}/live/lle?key={TEST_KEY}"
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 12))
+    playlist_url = f"{srv.url}/hls/lle/fmp4/240p/index.m3u8"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = await _get(playlist_url)
+            p = m3u8.loads(body.decode()) if status == 200 else None
+            if p is not None and any(s.parts for s in p.segments):
+                break
+            assert time.monotonic() < deadline, (status, body[:300])
+            await asyncio.sleep(0.2)
+        i, seg = next((i, s) for i, s in reversed(list(enumerate(p.segments))) if s.parts)
+        msn, index = p.media_sequence + i, len(seg.parts) - 1
+        query = f"?_HLS_msn={msn}&_HLS_part={index + 1}"
+
+        async def blocked() -> tuple[float, m3u8.M3U8]:
+            status, body = await _get(playlist_url + query)
+            assert status == 200, body[:300]
+            return time.monotonic(), m3u8.loads(body.decode())
+
+        answers = await asyncio.gather(*(blocked() for _ in range(8)))
+        times = [t for t, _ in answers]
+        assert max(times) - min(times) < 0.1, times  # every edge woke with the same part
+        newest = {a.segments[-1].parts[-1].uri for _, a in answers}
+        assert len(newest) <= 2, newest  # the part asked for (or the one after, if late)
+        status, part = await _get(f"{srv.url}/hls/lle/fmp4/240p/{newest.pop()}")
+        assert status == 200
+        assert part[4:8] == b"moof"
+        status, body = await _get(playlist_url + "?_HLS_msn=999")
+        assert status == 400
+    finally:
+        if ffmpeg.returncode is None:
+            ffmpeg.kill()
+        await ffmpeg.wait()

@@ -3,18 +3,21 @@
 // through playwright-core (no browser download).
 //
 //   node tests/browser/play.mjs --url http://127.0.0.1:PORT/player.html?v=ID \
-//        [--min-time 3] [--switch] [--timeout 60] [--screenshot out.png]
+//        [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot out.png]
 //
+// --watch: after reaching --min-time, keep playing for SECONDS and report stalls
+// (the video's "waiting" events), hls.js's low-latency state, the parts it loaded
+// and how far behind real time it plays (from EXT-X-PROGRAM-DATE-TIME), per second.
 // Prints exactly one JSON line on stdout and exits 0 iff ok.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--timeout 60] [--screenshot FILE]';
+const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot FILE]';
 
 function parseArgs(argv) {
-  const opts = { url: null, minTime: 3, switch: false, timeout: 60, screenshot: null };
+  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -24,6 +27,7 @@ function parseArgs(argv) {
       case '--min-time': opts.minTime = Number(value()); break;
       case '--timeout': opts.timeout = Number(value()); break;
       case '--switch': opts.switch = true; break;
+      case '--watch': opts.watch = Number(value()); break;
       case '--screenshot': opts.screenshot = value(); break;
       case '-h': case '--help': opts.help = true; break;
       default: throw new Error('unknown argument ' + a);
@@ -50,6 +54,7 @@ const result = {
   fatalErrors: [],
   errors: [],
   consoleErrors: [],
+  watch: null,
   reason: '',
 };
 
@@ -291,6 +296,53 @@ async function main() {
       }
       await sleep(250);
     }
+  }
+
+  // ---- 3. optional watch: stalls, low-latency mode, delay behind real time ----
+  if (opts.watch > 0) {
+    phase = `watching for ${opts.watch}s`;
+    await page.evaluate(() => {
+      const w = { stalls: 0, parts: 0, maxRate: 1 };
+      window.__watch = w;
+      const video = window.streamd.video;
+      video.addEventListener('waiting', () => { if (!video.seeking) w.stalls++; });
+      video.addEventListener('ratechange', () => { w.maxRate = Math.max(w.maxRate, video.playbackRate); });
+      const hls = window.streamd.hls;
+      if (hls) hls.on('hlsFragLoaded', (_e, data) => { if (data.part) w.parts++; });
+    });
+    const samples = [];
+    for (let i = 0; i < opts.watch * 2; i++) {
+      if (finished) return;
+      await sleep(500);
+      const t = await snap();
+      if (checkFatal(t)) return;
+      samples.push(await page.evaluate(() => {
+        const { hls, video } = window.streamd;
+        const date = hls && hls.playingDate;
+        const d = hls && hls.latestLevelDetails;
+        return {
+          time: video.currentTime,
+          paused: video.paused,
+          realtime: date ? (Date.now() - date.getTime()) / 1000 : null,
+          latency: hls ? hls.latency : null,
+          partTarget: d ? d.partTarget : 0,
+          lowLatency: !!(hls && hls.lowLatencyMode),
+        };
+      }));
+    }
+    const w = await page.evaluate(() => window.__watch);
+    const realtime = samples.map((x) => x.realtime).filter((x) => x != null).sort((a, b) => a - b);
+    result.watch = {
+      seconds: opts.watch,
+      stalls: w.stalls,
+      partsLoaded: w.parts,
+      maxPlaybackRate: w.maxRate,
+      partTarget: samples.length ? samples[samples.length - 1].partTarget : 0,
+      lowLatency: samples.every((x) => x.lowLatency),
+      advanced: samples.length ? samples[samples.length - 1].time - samples[0].time : 0,
+      realtimeP50: realtime.length ? realtime[Math.floor(realtime.length / 2)] : null,
+      realtimeMax: realtime.length ? realtime[realtime.length - 1] : null,
+    };
   }
 
   await snap();

@@ -10,6 +10,7 @@ import { refreshStats } from './info.js';
 
 const UI_MS = 250;            // seek bar / readout refresh interval
 const AT_LIVE_EDGE_S = 3;     // "LIVE" (red) when within target latency + this
+const AT_LIVE_EDGE_LL_S = 1;  // the same for a low-latency (LL-HLS) stream
 
 let seeking = false;          // user is dragging the seek bar
 
@@ -69,11 +70,21 @@ function refreshUi() {
       behind = r.end - t;
     }
     const target = hls && hls.targetLatency != null ? hls.targetLatency : 6;
-    const atEdge = behind != null && behind <= target + AT_LIVE_EDGE_S;
-    ui.latency.textContent = behind != null && isFinite(behind) && behind > 0
-      ? behind.toFixed(1) + ' s behind live'
-      : 'live';
+    const lowLatency = !!(hls && hls.lowLatencyMode && hls.latestLevelDetails &&
+      hls.latestLevelDetails.partTarget);
+    const atEdge = behind != null &&
+      behind <= target + (lowLatency ? AT_LIVE_EDGE_LL_S : AT_LIVE_EDGE_S);
+    // Behind real time: now against the wall-clock time of the picture on screen (PDT).
+    const realtime = pd ? (Date.now() - pd.getTime()) / 1000 : null;
+    if (realtime != null && isFinite(realtime) && realtime > 0) {
+      ui.latency.textContent = realtime.toFixed(1) + ' s behind real time' + (lowLatency ? ' · LL-HLS' : '');
+    } else {
+      ui.latency.textContent = behind != null && isFinite(behind) && behind > 0
+        ? behind.toFixed(1) + ' s behind live'
+        : 'live';
+    }
     ui.latency.dataset.latency = behind != null ? behind.toFixed(3) : '';
+    ui.latency.dataset.realtime = realtime != null ? realtime.toFixed(3) : '';
     setBadge('LIVE', atEdge && !video.paused ? 'badge-live' : 'badge-behind');
     ui.golive.disabled = false;
     ui.golive.classList.toggle('at-edge', atEdge);

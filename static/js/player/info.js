@@ -25,6 +25,11 @@ export function refreshStats(r) {
     if (isFinite(hls.bandwidthEstimate)) rows.push(['Bandwidth estimate', fmtMbps(hls.bandwidthEstimate)]);
     rows.push(['Quality mode', hls.autoLevelEnabled ? 'auto (ABR)' : 'manual']);
     if (isLive() && hls.targetLatency != null) rows.push(['Target latency', hls.targetLatency.toFixed(1) + ' s']);
+    const details = hls.latestLevelDetails;
+    if (isLive() && details && details.partTarget) {
+      rows.push(['Low latency', 'LL-HLS, parts of ' + (details.partTarget * 1000).toFixed(0) + ' ms' +
+        (video.playbackRate > 1 ? ' · catching up at ' + video.playbackRate.toFixed(2) + '×' : '')]);
+    }
   }
   if (video.getVideoPlaybackQuality) {
     const q = video.getVideoPlaybackQuality();

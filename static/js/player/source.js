@@ -30,9 +30,12 @@ export function tryPlay() {
 
 function attachHls() {
   const hls = new Hls({
-    lowLatencyMode: false,
+    // LL-HLS streams (parts, blocking reload) start PART-HOLD-BACK behind the edge and
+    // catch up by playing up to 1.5x when they fall behind; classic ones 3 segments behind.
+    lowLatencyMode: true,
+    maxLiveSyncPlaybackRate: 1.5,
     backBufferLength: 90,          // keep memory bounded on long DVR sessions
-    liveSyncDurationCount: 3,      // start / go-live ~3 segments behind the edge
+    liveSyncDurationCount: 3,
     manifestLoadingMaxRetry: 4,
     levelLoadingMaxRetry: 6,
     fragLoadingMaxRetry: 6,
