@@ -131,3 +131,32 @@ async def test_player_plays_through_a_gap(make_client: AppClient, media: MediaFa
     assert result["ok"], result
     assert result["fatalErrors"] == []
     assert float(result["currentTime"]) >= 5  # type: ignore[arg-type]
+
+
+async def test_player_plays_low_latency_hls_without_stalls(
+    make_client: AppClient, config: Config
+) -> None:
+    """An RTMP-fed live stream in hls.js's low-latency mode: parts, blocking reloads, and
+    60 s of playback with no stall, about a second behind real time."""
+    from tests.test_rtmp_live import ffmpeg_rtmp, live_client, start_ffmpeg, until
+
+    client = await live_client(make_client, config)
+    url = f"{client.rtmp_url}/llplay?key={TEST_KEY}"  # type: ignore[attr-defined]
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 120))
+    try:
+        await until(client, "llplay", lambda v: v["segments"] >= 1)
+        page = str(client.make_url("/player.html?v=llplay"))
+        result = await _play(page, "--min-time", "2", "--watch", "60", "--timeout", "110")
+    finally:
+        if ffmpeg.returncode is None:
+            ffmpeg.kill()
+        await ffmpeg.wait()
+    assert result["ok"], result
+    watch = result["watch"]
+    assert isinstance(watch, dict), result
+    assert watch["lowLatency"], watch
+    assert watch["partTarget"] == pytest.approx(0.202), watch
+    assert watch["stalls"] == 0, watch
+    assert watch["advanced"] >= 59, watch
+    assert watch["partsLoaded"] >= 100, watch  # it plays parts, not whole segments
+    assert watch["realtimeP50"] < 2.0, watch  # behind the PDT (set as the first part came)

@@ -83,6 +83,10 @@ class PartCutter:
             audio_end = audio_at(end)
             audio = [p for p in a.audio[i][self.taken_audio :] if p.pts < audio_end]
             self.taken_audio += len(audio)
+            # The last audio sample lasts until the next one starts, not to the boundary.
+            after = a.audio[i][self.taken_audio :] or (
+                a.audio[i + 1][:1] if closed and last_part else []
+            )
             self.on_part(
                 PartMedia(
                     sequence=a.first_sequence + i,
@@ -92,7 +96,7 @@ class PartCutter:
                     video=tuple(video),
                     video_end_dts=tuple(ends),
                     audio=tuple(audio),
-                    audio_end_pts=audio_end,
+                    audio_end_pts=after[0].pts if after else None,
                     target_s=self.target_s,
                     next_begins_segment=last_part or cut_due(end),
                 )

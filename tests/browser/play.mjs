@@ -305,7 +305,17 @@ async function main() {
       const w = { stalls: 0, parts: 0, maxRate: 1 };
       window.__watch = w;
       const video = window.streamd.video;
-      video.addEventListener('waiting', () => { if (!video.seeking) w.stalls++; });
+      w.at = [];
+      video.addEventListener('waiting', () => {
+        if (video.seeking) return;
+        w.stalls++;
+        let ahead = 0;
+        for (let i = 0; i < video.buffered.length; i++) {
+          if (video.buffered.end(i) >= video.currentTime) ahead = Math.max(ahead, video.buffered.end(i) - video.currentTime);
+        }
+        const d = window.streamd.hls && window.streamd.hls.latestLevelDetails;
+        if (w.at.length < 40) w.at.push({ t: +video.currentTime.toFixed(3), ahead: +ahead.toFixed(3), edge: d ? +d.edge.toFixed(3) : null, wall: Date.now() % 100000 });
+      });
       video.addEventListener('ratechange', () => { w.maxRate = Math.max(w.maxRate, video.playbackRate); });
       const hls = window.streamd.hls;
       if (hls) hls.on('hlsFragLoaded', (_e, data) => { if (data.part) w.parts++; });
@@ -325,6 +335,8 @@ async function main() {
           paused: video.paused,
           realtime: date ? (Date.now() - date.getTime()) / 1000 : null,
           latency: hls ? hls.latency : null,
+          target: hls ? hls.targetLatency : null,
+          edge: d ? d.edge : null,
           partTarget: d ? d.partTarget : 0,
           lowLatency: !!(hls && hls.lowLatencyMode),
         };
@@ -335,6 +347,7 @@ async function main() {
     result.watch = {
       seconds: opts.watch,
       stalls: w.stalls,
+      stallsAt: w.at,
       partsLoaded: w.parts,
       maxPlaybackRate: w.maxRate,
       partTarget: samples.length ? samples[samples.length - 1].partTarget : 0,
@@ -342,6 +355,8 @@ async function main() {
       advanced: samples.length ? samples[samples.length - 1].time - samples[0].time : 0,
       realtimeP50: realtime.length ? realtime[Math.floor(realtime.length / 2)] : null,
       realtimeMax: realtime.length ? realtime[realtime.length - 1] : null,
+      first: samples[0],
+      last: samples[samples.length - 1],
     };
   }
 

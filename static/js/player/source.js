@@ -30,12 +30,12 @@ export function tryPlay() {
 
 function attachHls() {
   const hls = new Hls({
-    // LL-HLS streams (parts, blocking reload) start PART-HOLD-BACK behind the edge and
-    // catch up by playing up to 1.5x when they fall behind; classic ones 3 segments behind.
+    // LL-HLS streams (parts, blocking reload) play PART-HOLD-BACK behind the edge and
+    // catch up by playing up to 1.5x when they fall behind; classic ones 3 segments behind
+    // (hls.js's default: setting liveSyncDurationCount would override PART-HOLD-BACK).
     lowLatencyMode: true,
     maxLiveSyncPlaybackRate: 1.5,
     backBufferLength: 90,          // keep memory bounded on long DVR sessions
-    liveSyncDurationCount: 3,
     manifestLoadingMaxRetry: 4,
     levelLoadingMaxRetry: 6,
     fragLoadingMaxRetry: 6,
