@@ -4,6 +4,7 @@ exactly one of its parts, CMAF chunks that decode as the segment does."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import av
 import numpy as np
@@ -74,6 +75,12 @@ def test_parts_hold_their_segment_exactly(fps: float, jitter: bool) -> None:
             if p is not mine[-1] and not p.independent:
                 assert p.duration_90k / VIDEO_HZ >= 0.85 * target
         assert [p.next_begins_segment for p in mine][-1]
+    # Every chunk's last sample lasts until the next chunk's first: no hole, no overlap
+    # (Chromium stalls over 13 ms audio holes).
+    for before, after in itertools.pairwise(parts):
+        assert before.audio_end_pts == after.audio[0].pts
+        for rung, packets in enumerate(after.video):
+            assert before.video_end_dts[rung] == packets[0].dts
 
 
 def test_chunks_decode_as_the_segment() -> None:
