@@ -159,6 +159,7 @@ class LiveState:
     views: dict[str, LiveView] = field(default_factory=dict)
     waiters: dict[str, Waiters] = field(default_factory=dict)
     parts: OrderedDict[str, tuple[int, bytes]] = field(default_factory=OrderedDict)
+    joined: dict[tuple[str, bool], tuple[LiveView, bytes, bytes]] = field(default_factory=dict)
 
     def apply(self, views: dict[str, LiveView], parts: dict[str, tuple[int, bytes]]) -> None:
         """New parts and views: parts first, so a woken request finds its part."""
@@ -175,11 +176,17 @@ class LiveState:
             self.parts.popitem(last=False)
 
     def serve(self, key: str, body: bytes, delta: bool = False) -> bytes:
-        """A playlist's bytes as served: its body, and its tail if it has parts."""
+        """A playlist's bytes as served: its body, and its tail if it has parts. Joined
+        once per part and kind, not per request: a day's body is megabytes."""
         view = self.views.get(key)
         if view is None:
             return body
-        return view.delta(body) if delta else view.full(body)
+        cached = self.joined.get((key, delta))
+        if cached is not None and cached[0] is view and cached[1] is body:
+            return cached[2]
+        data = view.delta(body) if delta else view.full(body)
+        self.joined[key, delta] = (view, body, data)
+        return data
 
     def end(self) -> None:
         """The stream ended: every view goes (its playlists are whole bodies again) and
@@ -189,6 +196,7 @@ class LiveState:
             if waiters is not None:
                 waiters.wake(replace(view.position, ended=True))
         self.views.clear()
+        self.joined.clear()
 
     def waiters_for(self, key: str) -> Waiters:
         return self.waiters.setdefault(key, Waiters())
