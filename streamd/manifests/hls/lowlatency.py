@@ -50,9 +50,12 @@ class Part:
     uri: str
     independent: bool
 
-    def render(self) -> str:
+    def render(self, gap: bool = False) -> str:
+        """`gap`: its segment turned out a gap in this rung (left out part way under
+        overload): a player that has not fetched the part skips it (4.4.4.9)."""
         independent = ",INDEPENDENT=YES" if self.independent else ""
-        return f'#EXT-X-PART:DURATION={self.duration_s:.5f},URI="{self.uri}"{independent}\n'
+        attrs = f'DURATION={self.duration_s:.5f},URI="{self.uri}"{independent}'
+        return f"#EXT-X-PART:{attrs}{',GAP=YES' if gap else ''}\n"
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,7 @@ class LivePlaylistTail:
             out.append(entry.tags(current_map, current_key))
             current_map, current_key = entry.map_uri or current_map, entry.key_uri
             if i >= keep_from:
-                out += [p.render() for p in parts]
+                out += [p.render(entry.gap) for p in parts]
             out.append(entry.uri_lines())
         if self.current and self.head is not None:
             out.append(self.head.tags(current_map, current_key))
