@@ -321,10 +321,15 @@ async def test_source_passthrough_follows_its_keyframes(
         ("pass", "250k", "yuv420p"),
         ("fat", "1M", "yuv420p"),
         ("chroma", "250k", "yuv444p"),  # High 4:4:4: few players decode it
+        ("bframes", "250k", "yuv420p"),  # Main with B-frames: OBS's x264 defaults
     ):
         command = ffmpeg_rtmp(f"{base}/{vid}?key={TEST_KEY}", 9, "-b:v", rate, "-pix_fmt", pix_fmt)
         command[command.index("-g") + 1] = "90"
         command.remove("-re")
+        if vid == "bframes":
+            at = command.index("-tune")
+            command[at : at + 2] = ["-profile:v", "main"]
+            command[command.index("ultrafast")] = "veryfast"
         proc = await start_ffmpeg(command)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
@@ -350,6 +355,26 @@ async def test_source_passthrough_follows_its_keyframes(
         v = await until(client, vid, lambda v: v["state"] == "ended")
         codecs = {r["name"]: r["codecs"] for r in v["rungs"]}
         assert codecs["240p"].startswith("avc1.64"), (vid, codecs)
+    # A source with B-frames passes in decode order: every frame decodes, without an error.
+    v = await until(client, "bframes", lambda v: v["state"] == "ended")
+    assert {r["name"]: r["codecs"] for r in v["rungs"]}["240p"].startswith("avc1.4d")
+    for packaging in ("ts", "fmp4"):
+        segs = await _segments(client, "bframes", packaging, "240p", out.parent)
+        joined = out.parent / f"bframes.{packaging}"
+        if packaging == "fmp4":  # init + media: _segments gives each segment whole
+            joined.write_bytes(segs[0].read_bytes())
+            for seg in segs[1:]:
+                data = seg.read_bytes()
+                joined.write_bytes(joined.read_bytes() + data[data.index(b"moof") - 4 :])
+        else:
+            joined.write_bytes(b"".join(seg.read_bytes() for seg in segs))
+        decoder = await asyncio.create_subprocess_exec(
+            *[FFMPEG, "-v", "error", "-i", str(joined), "-f", "null", "-"],
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, errors = await decoder.communicate()
+        assert (decoder.returncode, errors.decode()[:2000]) == (0, "")
+        assert len(_frames(joined)) == 270
 
 
 async def test_a_live_source_past_the_limits_is_refused_by_its_worker(

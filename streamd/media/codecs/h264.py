@@ -191,14 +191,20 @@ class PassthroughRung:
         self._pending.append(packet)
 
     def put(self, frame: av.VideoFrame | None) -> None:
-        """A decoded frame reached `frame.pts`: the packets up to it are placed (None: all)."""
+        """A decoded frame reached `frame.pts`: the packets decoded by then are placed, in
+        decode order (None: all). An IDR shown later waits for its time, so that it opens
+        the segment the other rungs open there; the B-frames' references before it don't."""
         if frame is None or frame.pts is None:
             self._out += self._pending
             self._pending = []
             return
-        upto = frame.pts
-        self._out += [p for p in self._pending if p.pts <= upto]
-        self._pending = [p for p in self._pending if p.pts > upto]
+        upto, ready = frame.pts, 0
+        for p in self._pending:
+            if p.dts > upto or (p.is_keyframe and p.pts > upto):
+                break
+            ready += 1
+        self._out += self._pending[:ready]
+        del self._pending[:ready]
 
     def take(self) -> list[EncodedPacket]:
         out, self._out = self._out, []
