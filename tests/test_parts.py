@@ -24,7 +24,11 @@ from streamd.package import PartMedia, SegmentMedia, cmaf, fmp4
 LADDER = ["240p:300k", "144p:100k"]
 
 
-def run_live(seconds: float, part_s: float, fps: float = 30.0, jitter: bool = False):
+def run_live(
+    seconds: float, part_s: float, fps: float = 30.0, jitter: bool = False, audio_lead: int = 0
+):
+    """A live session through the pipeline; `audio_lead`: frames of audio pushed ahead of
+    the video (as FLV interleaves them), so audio past a cut can come before the cut."""
     settings = EncodeSettings(
         tuple(parse_ladder(LADDER)), 1.0, "veryfast", 64_000, part_duration_s=part_s
     )
@@ -34,6 +38,9 @@ def run_live(seconds: float, part_s: float, fps: float = 30.0, jitter: bool = Fa
     pipeline.begin_upload(0, None, Geometry(320, 240), fps)
     start = PipelineState().video_pts_90k
     rng = np.random.default_rng(1)
+    samples = round(48_000 / fps)
+    for _ in range(audio_lead):
+        pipeline.push_audio(np.zeros((2, samples), np.float32), None)
     for i in range(round(seconds * fps)):
         pts = start + round(i * VIDEO_HZ / fps)
         if jitter:  # FLV: whole milliseconds
@@ -46,16 +53,19 @@ def run_live(seconds: float, part_s: float, fps: float = 30.0, jitter: bool = Fa
                 av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
             )
         pipeline.push_video(frames, pts)
-        pipeline.push_audio(np.zeros((2, round(48_000 / fps)), np.float32), None)
+        pipeline.push_audio(np.zeros((2, samples), np.float32), None)
     pipeline.end_upload()
     pipeline.finish()
     return pipeline, segments, parts
 
 
-@pytest.mark.parametrize(("fps", "jitter"), [(30.0, False), (30.0, True), (25.0, False)])
-def test_parts_hold_their_segment_exactly(fps: float, jitter: bool) -> None:
+@pytest.mark.parametrize(
+    ("fps", "jitter", "audio_lead"),
+    [(30.0, False, 0), (30.0, True, 0), (25.0, False, 0), (30.0, False, 5)],
+)
+def test_parts_hold_their_segment_exactly(fps: float, jitter: bool, audio_lead: int) -> None:
     part_s = 0.2
-    _, segments, parts = run_live(3.0, part_s, fps, jitter)
+    _, segments, parts = run_live(3.0, part_s, fps, jitter, audio_lead)
     assert len(segments) == 3
     target = part_target_s(part_s, 1 / fps)
     assert target == pytest.approx(part_frames(part_s, 1 / fps) / fps, abs=0.003)

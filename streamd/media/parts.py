@@ -80,8 +80,10 @@ class PartCutter:
                     a.video[i + 1][r][:1] if closed and last_part else []
                 )
                 ends.append(following[0].dts if following else None)
-            audio_end = audio_at(end)
-            audio = [p for p in a.audio[i][self.taken_audio :] if p.pts < audio_end]
+            # Audio runs ahead of video: a packet past the cut can reach the segment before
+            # the cut opens the next one. The segment keeps it, so its last part does too.
+            pending = a.audio[i][self.taken_audio :]
+            audio = pending if last_part else [p for p in pending if p.pts < audio_at(end)]
             self.taken_audio += len(audio)
             # The last audio sample lasts until the next one starts, not to the boundary.
             after = a.audio[i][self.taken_audio :] or (

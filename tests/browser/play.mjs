@@ -6,8 +6,9 @@
 //        [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot out.png]
 //
 // --watch: after reaching --min-time, keep playing for SECONDS and report stalls
-// (the video's "waiting" events), hls.js's low-latency state, the parts it loaded
-// and how far behind real time it plays (from EXT-X-PROGRAM-DATE-TIME), per second.
+// (the video's "waiting" events), hls.js's low-latency state, the parts it loaded,
+// the frames decoded and presented (and any jump between presented frames: frames
+// the browser dropped) and how far behind real time it plays (EXT-X-PROGRAM-DATE-TIME).
 // Prints exactly one JSON line on stdout and exits 0 iff ok.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -303,6 +304,16 @@ async function main() {
     phase = `watching for ${opts.watch}s`;
     await page.evaluate(() => {
       const w = { stalls: 0, parts: 0, maxRate: 1 };
+      const q = window.streamd.video.getVideoPlaybackQuality();
+      w.frames0 = q.totalVideoFrames;
+      w.dropped0 = q.droppedVideoFrames;
+      w.times = [];
+      const v = window.streamd.video;
+      const onFrame = (_now, meta) => {
+        if (w.times.length < 3000) w.times.push(meta.mediaTime);
+        v.requestVideoFrameCallback(onFrame);
+      };
+      if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(onFrame);
       window.__watch = w;
       const video = window.streamd.video;
       w.at = [];
@@ -342,12 +353,29 @@ async function main() {
         };
       }));
     }
-    const w = await page.evaluate(() => window.__watch);
+    const w = await page.evaluate(() => {
+      const q = window.streamd.video.getVideoPlaybackQuality();
+      window.__watch.frames = q.totalVideoFrames - window.__watch.frames0;
+      window.__watch.dropped = q.droppedVideoFrames - window.__watch.dropped0;
+      const t = window.__watch.times;
+      const gaps = [];
+      for (let i = 1; i < t.length; i++) {
+        const d = t[i] - t[i - 1];
+        if (d > 0.05 && gaps.length < 40) gaps.push([+t[i - 1].toFixed(3), +d.toFixed(3)]);
+      }
+      window.__watch.gaps = gaps;
+      window.__watch.presented = t.length;
+      return window.__watch;
+    });
     const realtime = samples.map((x) => x.realtime).filter((x) => x != null).sort((a, b) => a - b);
     result.watch = {
       seconds: opts.watch,
       stalls: w.stalls,
       stallsAt: w.at,
+      framesShown: w.frames,
+      framesDropped: w.dropped,
+      framesPresented: w.presented,
+      presentGaps: w.gaps,
       partsLoaded: w.parts,
       maxPlaybackRate: w.maxRate,
       partTarget: samples.length ? samples[samples.length - 1].partTarget : 0,
