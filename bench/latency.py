@@ -97,34 +97,35 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-def publish_delays(data_dir: Path, video_id: str) -> list[float]:
-    """Per segment: published time minus the arrival of the upload it came from."""
+def _delays(data_dir: Path, query: str, video_id: str) -> list[float]:
+    """One delay per segment of `video_id`, in sequence order, from the state database."""
     db = sqlite3.connect(f"file:{data_dir / STATE_FILE}?mode=ro", uri=True)
     try:
-        rows = db.execute(
-            "SELECT s.published_wall_s - u.received_wall_s FROM segments s JOIN uploads u"
-            " ON u.video_id = s.video_id AND u.number = s.upload"
-            " WHERE s.video_id = ? ORDER BY s.sequence",
-            (video_id,),
-        ).fetchall()
+        return [delay for (delay,) in db.execute(query, (video_id,)).fetchall()]
     finally:
         db.close()
-    return [delay for (delay,) in rows]
+
+
+def publish_delays(data_dir: Path, video_id: str) -> list[float]:
+    """Per segment: published time minus the arrival of the upload it came from."""
+    return _delays(
+        data_dir,
+        "SELECT s.published_wall_s - u.received_wall_s FROM segments s JOIN uploads u"
+        " ON u.video_id = s.video_id AND u.number = s.upload"
+        " WHERE s.video_id = ? ORDER BY s.sequence",
+        video_id,
+    )
 
 
 def live_publish_delays(data_dir: Path, video_id: str) -> list[float]:
     """Per live segment: published time minus the wall time its last frame arrived."""
-    db = sqlite3.connect(f"file:{data_dir / STATE_FILE}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT g.published_wall_s - (s.start_wall_s + g.start_s + g.duration_s)"
-            " FROM segments g JOIN streams s ON s.video_id = g.video_id"
-            " WHERE g.video_id = ? ORDER BY g.sequence",
-            (video_id,),
-        ).fetchall()
-    finally:
-        db.close()
-    return [delay for (delay,) in rows]
+    return _delays(
+        data_dir,
+        "SELECT g.published_wall_s - (s.start_wall_s + g.start_s + g.duration_s)"
+        " FROM segments g JOIN streams s ON s.video_id = g.video_id"
+        " WHERE g.video_id = ? ORDER BY g.sequence",
+        video_id,
+    )
 
 
 def busy_jiffies() -> tuple[int, int]:

@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.latency import p95, percentiles
+from bench.latency import live_publish_delays, p95, percentiles
 from bench.media import FFMPEG, h264_aac, hls_ladder, lavfi_source, split_scale
 from bench.server import Server, free_port
 from streamd.media.codecs.h264 import LIVE_X264
 from streamd.model.ladder import parse_ladder
-from streamd.model.layout import STATE_FILE
 
 KEEPS_UP = 1.05  # finishing within 5% of the media's duration
 DELAY_LIMIT_S = 2.0  # p95 publish delay of a stream that keeps up: one segment
@@ -56,21 +54,6 @@ PARTS = {
     "720": Part(720, "3M", ("720p:2800k", "480p:1400k", "360p:800k"), passthrough=False),
     "1080": Part(1080, "4500k", ("1080p:5000k", "720p:2800k", "480p:1400k", "360p:800k"), True),
 }
-
-
-def publish_delays(data_dir: Path, video_id: str) -> list[float]:
-    """Per segment: published time minus the wall time its last frame arrived."""
-    db = sqlite3.connect(f"file:{data_dir / STATE_FILE}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT g.published_wall_s - (s.start_wall_s + g.start_s + g.duration_s)"
-            " FROM segments g JOIN streams s ON s.video_id = g.video_id"
-            " WHERE g.video_id = ? ORDER BY g.sequence",
-            (video_id,),
-        ).fetchall()
-    finally:
-        db.close()
-    return [delay for (delay,) in rows[:-1]]  # the last closes at the end of the session
 
 
 def reference_command(source: Path, out: Path, part: Part) -> list[str]:
@@ -121,7 +104,8 @@ async def streamd_run(
         ]  # fmt: skip
         times = await timed(publish)
         ended = [await server.wait_ended(f"s{i}") for i in range(streams)]
-        delays = [d for i in range(streams) for d in publish_delays(data, f"s{i}")]
+        # Each stream's last segment closes when its session ends: not a publish delay.
+        delays = [d for i in range(streams) for d in live_publish_delays(data, f"s{i}")[:-1]]
     kept = (
         all(t <= seconds * KEEPS_UP for t in times)
         and all(abs(v["durationS"] - seconds) < 0.5 for v in ended)
