@@ -11,13 +11,10 @@ part is released once every rung and the audio have gone past its end.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from streamd.media.assembly import Assembly
 from streamd.model.pipeline import VIDEO_HZ, part_frames, part_target_s
 from streamd.package import EncodedPacket, PartMedia
-
-if TYPE_CHECKING:
-    from streamd.media.pipeline import _Assembly
 
 
 class PartCutter:
@@ -46,7 +43,7 @@ class PartCutter:
 
     def release(
         self,
-        a: _Assembly,
+        a: Assembly,
         active: list[bool],
         audio_at: Callable[[int], int],
         cut_due: Callable[[int], bool],
@@ -110,7 +107,7 @@ class PartCutter:
                 self.part = j + 1
 
     def _ready(
-        self, a: _Assembly, i: int, rungs: list[int], end: int, last_part: bool, audio_end: int
+        self, a: Assembly, i: int, rungs: list[int], end: int, last_part: bool, audio_end: int
     ) -> bool:
         if a.seen_audio < audio_end:
             return False

@@ -14,12 +14,13 @@ import bisect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from fractions import Fraction
 
 import av
 import numpy as np
 
+from streamd.media.assembly import Assembly
 from streamd.media.codecs.aac import AudioTrack
 from streamd.media.codecs.h264 import PassthroughRung, RungEncoder, h264_level, open_x264
 from streamd.media.parts import PartCutter
@@ -34,24 +35,6 @@ from streamd.model.pipeline import (
 from streamd.package import EncodedPacket, PartMedia, SegmentMedia
 
 CALM_CUTS = 3  # segments in a row on time before a live session takes a rung back
-
-
-@dataclass
-class _Assembly:
-    """Packets of the segments of one job, released as soon as each is complete."""
-
-    first_sequence: int
-    starts_90k: list[int] = field(default_factory=list)
-    skips: list[int] = field(default_factory=list)  # rungs left out of each segment
-    uploads: list[int] = field(default_factory=list)  # the upload each segment comes from
-    audio_starts: list[int] = field(default_factory=list)
-    video: list[list[list[EncodedPacket]]] = field(default_factory=list)  # [segment][rung]
-    audio: list[list[EncodedPacket]] = field(default_factory=list)
-    seen_pts: list[int] = field(default_factory=list)  # highest video pts out of each rung
-    seen_audio: int = -1
-    released: int = 0
-    ready_wall_s: list[float] = field(default_factory=list)  # when each segment was closed
-    part_starts: list[list[int]] = field(default_factory=list)  # live parts of each segment
 
 
 class StreamPipeline:
@@ -81,7 +64,7 @@ class StreamPipeline:
         # By rung; None for rungs left out. A live source may be the top rung as it came.
         self.encoders: list[RungEncoder | PassthroughRung | None] = []
         self.passthrough: PassthroughRung | None = None
-        self.assembly = _Assembly(state.next_segment)
+        self.assembly = Assembly(state.next_segment)
         self.cuts_90k: list[int] = []
         self.upload_end_90k = state.video_pts_90k
         self.frame_90k = VIDEO_HZ // 30
@@ -306,7 +289,7 @@ class StreamPipeline:
             next_segment=self.assembly.first_sequence + self.assembly.released,
             **self.audio.state(),
         )
-        self.assembly = _Assembly(self.state.next_segment)
+        self.assembly = Assembly(self.state.next_segment)
         return self.state
 
     @property
@@ -403,15 +386,8 @@ class StreamPipeline:
 
     def _compact(self) -> None:
         """Forget released segments (a live session's bookkeeping stays the same size at
-        hour 10 as at minute 1); the last one stays, since packets are placed by the start
-        after it."""
-        a, drop = self.assembly, self.assembly.released - 1
-        columns = (a.starts_90k, a.skips, a.uploads, a.audio_starts, a.video, a.audio)
-        for column in (*columns, a.part_starts):
-            del column[:drop]
+        hour 10 as at minute 1)."""
+        drop = self.assembly.forget_released()
         if self.parts is not None:
             self.parts.forget(drop)
-        del a.ready_wall_s[:drop]
-        a.first_sequence += drop
-        a.released -= drop
         self.upload_first_segment -= drop
