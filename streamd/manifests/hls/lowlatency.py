@@ -242,10 +242,10 @@ class LivePlaylistTail:
         self.next_begins_segment = next_begins_segment
 
     def position(self, ended: bool = False) -> Position:
+        # The newest part: of the segment being made, else of the newest whole segment.
         last = self.current[-1] if self.current else None
         if last is None:
-            recent = next((parts[-1] for _, parts in reversed(self.window) if parts), None)
-            last = recent
+            last = next((parts[-1] for _, parts in reversed(self.window) if parts), None)
         return Position(
             self.last_msn,
             last.msn if last else -1,
