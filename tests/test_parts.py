@@ -25,7 +25,12 @@ LADDER = ["240p:300k", "144p:100k"]
 
 
 def run_live(
-    seconds: float, part_s: float, fps: float = 30.0, jitter: bool = False, audio_lead: int = 0
+    seconds: float,
+    part_s: float,
+    fps: float = 30.0,
+    jitter: bool = False,
+    audio_lead: int = 0,
+    held: list[int] | None = None,
 ):
     """A live session through the pipeline; `audio_lead`: frames of audio pushed ahead of
     the video (as FLV interleaves them), so audio past a cut can come before the cut."""
@@ -54,6 +59,8 @@ def run_live(
             )
         pipeline.push_video(frames, pts)
         pipeline.push_audio(np.zeros((2, samples), np.float32), None)
+        if held is not None:
+            held.append(pipeline.audio.buffer.shape[1])
     pipeline.end_upload()
     pipeline.finish()
     return pipeline, segments, parts
@@ -91,6 +98,16 @@ def test_parts_hold_their_segment_exactly(fps: float, jitter: bool, audio_lead: 
         assert before.audio_end_pts == after.audio[0].pts
         for rung, packets in enumerate(after.video):
             assert before.video_end_dts[rung] == packets[0].dts
+
+
+def test_a_live_session_holds_the_same_audio_at_its_end_as_at_its_start() -> None:
+    """A live session is one long upload: the audio waiting to be encoded must not grow with
+    it (it did: every frame's audio copied all the session's audio so far)."""
+    held: list[int] = []
+    _, segments, _ = run_live(6.0, 0.2, held=held)
+    assert len(segments) == 6
+    assert max(held[30:]) <= 6 * 1024  # the encoder's pre-roll and a frame or two
+    assert max(held[-30:]) <= max(held[30:60])
 
 
 def test_chunks_decode_as_the_segment() -> None:

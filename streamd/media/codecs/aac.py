@@ -67,7 +67,7 @@ class AudioTrack:
 
     def encode_ready(self) -> list[EncodedPacket]:
         """Feed every whole frame beyond the pre-roll carry; return packets to keep."""
-        if (self.end - self.base) // AAC_FRAME < AUDIO_PREROLL_FRAMES + 2:
+        if self.encoder is None and (self.end - self.base) // AAC_FRAME < AUDIO_PREROLL_FRAMES + 2:
             return []  # too little to encode yet; it all stays in the carry
         if self.encoder is None:
             self.encoder = self._open()
@@ -85,7 +85,17 @@ class AudioTrack:
             out += self._keep(self.encoder.encode(frame))
             self.last_fed_pts = self.fed_until
             self.fed_until += AAC_FRAME
+        self._forget_fed()
         return out
+
+    def _forget_fed(self) -> None:
+        """Drop what was fed, but for the carry the next encoder would pre-roll with: a live
+        session is one long upload, and the buffer must not grow with it (each `add` copies
+        it)."""
+        keep_from = self.fed_until - (AUDIO_PREROLL_FRAMES + 1) * AAC_FRAME - self.base
+        if keep_from > 0:
+            self.buffer = self.buffer[:, keep_from:]
+            self.base += keep_from
 
     def _keep(self, packets: list[av.Packet[Any]]) -> list[EncodedPacket]:
         kept = [encoded(p) for p in packets if p.pts is not None and p.pts >= self.emit_from]
@@ -101,9 +111,7 @@ class AudioTrack:
             out += [p for p in self._keep(self.encoder.encode(None)) if p.pts < last]
             self.emit_from = last
             # The next encoder starts a few frames early so its packets join ours seamlessly.
-            keep_from = last - AUDIO_PREROLL_FRAMES * AAC_FRAME - self.base
-            self.buffer = self.buffer[:, max(0, keep_from) :]
-            self.base += max(0, keep_from)
+            self._forget_fed()
             self.encoder = None
         return out
 
