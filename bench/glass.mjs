@@ -20,15 +20,18 @@ const option = (name) => (rest.includes(name) ? rest[rest.indexOf(name) + 1] : '
 const pageUrl = option('--page');
 const maxHeight = Number(option('--max-height')) || 0;
 const HLS_MJS = fileURLToPath(new URL('../node_modules/hls.js/dist/hls.mjs', import.meta.url));
+const CATCHUP_JS = fileURLToPath(new URL('../static/js/catchup.js', import.meta.url));
 const origin = new URL(streamUrl).origin;
 
-// The same config as streamd's player (issue 12): low-latency mode with catch-up.
+// The same config as streamd's player (issue 12): low-latency mode with its catch-up.
 const PAGE = `<!doctype html><meta charset="utf-8"><title>glass</title>
 <video id="video" muted autoplay playsinline></video>
 <script type="module">
 import Hls from '/__bench/hls.mjs';
+import { installCatchUp } from '/__bench/catchup.js';
 const video = document.getElementById('video');
-const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 90 });
+const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 90 });
+installCatchUp(hls, video, 1.5);
 window.streamd = { video, hls, errors: [] };
 const t0 = Date.now();
 const since = () => (Date.now() - t0) / 1000;
@@ -155,6 +158,9 @@ try {
     const path = new URL(route.request().url()).pathname;
     if (path === '/__bench/hls.mjs') {
       return route.fulfill({ body: readFileSync(HLS_MJS), contentType: 'text/javascript' });
+    }
+    if (path === '/__bench/catchup.js') {
+      return route.fulfill({ body: readFileSync(CATCHUP_JS), contentType: 'text/javascript' });
     }
     return route.fulfill({ body: PAGE, contentType: 'text/html' });
   });

@@ -19,15 +19,15 @@ when x264 cannot keep real time (a camera would not wait, so that counts as late
 encoder's queue would).
 
 Player: headless Chromium (playwright-core, `bench/glass.mjs`) with hls.js in low-latency
-mode with catch-up, `new Hls({lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5,
-backBufferLength: 90})` (streamd's player's config), on a page of the bench's own served at
-each server's origin, so both servers get the very same player (`--page streamd` plays
-streamd's `/player.html` instead; `--max-height` caps hls.js's ABR). It joins the running
-stream `--join` s after the publisher started; from the first `playing` event, on shown
-frames (`requestVideoFrameCallback`, at most every 150 ms) it draws the picture to a canvas
-and decodes the barcode: latency = the time the frame is shown - (t0 + N/30), both on this
-machine's wall clock. Samples failing the checks are dropped (and counted). Stalls are
-`waiting` events after playback started.
+mode, `new Hls({lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 90})`
+with the catch-up of `static/js/catchup.js` up to 1.5x (streamd's player's config), on a
+page of the bench's own served at each server's origin, so both servers get the very same
+player (`--page streamd` plays streamd's `/player.html` instead; `--max-height` caps hls.js's
+ABR). It joins the running stream `--join` s after the publisher started; from the first
+`playing` event, on shown frames (`requestVideoFrameCallback`, at most every 150 ms) it
+draws the picture to a canvas and decodes the barcode: latency = the time the frame is
+shown - (t0 + N/30), both on this machine's wall clock. Samples failing the checks are
+dropped (and counted). Stalls are `waiting` events after playback started.
 
 Servers, one after the other (2 cores), the same source command and player:
 - streamd (`streamd serve` on its defaults, RTMP ingest; `--env` changes a setting): ladder
@@ -471,6 +471,17 @@ class Run:
     source_lag: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # hls.js errors and switches, timed
+    timeline: str = ""
+
+
+def timeline(samples: list[list[Any]], source: Source, step_s: float = 3.0) -> str:
+    """The median latency in each `step_s` from the first sample: how the player settles."""
+    steps: dict[int, list[float]] = {}
+    for wall_ms, n, *_ in samples:
+        latency = wall_ms / 1000 - source.capture_s(n)
+        if latency > 0:
+            steps.setdefault(int((wall_ms - samples[0][0]) / 1000 / step_s), []).append(latency)
+    return " ".join(f"{statistics.median(v):.2f}" for _, v in sorted(steps.items()))
 
 
 def measure(name: str, source: Source, viewer: dict[str, Any]) -> Run:
@@ -486,6 +497,7 @@ def measure(name: str, source: Source, viewer: dict[str, Any]) -> Run:
         if edge is not None:
             run.behind_edge.append(edge)
     run.dropped += viewer.get("bad", 0)
+    run.timeline = timeline(viewer.get("samples", []), source)
     run.stalls = [s["s"] for s in viewer.get("stalls", [])]
     run.source_lag = source.lag()
     played = ", ".join(
@@ -606,7 +618,7 @@ async def main_async(args: argparse.Namespace) -> None:
     page = "streamd's /player.html" if args.page == "streamd" else "the bench's page"
     print(
         f"720p30 barcoded source, x264 veryfast -g {args.gop} at 3 Mbit/s + AAC over RTMP; "
-        f"hls.js (lowLatencyMode, maxLiveSyncPlaybackRate 1.5) joins after {args.join:.0f} s, "
+        f"hls.js (lowLatencyMode, static/js/catchup.js up to 1.5x) joins after {args.join:.0f} s, "
         f"samples {args.seconds} s; streamd played with {page}"
         + (f", rungs capped at {args.max_height}p" if args.max_height else "")
         + (f", {' '.join(args.env)}" if args.env else "")
@@ -626,6 +638,7 @@ async def main_async(args: argparse.Namespace) -> None:
             for note in run.notes:
                 print(f"  {note}")
             if args.verbose:
+                print(f"  latency, median of each 3 s: {run.timeline}")
                 for event in run.events:
                     print(f"    {event}")
             if not run.glass:

@@ -7,7 +7,7 @@ Sources: camera-like 30 fps recordings (testsrc2 with light noise, H.264 with a 
 AAC), published N times at once with `ffmpeg -re -c copy -f flv` (encoders sending at real
 time) to `streamd serve` with overload handling off. Reference: N ffmpeg processes, each
 reading the same recording at real time (`-re`) and encoding the same ladder (x264 at
-streamd's preset, bitrates and live lookahead, AAC) to HLS.
+streamd's live preset, bitrates and live lookahead, AAC) to HLS.
 
 - 720: a 720p source at 3 Mbit/s, ladder 720p/480p/360p, passthrough off: the same work.
 - 1080: a 1080p source at 4.5 Mbit/s, ladder 1080p/720p/480p/360p, passthrough on (the
@@ -35,7 +35,8 @@ from pathlib import Path
 from bench.latency import live_publish_delays, p95, percentiles
 from bench.media import FFMPEG, h264_aac, hls_ladder, lavfi_source, split_scale
 from bench.server import Server, free_port
-from streamd.media.codecs.h264 import LIVE_X264
+from streamd.config import TranscodeConfig
+from streamd.media.codecs.h264 import live_x264_params
 from streamd.model.ladder import parse_ladder
 
 KEEPS_UP = 1.05  # finishing within 5% of the media's duration
@@ -59,14 +60,15 @@ PARTS = {
 def reference_command(source: Path, out: Path, part: Part) -> list[str]:
     """The ffmpeg CLI doing streamd's live ladder from a real-time read of the source."""
     rungs = parse_ladder(list(part.ladder))
+    preset = TranscodeConfig().live_preset
     cmd = [FFMPEG, "-v", "error", "-y", "-re", "-i", str(source), *split_scale(rungs)]
     for i, r in enumerate(rungs):
         kbps = r.video_bitrate_bps // 1000
         cmd += ["-map", f"[o{i}]", "-map", "0:a"]
         cmd += [f"-c:v:{i}", "libx264", f"-b:v:{i}", f"{kbps}k", f"-c:a:{i}", "aac"]
-        params = f"vbv-maxrate={kbps * 6 // 5}:vbv-bufsize={kbps * 2}{LIVE_X264}"
+        params = f"vbv-maxrate={kbps * 6 // 5}:vbv-bufsize={kbps * 2}{live_x264_params(preset)}"
         cmd += [f"-x264-params:v:{i}", params]
-    cmd += ["-preset", "veryfast", "-profile:v", "high", *hls_ladder(out, len(rungs))]
+    cmd += ["-preset", preset, "-profile:v", "high", *hls_ladder(out, len(rungs))]
     return cmd
 
 

@@ -89,6 +89,12 @@ async def test_ffmpeg_publishes_live(make_client: AppClient, config: Config) -> 
     out.write_bytes(body)
     streams = ffprobe(out, "-show_streams")["streams"]
     assert {s["codec_type"] for s in streams} == {"video", "audio"}
+    # Encoded at the live preset (x264 names its settings in its first picture's SEI):
+    # superfast looks no frames ahead.
+    small = m3u8.loads((await fetch(client, "/hls/cam/fmp4/144p/index.m3u8")).decode())
+    first = await fetch(client, f"/hls/cam/fmp4/144p/{small.segments[0].uri}")
+    sei = first[first.index(b"x264 - core") :].split(b"\0", 1)[0].decode()
+    assert {"subme=1", "rc_lookahead=0", "mbtree=0"} <= set(sei.split()), sei
 
 
 async def test_wrong_key_and_app_refused_before_media(

@@ -132,7 +132,7 @@ class StreamPipeline:
                         r,
                         level,
                         frame_rate,
-                        self.settings.preset,
+                        self.settings.x264_preset(self.live_segment_90k > 0),
                         self.threads(i - skip),
                         live=self.live_segment_90k > 0,
                     )
@@ -212,7 +212,8 @@ class StreamPipeline:
             r, level = self.state.rungs[rung], self.state.levels[rung]
             frame_rate = self.state.frame_rate or 30.0
             threads = self.threads(0)  # the tallest active rung, as at the session's start
-            codec = open_x264(r, level, frame_rate, self.settings.preset, threads, live=True)
+            preset = self.settings.x264_preset(live=True)
+            codec = open_x264(r, level, frame_rate, preset, threads, live=True)
             self.encoders[rung] = RungEncoder(codec)
         self.skip_rungs = rung
         self.first_skip = min(self.first_skip, rung)

@@ -25,6 +25,10 @@ class EncodeSettings:
     encoder_threads: int = 0
     passthrough: bool = False  # live H.264 at the top rung's size: published as it came
     part_duration_s: float = 0.0  # live: LL-HLS parts about this long (0: none)
+    live_preset: str = ""  # x264's for live sessions ("": `preset`)
+
+    def x264_preset(self, live: bool) -> str:
+        return self.live_preset if live and self.live_preset else self.preset
 
     def max_part_s(self, frame_s: float) -> float:
         """Longest segment we cut, so that EXTINF rounds to the target duration at most."""

@@ -46,6 +46,7 @@ def encode_settings(config: Config) -> EncodeSettings:
         tc.encoder_threads,
         tc.passthrough,
         config.hls.part_duration_s,
+        tc.live_preset,
     )
 
 

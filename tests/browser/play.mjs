@@ -368,6 +368,10 @@ async function main() {
       return window.__watch;
     });
     const realtime = samples.map((x) => x.realtime).filter((x) => x != null).sort((a, b) => a - b);
+    // How far behind its target latency the player sat over the second half: caught up?
+    const overTarget = samples.slice(samples.length / 2)
+      .filter((x) => x.latency != null && x.target != null)
+      .map((x) => x.latency - x.target).sort((a, b) => a - b);
     result.watch = {
       seconds: opts.watch,
       stalls: w.stalls,
@@ -383,6 +387,7 @@ async function main() {
       advanced: samples.length ? samples[samples.length - 1].time - samples[0].time : 0,
       realtimeP50: realtime.length ? realtime[Math.floor(realtime.length / 2)] : null,
       realtimeMax: realtime.length ? realtime[realtime.length - 1] : null,
+      overTargetP50: overTarget.length ? overTarget[Math.floor(overTarget.length / 2)] : null,
       first: samples[0],
       last: samples[samples.length - 1],
     };

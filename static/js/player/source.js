@@ -6,11 +6,13 @@ import Hls from '/vendor/hls.mjs';
 import { video, ui, setStatus, showOverlay, clearOverlay, fail, setBadge } from './page.js';
 import { streamd, player, setHls, videoId, masterUrl } from './state.js';
 import { buildQualityMenu, levelSwitched, resetQuality } from './quality.js';
+import { installCatchUp } from '../catchup.js';
 
 const RETRY_MS = 2000;        // poll interval while the stream does not exist yet
 
 let recoveredAt = {};         // fatal error type -> time of last recovery attempt
 let errorsBase = 0;           // streamd.errors index where the current attempt began
+let removeCatchUp = null;     // the catch-up of the current hls.js instance
 
 export function tryPlay() {
   const p = video.play();
@@ -30,17 +32,20 @@ export function tryPlay() {
 
 function attachHls() {
   const hls = new Hls({
-    // LL-HLS streams (parts, blocking reload) play PART-HOLD-BACK behind the edge and
-    // catch up by playing up to 1.5x when they fall behind; classic ones 3 segments behind
-    // (hls.js's default: setting liveSyncDurationCount would override PART-HOLD-BACK).
+    // LL-HLS streams (parts, blocking reload) play PART-HOLD-BACK behind the edge, classic
+    // ones 3 segments behind (hls.js's default: setting liveSyncDurationCount would
+    // override PART-HOLD-BACK). Both catch up by playing up to 1.5x when they fall behind:
+    // with ../catchup.js, since hls.js's own (maxLiveSyncPlaybackRate) never does within
+    // 1 s of the edge, where LL-HLS plays.
     lowLatencyMode: true,
-    maxLiveSyncPlaybackRate: 1.5,
+    maxLiveSyncPlaybackRate: 1,
     backBufferLength: 90,          // keep memory bounded on long DVR sessions
     manifestLoadingMaxRetry: 4,
     levelLoadingMaxRetry: 6,
     fragLoadingMaxRetry: 6,
   });
   setHls(hls);
+  removeCatchUp = installCatchUp(hls, video, 1.5);
   streamd.mode = 'hls.js';
 
   // Load the source once: MEDIA_ATTACHED fires again after recoverMediaError().
@@ -131,6 +136,7 @@ function restart() {
   if (player.hls) {
     try { player.hls.destroy(); } catch (e) { /* already destroyed */ }
     setHls(null);
+    removeCatchUp();
   } else {
     video.removeAttribute('src');
     video.load();

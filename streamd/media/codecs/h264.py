@@ -77,7 +77,16 @@ def encoded(p: av.Packet[Any]) -> EncodedPacket:
 # lookahead is publish delay. 5 frames instead of veryfast's 10, and no sync lookahead,
 # took a 720p ladder's delay from ~0.59 s to ~0.33 s after the segment's last frame
 # (B-frames kept; 0 lookahead and no B-frames gave ~0.13 s at a visible cost in quality).
-LIVE_X264 = ":rc-lookahead=5:sync-lookahead=0"
+# The presets that look no frames ahead (no macroblock tree) are left so.
+LIVE_LOOKAHEAD_FRAMES = 5
+NO_LOOKAHEAD_PRESETS = frozenset({"ultrafast", "superfast"})
+
+
+def live_x264_params(preset: str) -> str:
+    """x264-params (after a ':') that keep a live encoder's delay short."""
+    if preset in NO_LOOKAHEAD_PRESETS:
+        return ":sync-lookahead=0"
+    return f":rc-lookahead={LIVE_LOOKAHEAD_FRAMES}:sync-lookahead=0"
 
 
 def open_x264(
@@ -100,7 +109,7 @@ def open_x264(
         "level": level,
         "forced-idr": "1",
         "x264-params": f"vbv-maxrate={kbps * 6 // 5}:vbv-bufsize={kbps * 2}"
-        + (LIVE_X264 if live else ""),
+        + (live_x264_params(preset) if live else ""),
     }
     cc.open()
     return cc
