@@ -225,6 +225,8 @@ class _Upload:
             streams = [vs] if a_s is None else [vs, a_s]
             for st in streams:
                 st.codec_context.thread_type = "AUTO"
+            if self.live:  # frame threads hold a frame each: no delay, unless it has slices
+                vs.codec_context.thread_type = "SLICE"
             aac = a_s is not None and a_s.codec_context.name == "aac"
             if self.live and vs.codec_context.name == "h264":
                 # FLV carries AVCC: to Annex B, SPS/PPS before each IDR. MPEG-TS is Annex B
