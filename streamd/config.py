@@ -109,9 +109,10 @@ class CacheConfig:
 @dataclass(frozen=True)
 class HlsConfig:
     part_duration_s: float = setting(
-        0.2,
+        0.1,
         "LL-HLS: live fMP4 playlists get parts of about this long (whole frames), with"
-        " blocking reload and delta updates; 0 turns them off.",
+        " blocking reload and delta updates; 0 turns them off. Shorter parts cut latency"
+        " and cost more requests per viewer: 0.2 serves half as many.",
     )
 
 
