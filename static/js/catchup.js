@@ -1,7 +1,7 @@
 // Catching up with the live edge, for hls.js (used by /player.html and bench/glass.mjs).
 //
 // hls.js's own catch-up (maxLiveSyncPlaybackRate) speeds up only while more than 1 s is
-// buffered ahead. An LL-HLS player holds PART-HOLD-BACK (3 parts: 0.6 s) behind the edge,
+// buffered ahead. An LL-HLS player holds PART-HOLD-BACK (3 parts: 0.3 s) behind the edge,
 // so it never has that much: a viewer who started 0.5 s late (loading the first parts)
 // stays 0.5 s late for good. This one needs two parts buffered instead (one second for a
 // classic stream, as hls.js), and otherwise follows hls.js's curve: the further behind
