@@ -64,6 +64,14 @@ async def test_ffmpeg_publishes_live(make_client: AppClient, config: Config) -> 
     # Live: segments are published while the encoder is still sending, at real time.
     seen = await until(client, "cam", lambda v: v["segments"] >= 2)
     assert ffmpeg.returncode is None, "published only after the publisher finished"
+    # A highlight saved while the event is still live.
+    early = await fetch(client, "/viewstream/cam/clip?from=0&to=1&format=mov&resolution=240p")
+    assert ffmpeg.returncode is None
+    (Path(config.data_dir).parent / "early.mov").write_bytes(early)
+    (video,) = ffprobe(
+        Path(config.data_dir).parent / "early.mov", "-show_streams", "-select_streams", "v"
+    )["streams"]
+    assert float(video["start_time"]) == 0
     assert time.monotonic() - started < 6
     live = seen["ingest"]
     assert (live["protocol"], live["connected"]) == ("rtmp", True)
@@ -89,6 +97,15 @@ async def test_ffmpeg_publishes_live(make_client: AppClient, config: Config) -> 
     out.write_bytes(body)
     streams = ffprobe(out, "-show_streams")["streams"]
     assert {s["codec_type"] for s in streams} == {"video", "audio"}
+    # The whole event as one file: four segments remuxed, as long as they are together.
+    whole = await fetch(client, "/viewstream/cam/clip?from=0&to=8&format=mp4&resolution=240p")
+    out = Path(config.data_dir).parent / "whole.mp4"
+    out.write_bytes(whole)
+    (video,) = ffprobe(out, "-show_streams", "-select_streams", "v")["streams"]
+    assert len(playlist.segments) == 4
+    total = sum(s.duration for s in playlist.segments)
+    assert float(video["start_time"]) == 0
+    assert float(video["duration"]) == pytest.approx(total, abs=1 / 30)
     # Encoded at the live preset (x264 names its settings in its first picture's SEI):
     # superfast looks no frames ahead.
     small = m3u8.loads((await fetch(client, "/hls/cam/fmp4/144p/index.m3u8")).decode())

@@ -171,7 +171,10 @@ async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path
     probe = ffprobe(clip, "-show_streams", "-show_format")
     video = next(s for s in probe["streams"] if s["codec_type"] == "video")
     assert (video["width"], video["height"]) == (320, 240)
-    assert float(probe["format"]["duration"]) > 1.9
+    # A file of its own: it starts at 0, not on the internal timeline (it once began at
+    # 12 s for the segment at 2 s), and lasts the segment.
+    assert float(video["start_time"]) == 0
+    assert float(video["duration"]) == pytest.approx(2.0, abs=1 / 30)
 
     resp = await client.get(
         f"/viewstream/{stream}", params={"timestamp": "0", "format": "ts", "resolution": "200p"}
@@ -182,6 +185,60 @@ async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path
     clip.write_bytes(await resp.read())
     video = ffprobe(clip, "-show_streams", "-select_streams", "v")["streams"][0]
     assert (video["width"], video["height"]) == (192, 144)
+
+    # MPEG-TS keeps its stream time; MOV is the MP4 remuxed.
+    for fmt, start, content_type in (("ts", 4.0, "video/mp2t"), ("mov", 0.0, "video/quicktime")):
+        resp = await client.get(f"/viewstream/{stream}", params={"timestamp": "4.5", "format": fmt})
+        assert (resp.status, resp.headers["Content-Type"]) == (200, content_type)
+        clip = tmp_path / f"t4.{fmt}"
+        clip.write_bytes(await resp.read())
+        probe = ffprobe(clip, "-show_streams", "-show_format")
+        assert probe["format"]["format_name"].startswith("mpegts" if fmt == "ts" else "mov")
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        assert float(video["start_time"]) == pytest.approx(start, abs=0.001)
+        assert {s["codec_type"] for s in probe["streams"]} == {"video", "audio"}
+
+
+@pytest.mark.parametrize(("fmt", "at_stream_time"), [("mp4", False), ("mov", False), ("ts", True)])
+async def test_a_clip_is_whole_segments_in_one_file(
+    client: TestClient, stream: str, tmp_path: Path, fmt: str, at_stream_time: bool
+) -> None:
+    """2.5 to 5.5 s: segments 1 and 2 (2 to 6 s) whole, remuxed into one file."""
+    params = {"from": "2.5", "to": "5.5", "format": fmt, "resolution": "240p"}
+    resp = await client.get(f"/viewstream/{stream}/clip", params=params)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Disposition"].startswith("attachment")
+    assert float(resp.headers["X-Clip-Start"]) == pytest.approx(2.0)
+    assert float(resp.headers["X-Clip-Duration"]) == pytest.approx(4.0)
+    clip = tmp_path / f"clip.{fmt}"
+    clip.write_bytes(await resp.read())
+    probe = ffprobe(clip, "-show_streams", "-count_frames")
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert float(video["start_time"]) == pytest.approx(2.0 if at_stream_time else 0, abs=0.001)
+    assert float(video["duration"]) == pytest.approx(4.0, abs=1 / 30)  # within a frame
+    assert int(video["nb_read_frames"]) == 120
+    audio = next(s for s in probe["streams"] if s["codec_type"] == "audio")
+    assert float(audio["duration"]) == pytest.approx(4.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"from": "3", "to": "2"}, 400),
+        ({"from": "3"}, 400),
+        ({"from": "x", "to": "2"}, 400),
+        ({"from": "0", "to": "601"}, 400),
+        ({"from": "4", "to": "9"}, 404),  # not published yet (the stream is live)
+        ({"from": "0", "to": "2", "format": "avi"}, 400),
+    ],
+)
+async def test_clip_errors(
+    client: TestClient, stream: str, params: dict[str, str], status: int
+) -> None:
+    resp = await client.get(f"/viewstream/{stream}/clip", params=params)
+    body = await resp.json()
+    assert resp.status == status, body
+    assert body["message"]
 
 
 @pytest.mark.parametrize(

@@ -34,5 +34,9 @@ class JobQueue(Protocol):
     ) -> SourceInfo:
         """Inspect an upload in a worker, within `limits`; raises UnsupportedMedia."""
 
+    async def remux(self, data: bytes, container: str, start_s: float, timeout_s: float) -> bytes:
+        """Published segments (joined) as one file in `container`, its first picture at
+        `start_s` (streamd.media.remux); raises UnsupportedMedia."""
+
     def healthy(self) -> bool:
         """Whether the workers can take jobs."""

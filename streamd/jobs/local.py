@@ -224,24 +224,33 @@ class LocalJobQueue:
     async def probe(
         self, source: Path | bytes, timeout_s: float, limits: MediaLimits | None = None
     ) -> SourceInfo:
+        info = await self._quick(
+            "inspecting the upload", timeout_s, worker.probe, source, limits or MediaLimits()
+        )
+        assert isinstance(info, SourceInfo)
+        return info
+
+    async def remux(self, data: bytes, container: str, start_s: float, timeout_s: float) -> bytes:
+        out = await self._quick("remuxing", timeout_s, worker.remux, data, container, start_s)
+        assert isinstance(out, bytes)
+        return out
+
+    async def _quick(self, doing: str, timeout_s: float, fn: Callable[..., Any], *args: Any) -> Any:
+        """A short job on the prober's process, which is replaced if it hangs or crashes."""
         assert self._prober is not None
         loop = asyncio.get_running_loop()
         try:
-            info, error = await asyncio.wait_for(
-                loop.run_in_executor(
-                    self._prober.pool, worker.probe, source, limits or MediaLimits()
-                ),
-                timeout_s,
+            result, error = await asyncio.wait_for(
+                loop.run_in_executor(self._prober.pool, fn, *args), timeout_s
             )
         except TimeoutError as exc:
             self._prober.replace()
             raise UnsupportedMedia(
-                "inspecting the upload took too long", f"gave up after {timeout_s:g} s"
+                f"{doing} took too long", f"gave up after {timeout_s:g} s"
             ) from exc
         except BrokenProcessPool as exc:
             self._prober.replace()
-            raise UnsupportedMedia("the upload crashed the media inspector", repr(exc)) from exc
+            raise UnsupportedMedia(f"{doing} crashed the media process", repr(exc)) from exc
         if error is not None:
             raise from_data(error)
-        assert isinstance(info, SourceInfo)
-        return info
+        return result

@@ -1,4 +1,4 @@
-"""What runs inside a worker process: the pool's initializer and the two job functions.
+"""What runs inside a worker process: the pool's initializer and the job functions.
 
 The media stack is imported here only inside the functions, so the server that submits them
 never loads PyAV. A job's failure comes back as data (`errors.as_data`), not as a pickled
@@ -88,3 +88,15 @@ def probe(source: Path | bytes, limits: MediaLimits) -> Outcome:
         return None, exc.as_data()
     except Exception as exc:
         return None, UnsupportedMedia("the upload could not be inspected", repr(exc)).as_data()
+
+
+def remux(data: bytes, container: str, start_s: float) -> Outcome:
+    from streamd.media.remux import remux as remux_media
+
+    try:
+        return remux_media(data, container, start_s), None
+    except StreamdError as exc:
+        return None, exc.as_data()
+    except Exception as exc:
+        log.exception("remux to %s failed", container)
+        return None, UnsupportedMedia("the segments could not be remuxed", repr(exc)).as_data()

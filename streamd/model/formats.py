@@ -60,6 +60,39 @@ def packaging_for(value: str | None) -> Packaging:
     return found
 
 
+@dataclass(frozen=True)
+class FileFormat:
+    """A container `/viewstream` returns a file in: remuxed from a packaging's segments."""
+
+    name: str  # the muxer's, in streamd.media.remux
+    source: Packaging  # whose segments are remuxed
+    content_type: str
+    at_stream_time: bool  # the file's first picture at its stream time, not at 0
+    aliases: tuple[str, ...] = ()
+
+
+# MP4 and MOV start at 0 (a player shows an MP4 that starts later with a blank lead-in);
+# MPEG-TS keeps its stream time, as broadcast does.
+FILE_FORMATS: dict[str, FileFormat] = {
+    f.name: f
+    for f in (
+        FileFormat("mp4", FMP4, "video/mp4", False, ("fmp4", "cmaf", "m4s")),
+        FileFormat("mov", FMP4, "video/quicktime", False),
+        FileFormat("ts", TS, "video/mp2t", True),
+    )
+}
+_FILE_BY_ALIAS = {a: f for f in FILE_FORMATS.values() for a in (f.name, *f.aliases)}
+
+
+def file_format_for(value: str | None) -> FileFormat:
+    """The container a `/viewstream?format=` value asks for (MP4 when absent)."""
+    found = _FILE_BY_ALIAS.get((value or "mp4").lower())
+    if found is None:
+        names = ", ".join(sorted(_FILE_BY_ALIAS))
+        raise BadRequest(f"unknown format {value!r}", f"use one of {names}")
+    return found
+
+
 def content_type_for(suffix: str) -> str | None:
     """Content type of a published object by its file suffix (`.m4s`), if it is media."""
     for p in PACKAGINGS.values():

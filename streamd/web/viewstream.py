@@ -1,28 +1,32 @@
 """The API of the design: `GET /viewstream/metadata/{videoId}` (the master playlist) and
 `GET /viewstream/{videoId}?timestamp&format&resolution&lang` (the segment holding that
-second, as a file that plays alone, decrypted when the stream is encrypted: the caller
-showed its token already)."""
+second, as a file that plays alone: MP4, MOV or MPEG-TS, remuxed by a worker, decrypted when
+the stream is encrypted: the caller showed its token already); and
+`GET /viewstream/{videoId}/clip?from&to` (the segments of a span as one file)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import re
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from streamd.access import tokens
-from streamd.appkeys import CONFIG, HLS, METRICS, STREAMS
-from streamd.errors import BadRequest, NotFound
+from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, STREAMS
+from streamd.errors import BadRequest, Conflict, NotFound
 from streamd.manifests.hls import absolute_master
 from streamd.metrics import client_id
 from streamd.model import layout
-from streamd.model.formats import packaging_for
-from streamd.model.stream import Stream
+from streamd.model.formats import FileFormat, file_format_for, packaging_for
+from streamd.model.stream import Segment, Stream
 from streamd.web.hls import bytes_response
 
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+MAX_CLIP_S = 600.0  # a clip is remuxed in memory: bounded
+REMUX_TIMEOUT_S = 30.0
 
 
 def _published(request: web.Request) -> tuple[Stream, str | None]:
@@ -68,16 +72,11 @@ async def view(request: web.Request) -> web.Response:
     """GET /viewstream/{videoId}?timestamp=T: the segment holding second T, playable alone."""
     stream, _ = _published(request)
     q = request.query
-    packaging = packaging_for(q.get("format"))
+    fmt = file_format_for(q.get("format"))
     lang = q.get("lang")
     if lang and not _LANG.match(lang):
         raise BadRequest(f"bad lang {lang!r}", "use a BCP 47 tag such as en or pt-BR")
-    try:
-        time_s = float(q.get("timestamp", "0"))
-    except ValueError as exc:
-        raise BadRequest(f"bad timestamp {q.get('timestamp')!r}", "seconds from the start") from exc
-    if not math.isfinite(time_s) or time_s < 0:
-        raise BadRequest(f"bad timestamp {time_s!r}", "seconds from the start, 0 or more")
+    time_s = _seconds(q, "timestamp", "0")
     rung = _pick_rung(stream, q.get("resolution"))
     seg = stream.segment_at(time_s)
     if seg is None:
@@ -85,37 +84,121 @@ async def view(request: web.Request) -> web.Response:
         raise NotFound(
             f"timestamp {time_s:g} s is {when}", f"published: 0 to {stream.duration_s:g} s"
         )
-    out = seg.rung(rung)
-    if out is None:  # the rung was dropped for this segment (overload): the next one down
+    if seg.rung(rung) is None:  # the rung was dropped for this segment (overload): one below
         heights = {r.name: r.height for r in stream.rungs}
-        out = next((o for o in seg.rungs if heights[o.name] <= heights[rung]), seg.rungs[-1])
-        rung = out.name
-    vid, name = stream.video_id, packaging.name
-    keys = [layout.segment_key(vid, name, rung, seg.sequence)]
-    init = out.inits.get(name)
-    if init is not None:
-        keys.insert(0, layout.init_key(vid, name, rung, init))
-    parts = [await request.app[HLS].object_bytes(key) for key in keys]
-    scope = "public"
-    if stream.protection is not None:  # off the loop: AES over a segment is milliseconds
-        decrypt = stream.protection.decrypt
-        loop = asyncio.get_running_loop()
-        parts[-1] = await loop.run_in_executor(None, decrypt, vid, seg.sequence, parts[-1])
-        scope = "private"  # clear bytes of an encrypted stream: no shared cache keeps them
+        rung = next(
+            (o.name for o in seg.rungs if heights[o.name] <= heights[rung]), seg.rungs[-1].name
+        )
+    body = await _file(request, stream, fmt, rung, [seg])
     headers = {
-        "Cache-Control": f"{scope}, max-age={request.app[CONFIG].http.segment_max_age_s}",
         "X-Segment-Sequence": str(seg.sequence),
         "X-Segment-Start": f"{seg.start_s:.3f}",
         "X-Segment-Duration": f"{seg.duration_s:.3f}",
         "X-Resolution": rung,
-        "Content-Disposition": f'inline; filename="{vid}-{seg.sequence}-{rung}.'
-        f'{packaging.file_extension}"',
+        "Content-Disposition": f'inline; filename="{stream.video_id}-{seg.sequence}-{rung}.'
+        f'{fmt.name}"',
     }
-    return bytes_response(request, b"".join(parts), packaging.file_content_type, headers)
+    return _file_response(request, stream, fmt, body, headers)
+
+
+async def clip(request: web.Request) -> web.Response:
+    """GET /viewstream/{videoId}/clip?from=T1&to=T2: the whole segments spanning T1 to T2 as
+    one file (remuxed, never encoded), e.g. a highlight saved while the event is live."""
+    stream, _ = _published(request)
+    q = request.query
+    fmt = file_format_for(q.get("format"))
+    from_s, to_s = _seconds(q, "from", None), _seconds(q, "to", None)
+    if to_s <= from_s:
+        raise BadRequest(f"the clip ends ({to_s:g} s) before it starts ({from_s:g} s)")
+    if to_s - from_s > MAX_CLIP_S:
+        raise BadRequest(f"a clip is at most {MAX_CLIP_S:g} s", f"asked for {to_s - from_s:g} s")
+    rung = _pick_rung(stream, q.get("resolution"))
+    segments = [s for s in stream.segments if s.end_s > from_s and s.start_s < to_s]
+    if not segments or (segments[-1].end_s < to_s - 0.001 and not stream.ended):
+        raise NotFound(
+            f"{from_s:g} to {to_s:g} s is not all published yet",
+            f"published: 0 to {stream.duration_s:g} s",
+        )
+    for seg in segments:
+        out = seg.rung(rung)
+        if out is None:
+            raise Conflict(
+                f"the clip spans {seg.start_s:g} s, which has no {rung}",
+                "a gap in the stream, or a rung left out while it was behind: ask for a "
+                "lower resolution or another span",
+            )
+        if seg is not segments[0] and seg.discontinuity:
+            raise Conflict(
+                f"the clip spans a restart of the encoder at {seg.start_s:g} s",
+                "ask for the two sides as two clips",
+            )
+    body = await _file(request, stream, fmt, rung, segments)
+    first, last = segments[0], segments[-1]
+    headers = {
+        "X-Clip-Start": f"{first.start_s:.3f}",
+        "X-Clip-Duration": f"{last.end_s - first.start_s:.3f}",
+        "X-Resolution": rung,
+        "Content-Disposition": f'attachment; filename="{stream.video_id}-{first.start_s:.0f}-'
+        f'{last.end_s:.0f}-{rung}.{fmt.name}"',
+    }
+    return _file_response(request, stream, fmt, body, headers)
+
+
+def _seconds(q: Mapping[str, str], name: str, default: str | None) -> float:
+    value = q.get(name, default)
+    if value is None:
+        raise BadRequest(f"{name} is missing", "seconds from the start")
+    try:
+        time_s = float(value)
+    except ValueError as exc:
+        raise BadRequest(f"bad {name} {value!r}", "seconds from the start") from exc
+    if not math.isfinite(time_s) or time_s < 0:
+        raise BadRequest(f"bad {name} {time_s!r}", "seconds from the start, 0 or more")
+    return time_s
+
+
+async def _file(
+    request: web.Request, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
+) -> bytes:
+    """The segments of one rung (clear, if the stream is encrypted) remuxed into `fmt`."""
+    vid, name = stream.video_id, fmt.source.name
+    hls = request.app[HLS]
+    pieces = []
+    first = segments[0].rung(rung)
+    assert first is not None
+    init = first.inits.get(name)
+    if init is not None:
+        pieces.append(await hls.object_bytes(layout.init_key(vid, name, rung, init)))
+    for seg in segments:
+        out = seg.rung(rung)
+        assert out is not None
+        if out.inits.get(name) != init:
+            raise Conflict(
+                f"the encoding changed at {seg.start_s:g} s", "ask for the two sides apart"
+            )
+        data = await hls.object_bytes(layout.segment_key(vid, name, rung, seg.sequence))
+        if stream.protection is not None:  # off the loop: AES over a segment is milliseconds
+            decrypt = stream.protection.decrypt
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(None, decrypt, vid, seg.sequence, data)
+        pieces.append(data)
+    start_s = segments[0].start_s if fmt.at_stream_time else 0.0
+    return await request.app[JOBS].remux(b"".join(pieces), fmt.name, start_s, REMUX_TIMEOUT_S)
+
+
+def _file_response(
+    request: web.Request, stream: Stream, fmt: FileFormat, body: bytes, headers: dict[str, str]
+) -> web.Response:
+    # Clear bytes of an encrypted stream: no shared cache keeps them.
+    scope = "private" if stream.protection is not None else "public"
+    max_age = request.app[CONFIG].http.segment_max_age_s
+    headers = {"Cache-Control": f"{scope}, max-age={max_age}", **headers}
+    return bytes_response(request, body, fmt.content_type, headers)
 
 
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/viewstream/metadata/{video_id}", master),
         web.get("/viewstream/{video_id}", view),
+        web.get("/viewstream/{video_id}/clip", clip),
     ]
