@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import m3u8
@@ -197,6 +198,26 @@ async def test_viewstream_by_timestamp(client: TestClient, stream: str, tmp_path
         video = next(s for s in probe["streams"] if s["codec_type"] == "video")
         assert float(video["start_time"]) == pytest.approx(start, abs=0.001)
         assert {s["codec_type"] for s in probe["streams"]} == {"video", "audio"}
+
+
+async def test_viewstream_by_wall_clock(client: TestClient, stream: str) -> None:
+    """?time= takes the clock the playlists' EXT-X-PROGRAM-DATE-TIME follows."""
+    playlist = m3u8.loads((await fetch(client, f"/hls/{stream}/fmp4/240p/index.m3u8")).decode())
+    second = playlist.segments[1].current_program_date_time
+    assert second is not None
+    for when, sequence in ((second, "1"), (second + timedelta(seconds=2.5), "2")):
+        resp = await client.get(f"/viewstream/{stream}", params={"time": when.isoformat()})
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["X-Segment-Sequence"] == sequence
+    for bad, status in (
+        ("yesterday", 400),
+        (second.replace(tzinfo=None).isoformat(), 400),  # no time zone
+        ((second - timedelta(hours=1)).isoformat(), 404),  # before the stream began
+        ((second + timedelta(hours=1)).isoformat(), 404),  # not published yet
+    ):
+        resp = await client.get(f"/viewstream/{stream}", params={"time": bad})
+        assert resp.status == status, (bad, await resp.text())
+        assert (await resp.json())["message"]
 
 
 @pytest.mark.parametrize(("fmt", "at_stream_time"), [("mp4", False), ("mov", False), ("ts", True)])

@@ -1,7 +1,8 @@
 """The API of the design: `GET /viewstream/metadata/{videoId}` (the master playlist) and
 `GET /viewstream/{videoId}?timestamp&format&resolution&lang` (the segment holding that
-second, as a file that plays alone: MP4, MOV or MPEG-TS, remuxed by a worker, decrypted when
-the stream is encrypted: the caller showed its token already); and
+second, or that wall-clock `time`, as a file that plays alone: MP4, MOV or MPEG-TS,
+remuxed by a worker, decrypted when the stream is encrypted: the caller showed its token
+already); and
 `GET /viewstream/{videoId}/clip?from&to` (the segments of a span as one file)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import math
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -69,14 +71,15 @@ def _pick_rung(stream: Stream, resolution: str | None) -> str:
 
 
 async def view(request: web.Request) -> web.Response:
-    """GET /viewstream/{videoId}?timestamp=T: the segment holding second T, playable alone."""
+    """GET /viewstream/{videoId}?timestamp=T (or ?time=ISO 8601): the segment holding that
+    moment, playable alone."""
     stream, _ = _published(request)
     q = request.query
     fmt = file_format_for(q.get("format"))
     lang = q.get("lang")
     if lang and not _LANG.match(lang):
         raise BadRequest(f"bad lang {lang!r}", "use a BCP 47 tag such as en or pt-BR")
-    time_s = _seconds(q, "timestamp", "0")
+    time_s = _wall_clock(stream, q["time"]) if "time" in q else _seconds(q, "timestamp", "0")
     rung = _pick_rung(stream, q.get("resolution"))
     seg = stream.segment_at(time_s)
     if seg is None:
@@ -154,6 +157,26 @@ def _seconds(q: Mapping[str, str], name: str, default: str | None) -> float:
         raise BadRequest(f"bad {name} {value!r}", "seconds from the start") from exc
     if not math.isfinite(time_s) or time_s < 0:
         raise BadRequest(f"bad {name} {time_s!r}", "seconds from the start, 0 or more")
+    return time_s
+
+
+def _wall_clock(stream: Stream, value: str) -> float:
+    """`?time=2026-11-24T10:15:00Z` as seconds from the stream's start, by the clock its
+    playlists' EXT-X-PROGRAM-DATE-TIME follows."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(f"bad time {value!r}", "ISO 8601, e.g. 2026-11-24T10:15:00Z") from exc
+    if when.tzinfo is None:
+        raise BadRequest(f"time {value!r} has no time zone", "end it with Z or +HH:MM")
+    if stream.start_wall_s is None:
+        raise NotFound(f"stream {stream.video_id!r} has no wall-clock time", "use ?timestamp=")
+    # As the playlists write it: to the millisecond, cut (a segment's own PDT must find it).
+    start_s = math.floor(stream.start_wall_s * 1000) / 1000
+    time_s = round(when.timestamp() - start_s, 3)
+    if time_s < 0:
+        began = datetime.fromtimestamp(stream.start_wall_s, UTC).isoformat()
+        raise NotFound(f"{value} is before the stream began", f"it began at {began}")
     return time_s
 
 
