@@ -30,6 +30,7 @@ async def test_the_admin_api_is_off_without_a_token(make_client: AppClient) -> N
         ("GET", "/admin/streams/cam/keys"),
         ("DELETE", "/admin/keys/abc"),
         ("DELETE", "/admin/streams/cam"),
+        ("DELETE", "/api/videos/cam"),
     ]:
         resp = await client.request(method, url)
         assert resp.status == 404, (method, url)
@@ -91,7 +92,8 @@ async def test_deleting_a_stream_removes_everything_it_had(
     await client.post("/admin/streams/gone/keys", headers=admin)
     assert (await client.get("/hls/gone/ts/240p/index.m3u8")).status == 200
 
-    assert (await client.delete("/admin/streams/gone", headers=admin)).status == 204
+    assert (await client.delete("/api/videos/gone")).status == 401  # the publish key: no
+    assert (await client.delete("/api/videos/gone", headers=admin)).status == 204
     assert (await client.get("/api/videos/gone")).status == 404
     assert (await client.get("/hls/gone/ts/240p/index.m3u8")).status == 404
     assert (await client.get("/hls/gone/ts/240p/seg000000.ts")).status == 404

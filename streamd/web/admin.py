@@ -48,7 +48,8 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 
 async def delete_stream(request: web.Request) -> web.Response:
-    """DELETE /admin/streams/{videoId}: the stream, its uploads, segments and playlists."""
+    """DELETE /admin/streams/{videoId} or /api/videos/{videoId}: the stream, its uploads,
+    segments and playlists."""
     _admin(request)
     video_id = request.match_info["video_id"]
     await request.app[STREAMS].delete(video_id)
@@ -62,4 +63,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/streams/{video_id}/keys", list_keys),
         web.delete("/admin/keys/{key_id}", revoke_key),
         web.delete("/admin/streams/{video_id}", delete_stream),
+        web.delete("/api/videos/{video_id}", delete_stream),  # the same, where the API lists it
     ]
