@@ -25,6 +25,9 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+WEBM_MODES = ("on_demand", "off")
+
+
 @dataclass(frozen=True)
 class TranscodeConfig:
     ladder: list[str] = setting(
@@ -40,6 +43,11 @@ class TranscodeConfig:
         "time: superfast costs 57% of veryfast's CPU for 0.3-0.6 dB less PSNR.",
     )
     audio_bitrate_bps: int = setting(128_000, "AAC-LC stereo 48 kHz bitrate of every rung.")
+    webm: str = setting(
+        "on_demand",
+        "WebM (VP9 + Opus) files from /viewstream: on_demand (a segment is encoded the first "
+        "time it is asked for, then kept) or off.",
+    )
     encoder_threads: int = setting(
         0, "Threads per x264 encoder; 0 means 2 for the tallest rung and 1 for the others."
     )
@@ -59,6 +67,10 @@ class TranscodeConfig:
         "A live stream publishing this long after uploads arrive drops its tallest rung "
         "until it catches up; 0: never.",
     )
+
+    def __post_init__(self) -> None:
+        if self.webm not in WEBM_MODES:
+            raise ConfigError(f"bad value for transcode.webm: {self.webm!r}", "on_demand or off")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,12 @@ class Metrics:
             ["rung"],
             registry=r,
         )
+        self.files_encoded = Counter(
+            "streamd_files_encoded",
+            "Files encoded on demand (format: webm), each once.",
+            ["format"],
+            registry=r,
+        )
         self.parts_published = Counter(
             "streamd_parts_published", "LL-HLS parts published (every rung at once).", registry=r
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,8 +12,17 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.appkeys import CACHE, CONFIG, STORE
+from streamd.config import Config
 from streamd.manifests.hls.tags import round_half_up
-from tests.conftest import MediaFactory, fetch, ffprobe, published, upload, wait_for
+from tests.conftest import (
+    AppClient,
+    MediaFactory,
+    fetch,
+    ffprobe,
+    published,
+    upload,
+    wait_for,
+)
 
 MPEGURL = "application/vnd.apple.mpegurl"
 
@@ -240,6 +250,59 @@ async def test_a_clip_is_whole_segments_in_one_file(
     assert int(video["nb_read_frames"]) == 120
     audio = next(s for s in probe["streams"] if s["codec_type"] == "audio")
     assert float(audio["duration"]) == pytest.approx(4.0, abs=0.05)
+
+
+async def test_webm_is_encoded_once_then_kept(
+    client: TestClient, stream: str, tmp_path: Path
+) -> None:
+    """VP9 + Opus at the size asked for, made on the first request only (the counter)."""
+    params = {"timestamp": "2.5", "format": "webm", "resolution": "144p"}
+
+    async def encoded() -> float:
+        text = (await fetch(client, "/metrics")).decode()
+        found = re.search(r'^streamd_files_encoded_total\{format="webm"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    assert await encoded() == 0
+    resp = await client.get(f"/viewstream/{stream}", params=params)
+    assert (resp.status, resp.headers["Content-Type"]) == (200, "video/webm")
+    first = await resp.read()
+    assert await encoded() == 1
+    (tmp_path / "s.webm").write_bytes(first)
+    probe = ffprobe(tmp_path / "s.webm", "-show_streams", "-show_format", "-count_frames")
+    assert probe["format"]["format_name"].startswith("matroska,webm")
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    audio = next(s for s in probe["streams"] if s["codec_type"] == "audio")
+    assert (video["codec_name"], audio["codec_name"]) == ("vp9", "opus")
+    assert (video["width"], video["height"]) == (192, 144)
+    assert float(video["start_time"]) == 0
+    assert int(video["nb_read_frames"]) == 60  # the 2 s segment, every frame
+    # Asked again: from the store, not encoded again.
+    assert (
+        await fetch(
+            client, f"/viewstream/{stream}?{'&'.join(f'{k}={v}' for k, v in params.items())}"
+        )
+        == first
+    )
+    assert await encoded() == 1
+    # A clip in WebM: its span encoded whole.
+    clip = await fetch(client, f"/viewstream/{stream}/clip?from=0&to=4&format=webm&resolution=144p")
+    (tmp_path / "c.webm").write_bytes(clip)
+    probe = ffprobe(tmp_path / "c.webm", "-show_streams", "-count_frames", "-select_streams", "v")
+    assert int(probe["streams"][0]["nb_read_frames"]) == 120
+    assert await encoded() == 2
+
+
+async def test_webm_can_be_turned_off(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    client = await make_client(replace(config, transcode=replace(config.transcode, webm="off")))
+    await upload(client, "plain", media("ts", duration_s=1.0), number=0)
+    await wait_for(client, "plain", published(1))
+    resp = await client.get("/viewstream/plain", params={"format": "webm"})
+    assert resp.status == 404
+    assert "WebM is off" in (await resp.json())["message"]
+    assert (await client.get("/viewstream/plain", params={"format": "mp4"})).status == 200
 
 
 @pytest.mark.parametrize(

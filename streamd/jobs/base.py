@@ -38,5 +38,10 @@ class JobQueue(Protocol):
         """Published segments (joined) as one file in `container`, its first picture at
         `start_s` (streamd.media.remux); raises UnsupportedMedia."""
 
+    async def encode_webm(
+        self, data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int, timeout_s: float
+    ) -> bytes:
+        """fMP4 segments (joined) as WebM, VP9 and Opus, starting at 0."""
+
     def healthy(self) -> bool:
         """Whether the workers can take jobs."""

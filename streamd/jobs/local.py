@@ -235,6 +235,14 @@ class LocalJobQueue:
         assert isinstance(out, bytes)
         return out
 
+    async def encode_webm(
+        self, data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int, timeout_s: float
+    ) -> bytes:
+        args = (data, video_bitrate_bps, audio_bitrate_bps)
+        out = await self._quick("encoding WebM", timeout_s, worker.encode_webm, *args)
+        assert isinstance(out, bytes)
+        return out
+
     async def _quick(self, doing: str, timeout_s: float, fn: Callable[..., Any], *args: Any) -> Any:
         """A short job on the prober's process, which is replaced if it hangs or crashes."""
         assert self._prober is not None

@@ -100,3 +100,15 @@ def remux(data: bytes, container: str, start_s: float) -> Outcome:
     except Exception as exc:
         log.exception("remux to %s failed", container)
         return None, UnsupportedMedia("the segments could not be remuxed", repr(exc)).as_data()
+
+
+def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> Outcome:
+    from streamd.media.remux import encode_webm as encode
+
+    try:
+        return encode(data, video_bitrate_bps, audio_bitrate_bps), None
+    except StreamdError as exc:
+        return None, exc.as_data()
+    except Exception as exc:
+        log.exception("WebM encode failed")
+        return None, UnsupportedMedia("the segments could not be encoded", repr(exc)).as_data()

@@ -72,3 +72,58 @@ def _first_pts(data: bytes) -> Fraction:
             if packet.pts is not None and packet.time_base is not None:
                 return packet.pts * packet.time_base
     raise UnsupportedMedia("the segments hold no video")
+
+
+def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> bytes:
+    """`data` (an fMP4 init and fragments) encoded as WebM, VP9 and Opus, starting at 0: for
+    players that want open codecs. VP9 at libvpx's realtime speed costs about what x264
+    veryfast does (../shared/FACTS.md), so it is made once, when first asked for."""
+    out_buf = io.BytesIO()
+    try:
+        first = _first_pts(data)
+        with (
+            av.open(io.BytesIO(data), "r") as src,
+            av.open(out_buf, "w", format="webm") as out,
+        ):
+            vin = src.streams.video[0]
+            ain = src.streams.audio[0] if src.streams.audio else None
+            vp9 = out.add_stream("libvpx-vp9", rate=_rate(vin))
+            vp9.width, vp9.height, vp9.pix_fmt = vin.width, vin.height, "yuv420p"
+            vp9.bit_rate = video_bitrate_bps
+            vp9.time_base = Fraction(1, 1000)  # Matroska's millisecond clock
+            vp9.options = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
+            opus = resampler = None
+            if ain is not None:
+                opus = out.add_stream("libopus", rate=48_000, layout="stereo")
+                opus.bit_rate = audio_bitrate_bps
+                opus.time_base = Fraction(1, 48_000)
+                resampler = av.AudioResampler("s16", "stereo", 48_000, frame_size=960)
+            streams = [vin] if ain is None else [vin, ain]
+            audio_at = 0
+            for frame in src.decode(*streams):
+                if frame.pts is None or frame.time_base is None:
+                    continue
+                at = frame.pts * frame.time_base - first
+                if isinstance(frame, av.VideoFrame):
+                    frame.pts = round(at * 1000)
+                    frame.time_base = Fraction(1, 1000)
+                    out.mux(vp9.encode(frame))
+                elif opus is not None and resampler is not None and at >= 0:
+                    frame.pts = None  # the resampler counts samples from here on
+                    for chunk in resampler.resample(frame):
+                        chunk.pts, audio_at = audio_at, audio_at + chunk.samples
+                        out.mux(opus.encode(chunk))
+            out.mux(vp9.encode(None))
+            if opus is not None and resampler is not None:
+                for chunk in resampler.resample(None):
+                    chunk.pts, audio_at = audio_at, audio_at + chunk.samples
+                    out.mux(opus.encode(chunk))
+                out.mux(opus.encode(None))
+    except av.FFmpegError as exc:
+        raise UnsupportedMedia("the segments could not be encoded as WebM", repr(exc)) from exc
+    return out_buf.getvalue()
+
+
+def _rate(stream: av.video.stream.VideoStream) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate) if rate else Fraction(30)

@@ -69,16 +69,19 @@ class FileFormat:
     content_type: str
     at_stream_time: bool  # the file's first picture at its stream time, not at 0
     aliases: tuple[str, ...] = ()
+    encoded: bool = False  # made by encoding the segments again (other codecs), not a remux
 
 
 # MP4 and MOV start at 0 (a player shows an MP4 that starts later with a blank lead-in);
-# MPEG-TS keeps its stream time, as broadcast does.
+# MPEG-TS keeps its stream time, as broadcast does. WebM is VP9 and Opus, encoded when first
+# asked for (`[transcode] webm`).
 FILE_FORMATS: dict[str, FileFormat] = {
     f.name: f
     for f in (
         FileFormat("mp4", FMP4, "video/mp4", False, ("fmp4", "cmaf", "m4s")),
         FileFormat("mov", FMP4, "video/quicktime", False),
         FileFormat("ts", TS, "video/mp2t", True),
+        FileFormat("webm", FMP4, "video/webm", False, encoded=True),  # VP9 + Opus
     )
 }
 _FILE_BY_ALIAS = {a: f for f in FILE_FORMATS.values() for a in (f.name, *f.aliases)}

@@ -76,6 +76,16 @@ def key_uri(index: int) -> str:
     return "../../" + key_name(index)
 
 
+def file_prefix(video_id: str) -> str:
+    """Files made from published segments on demand (`/viewstream?format=webm`): kept, not
+    published under hls/."""
+    return f"files/{video_id}/"
+
+
+def file_key(video_id: str, container: str, rung: str, sequence: int) -> str:
+    return f"files/{video_id}/{container}/{rung}/seg{sequence:06d}.{container}"
+
+
 def thumbnail_key(video_id: str) -> str:
     return f"hls/{video_id}/thumb.jpg"
 

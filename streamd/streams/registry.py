@@ -208,7 +208,12 @@ class Streams:
             del self.records[video_id]
             self.publisher.remove(video_id)
             await self.state.delete_stream(video_id)
-        for prefix in (layout.stream_prefix(video_id), f"ingest/{video_id}/"):
+        prefixes = (
+            layout.stream_prefix(video_id),
+            f"ingest/{video_id}/",
+            layout.file_prefix(video_id),
+        )
+        for prefix in prefixes:
             for key in await self.store.list(prefix):
                 await self.store.delete(key)
         log.warning("deleted stream %s", video_id)

@@ -1,13 +1,14 @@
 """The API of the design: `GET /viewstream/metadata/{videoId}` (the master playlist) and
 `GET /viewstream/{videoId}?timestamp&format&resolution&lang` (the segment holding that
-second, or that wall-clock `time`, as a file that plays alone: MP4, MOV or MPEG-TS,
-remuxed by a worker, decrypted when the stream is encrypted: the caller showed its token
-already); and
+second, or that wall-clock `time`, as a file that plays alone: MP4, MOV or MPEG-TS
+remuxed by a worker, WebM encoded once, decrypted when the stream is encrypted: the caller
+showed its token already); and
 `GET /viewstream/{videoId}/clip?from&to` (the segments of a span as one file)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from streamd.access import tokens
-from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, STREAMS
+from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, STORE, STREAMS
 from streamd.errors import BadRequest, Conflict, NotFound
 from streamd.manifests.hls import absolute_master
 from streamd.metrics import client_id
@@ -205,8 +206,34 @@ async def _file(
             loop = asyncio.get_running_loop()
             data = await loop.run_in_executor(None, decrypt, vid, seg.sequence, data)
         pieces.append(data)
+    if fmt.encoded:
+        return await _encoded(request, stream, rung, segments, b"".join(pieces))
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
     return await request.app[JOBS].remux(b"".join(pieces), fmt.name, start_s, REMUX_TIMEOUT_S)
+
+
+async def _encoded(
+    request: web.Request, stream: Stream, rung: str, segments: list[Segment], data: bytes
+) -> bytes:
+    """WebM: made the first time a segment is asked for, then kept in the store (unless the
+    stream is encrypted: its clear pictures are not kept). A clip is encoded whole."""
+    if request.app[CONFIG].transcode.webm == "off":
+        raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
+    store = request.app[STORE]
+    key = None
+    if len(segments) == 1 and stream.protection is None:
+        key = layout.file_key(stream.video_id, "webm", rung, segments[0].sequence)
+        with contextlib.suppress(FileNotFoundError):
+            return await store.get(key)
+    spec = next(r for r in stream.rungs if r.name == rung)
+    span_s = segments[-1].end_s - segments[0].start_s
+    body = await request.app[JOBS].encode_webm(
+        data, spec.video_bitrate_bps, spec.audio_bitrate_bps, REMUX_TIMEOUT_S + 4 * span_s
+    )
+    request.app[METRICS].files_encoded.labels("webm").inc()
+    if key is not None:
+        await store.put(key, body)
+    return body
 
 
 def _file_response(
