@@ -181,9 +181,13 @@ async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None
     assert not stream.segments[0].discontinuity
     assert not stream.uploads[0].session_start
     assert stream.uploads[0].ingest == ""  # schema 4: a segment upload, not a live session
+    assert stream.segments[0].rungs[0].iframes == {}  # schema 5: no I-frame ranges known
     # It takes the new columns from now on.
     stream.session = "s2"
-    seg = dataclasses.replace(stream.segments[0], sequence=1, start_s=2.0, discontinuity=True)
+    out = dataclasses.replace(stream.segments[0].rungs[0], iframes={"ts": (564, 3760)})
+    seg = dataclasses.replace(
+        stream.segments[0], sequence=1, start_s=2.0, discontinuity=True, rungs=(out,)
+    )
     stream.add_segment(seg)
     await state.record(stream, segments=[seg])
     await state.close()
@@ -193,8 +197,9 @@ async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None
     await again.close()
     assert loaded.session == "s2"
     assert [s.discontinuity for s in loaded.segments] == [False, True]
+    assert loaded.segments[1].rungs[0].iframes == {"ts": (564, 3760)}
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 async def test_the_feed_carries_appends_and_whole_bodies() -> None:

@@ -79,7 +79,7 @@ async def test_codecs_match_the_encoded_stream(
 async def test_ts_master_and_media_playlists(client: TestClient, stream: str) -> None:
     text = await (await client.get(f"/viewstream/metadata/{stream}?format=ts")).text()
     master = m3u8.loads(text)
-    assert re.search(r"^#EXT-X-VERSION:3$", text, re.M)
+    assert re.search(r"^#EXT-X-VERSION:4$", text, re.M)  # 4: its I-frame playlists
     for p in master.playlists:
         media_text = (await fetch(client, p.uri)).decode()
         playlist = m3u8.loads(media_text)
@@ -96,6 +96,32 @@ async def test_ts_master_and_media_playlists(client: TestClient, stream: str) ->
         ]
         assert gaps == pytest.approx([s.duration for s in playlist.segments[:-1]], abs=0.002)
         assert all(round_half_up(s.duration) <= playlist.target_duration for s in playlist.segments)
+
+
+async def test_i_frame_playlists(client: TestClient, stream: str, tmp_path: Path) -> None:
+    """Trick play: per TS rung, each segment's first picture as a byte range, which decodes
+    to exactly that picture (after the segment's PAT and PMT, as the draft allows)."""
+    master = m3u8.loads(await (await client.get(f"/viewstream/metadata/{stream}?format=ts")).text())
+    assert len(master.iframe_playlists) == len(master.playlists) == 2
+    for variant in master.iframe_playlists:
+        info = variant.iframe_stream_info
+        assert re.fullmatch(r"avc1\.6400[0-9a-f]{2}", info.codecs)  # video only
+        assert info.bandwidth > 0
+        assert info.resolution in {(320, 240), (192, 144)}
+        text = (await fetch(client, variant.uri)).decode()
+        assert "#EXT-X-VERSION:4\n" in text
+        playlist = m3u8.loads(text)
+        assert playlist.is_i_frames_only
+        assert len(playlist.segments) == 3
+        folder = variant.uri.rsplit("/", 1)[0]
+        for seg in playlist.segments:
+            length, offset = (int(v) for v in seg.byterange.split("@"))
+            whole = await fetch(client, f"{folder}/{seg.uri}")
+            assert 0 < offset < length + offset <= len(whole)
+            picture = tmp_path / "iframe.ts"  # the segment's PAT and PMT, then the range
+            picture.write_bytes(whole[:offset] + whole[offset : offset + length])
+            probe = ffprobe(picture, "-count_frames", "-show_streams", "-select_streams", "v")
+            assert int(probe["streams"][0]["nb_read_frames"]) == 1
 
 
 async def test_fmp4_media_playlist(client: TestClient, stream: str) -> None:

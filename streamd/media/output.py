@@ -64,6 +64,7 @@ class SegmentWriter:
                 raise UnsupportedMedia(f"segment {seg.sequence} has no video for {rung.name}")
             sizes: dict[str, int] = {}
             inits: dict[str, str] = {}
+            iframes: dict[str, tuple[int, int]] = {}
             for packaging, package in PACKAGERS.items():
                 if packaging == "fmp4" and self.parts_of == seg.sequence and i in self.chunks:
                     # Made of its parts, byte for byte: a segment and its parts agree.
@@ -74,6 +75,8 @@ class SegmentWriter:
                     self.rung_seconds[i] += time.perf_counter() - started
                     if packaged.init is not None:
                         inits[packaging] = self._write_init(packaging, rung.name, packaged.init)
+                    if packaged.iframe is not None and self.job.protection is None:
+                        iframes[packaging] = packaged.iframe
                     media = packaged.media
                 if self.job.protection is not None:  # init segments stay in clear
                     media = self.job.protection.encrypt(vid, seg.sequence, media)
@@ -81,7 +84,7 @@ class SegmentWriter:
                 self.store.put(key, media)
                 sizes[packaging] = len(media)  # what crosses the wire: BANDWIDTH
             codecs = f"{avc_codecs(packets[0].data)},{aac.CODECS}"
-            outputs.append(RungOutput(rung.name, sizes, codecs, inits))
+            outputs.append(RungOutput(rung.name, sizes, codecs, inits, iframes))
         published = PublishedSegment(
             seg.sequence,
             round(start_s, 6),

@@ -139,6 +139,8 @@ class RungOutput:
     size_bytes: dict[str, int]  # by packaging name
     codecs: str  # RFC 6381, video and audio
     inits: dict[str, str] = field(default_factory=dict)  # init segment name, by packaging
+    # (offset, length) of the first picture in the segment, by packaging: I-frame playlists
+    iframes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

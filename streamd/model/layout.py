@@ -44,6 +44,10 @@ def media_playlist_key(video_id: str, packaging: str, rung: str) -> str:
     return f"hls/{video_id}/{packaging}/{rung}/index.m3u8"
 
 
+def iframe_playlist_key(video_id: str, packaging: str, rung: str) -> str:
+    return f"hls/{video_id}/{packaging}/{rung}/iframes.m3u8"
+
+
 def segment_name(sequence: int, packaging: str) -> str:
     return f"seg{sequence:06d}.{PACKAGINGS[packaging].extension}"
 

@@ -276,6 +276,9 @@ class Stream:
             for packaging, size in out.size_bytes.items():
                 tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
                 tally.add(size, seg.duration_s)
+            for packaging, (_, length) in out.iframes.items():
+                tally = self.bandwidth.setdefault((out.name, f"{packaging}-iframes"), Bandwidth())
+                tally.add(length, seg.duration_s)
 
     def segment_at(self, time_s: float) -> Segment | None:
         i = bisect.bisect_right(self.segments, time_s, key=lambda s: s.start_s) - 1

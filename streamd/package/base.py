@@ -73,6 +73,7 @@ class Packaged:
 
     media: bytes
     init: bytes | None = None
+    iframe: tuple[int, int] | None = None  # (offset, length) of the first picture's bytes
 
 
 class Packager(Protocol):

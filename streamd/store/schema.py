@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS rung_outputs (
     size_bytes TEXT NOT NULL,
     codecs TEXT NOT NULL,
     inits TEXT NOT NULL,
+    iframes TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (video_id, sequence, position)
 );
 CREATE TABLE IF NOT EXISTS stream_keys (
@@ -89,6 +90,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     4: (  # live sessions (issue 11): the protocol an upload came by, '' for a segment
         "ALTER TABLE uploads ADD COLUMN ingest TEXT NOT NULL DEFAULT ''",
+    ),
+    5: (  # I-frame playlists (issue 13): where each segment's first picture is
+        "ALTER TABLE rung_outputs ADD COLUMN iframes TEXT NOT NULL DEFAULT '{}'",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -168,8 +168,9 @@ class SqliteState:
             )
         outputs: dict[tuple[str, int], list[RungOutput]] = {}
         query = "SELECT * FROM rung_outputs ORDER BY video_id, sequence, position"
-        for vid, seq, rung, _, sizes, codecs, inits in db.execute(query):
-            out = RungOutput(rung, json.loads(sizes), codecs, json.loads(inits))
+        for vid, seq, rung, _, sizes, codecs, inits, iframes in db.execute(query):
+            ranges = {k: (v[0], v[1]) for k, v in json.loads(iframes).items()}
+            out = RungOutput(rung, json.loads(sizes), codecs, json.loads(inits), ranges)
             outputs.setdefault((vid, seq), []).append(out)
         for row in db.execute("SELECT * FROM segments ORDER BY video_id, sequence"):
             vid, seq = row[0], row[1]
@@ -207,7 +208,7 @@ class SqliteState:
                 "INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows.uploads
             )
             db.executemany("INSERT INTO segments VALUES (?,?,?,?,?,?,?)", rows.segments)
-            db.executemany("INSERT INTO rung_outputs VALUES (?,?,?,?,?,?,?)", rows.outputs)
+            db.executemany("INSERT INTO rung_outputs VALUES (?,?,?,?,?,?,?,?)", rows.outputs)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -321,7 +322,16 @@ class _Rows:
             for g in segments
         ]
         self.outputs = [
-            (vid, g.sequence, r.name, i, _json(r.size_bytes), r.codecs, _json(r.inits))
+            (
+                vid,
+                g.sequence,
+                r.name,
+                i,
+                _json(r.size_bytes),
+                r.codecs,
+                _json(r.inits),
+                _json(r.iframes),
+            )
             for g in segments
             for i, r in enumerate(g.rungs)
         ]

@@ -22,6 +22,7 @@ from streamd.manifests.hls.lowlatency import (
 )
 from streamd.manifests.hls.tags import (
     ENDLIST,
+    IFrameVariant,
     MasterPlaylist,
     MediaPlaylist,
     MediaSegment,
@@ -74,10 +75,14 @@ class PlaylistChange:
 
 
 class _MediaPlaylist:
-    """One rung's media playlist in one packaging."""
+    """One rung's media playlist in one packaging, or (`iframes`) its I-frame playlist: the
+    same segments, each as the byte range of its first picture."""
 
-    def __init__(self, key: str, packaging: Packaging, rung: str, target_s: int) -> None:
+    def __init__(
+        self, key: str, packaging: Packaging, rung: str, target_s: int, iframes: bool = False
+    ) -> None:
         self.key, self.packaging, self.rung = key, packaging, rung
+        self.iframes = iframes
         self.target_s = target_s
         self.text = PlaylistText()
         self.header = ""
@@ -94,6 +99,10 @@ class _MediaPlaylist:
             map_uri = self.current_map
         else:
             map_uri = out.inits.get(self.packaging.name) if self.packaging.has_init else None
+        byterange = None
+        if self.iframes:
+            byterange = None if out is None else out.iframes.get(self.packaging.name)
+            out = out if byterange is not None else None
         protection = stream.protection
         return MediaSegment(
             uri=layout.segment_name(seg.sequence, self.packaging.name),
@@ -105,6 +114,7 @@ class _MediaPlaylist:
             key_uri=None
             if protection is None
             else layout.key_uri(protection.key_index(seg.sequence)),
+            byterange=byterange,
         )
 
     @property
@@ -118,7 +128,9 @@ class _MediaPlaylist:
         control = ""
         if self.tail is not None:
             control = server_control(self.target_duration_s, self.tail.part_target_s)
-        playlist = MediaPlaylist((entry,), self.target_duration_s, server_control=control)
+        playlist = MediaPlaylist(
+            (entry,), self.target_duration_s, server_control=control, iframes_only=self.iframes
+        )
         header = playlist.header()
         if header == self.header:
             return
@@ -239,6 +251,12 @@ class StreamPlaylists:
             for rung in stream.rungs:
                 media = self._media_for(packaging, rung.name)
                 media.add(media.entry(stream, seg), seg.sequence, change)
+                out = seg.rung(rung.name)
+                iframes = self._iframes_for(
+                    packaging, rung.name, out is not None and packaging.name in out.iframes
+                )
+                if iframes is not None:
+                    iframes.add(iframes.entry(stream, seg), seg.sequence, change)
         self._refresh_masters(stream, change)
         self._refresh_live(change)
         return change
@@ -266,6 +284,17 @@ class StreamPlaylists:
         media = self._media.get(key)
         if media is None:
             media = self._media[key] = _MediaPlaylist(key, packaging, rung, self.target_s)
+        return media
+
+    def _iframes_for(self, packaging: Packaging, rung: str, start: bool) -> _MediaPlaylist | None:
+        """A rung's I-frame playlist, from its first segment whose first picture is known
+        (TS, unencrypted: the worker finds its bytes)."""
+        key = layout.iframe_playlist_key(self.video_id, packaging.name, rung)
+        media = self._media.get(key)
+        if media is None and start:
+            media = self._media[key] = _MediaPlaylist(
+                key, packaging, rung, self.target_s, iframes=True
+            )
         return media
 
     def _refresh_live(self, change: PlaylistChange) -> None:
@@ -331,7 +360,20 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
     # Players start with the first variant: a middle rung starts fast and looks decent.
     start = (len(variants) - 1) // 2
     ordered = [variants[start], *variants[:start], *variants[start + 1 :]]
-    return MasterPlaylist(tuple(ordered), version=packaging.hls_version)
+    iframes = tuple(
+        IFrameVariant(
+            uri=f"{base_uri}{rung.name}/iframes.m3u8",
+            bandwidth_bps=peak,
+            width=rung.width,
+            height=rung.height,
+            codecs=stream.codecs[rung.name].split(",")[0],
+        )
+        for rung in stream.rungs
+        if rung.name in stream.codecs
+        for peak, _ in [stream.rates(rung.name, f"{packaging.name}-iframes")]
+        if peak
+    )
+    return MasterPlaylist(tuple(ordered), version=packaging.hls_version, iframe_variants=iframes)
 
 
 def absolute_master(stream: Stream, packaging: Packaging) -> str:

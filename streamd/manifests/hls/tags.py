@@ -49,13 +49,18 @@ class MediaSegment:
     gap: bool = False
     discontinuity: bool = False
     key_uri: str | None = None  # AES-128 key this segment is encrypted with
+    byterange: tuple[int, int] | None = None  # I-frame playlists: (offset, length) in `uri`
 
     def render(self, current_map: str | None, current_key: str | None = None) -> str:
         """Its lines, given the EXT-X-MAP and EXT-X-KEY in force before it."""
         return self.tags(current_map, current_key) + self.uri_lines()
 
     def uri_lines(self) -> str:
-        return f"#EXTINF:{_decimal(self.duration_s)},\n{self.uri}\n"
+        extinf = f"#EXTINF:{_decimal(self.duration_s)},\n"
+        if self.byterange is not None:
+            offset, length = self.byterange
+            extinf += f"#EXT-X-BYTERANGE:{length}@{offset}\n"
+        return f"{extinf}{self.uri}\n"
 
     def tags(self, current_map: str | None, current_key: str | None = None) -> str:
         """The tags before its EXTINF (and before its first EXT-X-PART, LL-HLS 4.4.4.9)."""
@@ -87,14 +92,18 @@ class MediaPlaylist:
     ended: bool = False
     media_sequence: int = 0
     server_control: str = ""  # LL-HLS: EXT-X-SERVER-CONTROL and EXT-X-PART-INF lines
+    iframes_only: bool = False  # each segment's first picture (EXT-X-BYTERANGE), for trick play
 
     @property
     def version(self) -> int:
-        # RFC 8216 7: EXT-X-MAP outside I-frame playlists needs 6; float EXTINF needs 3.
+        # RFC 8216 7: EXT-X-MAP outside I-frame playlists needs 6; float EXTINF needs 3;
+        # EXT-X-BYTERANGE and EXT-X-I-FRAMES-ONLY need 4.
         # LL-HLS 8: EXT-X-SKIP (delta updates, offered by CAN-SKIP-UNTIL) needs 9.
         if self.server_control:
             return 9
-        return 6 if any(s.map_uri for s in self.segments) else 3
+        if any(s.map_uri for s in self.segments):
+            return 6
+        return 4 if self.iframes_only else 3
 
     @property
     def target_duration(self) -> int:
@@ -111,7 +120,8 @@ class MediaPlaylist:
             f"{self.server_control}"
             f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
             "#EXT-X-PLAYLIST-TYPE:EVENT\n"
-            "#EXT-X-INDEPENDENT-SEGMENTS\n"
+            + ("#EXT-X-I-FRAMES-ONLY\n" if self.iframes_only else "")
+            + "#EXT-X-INDEPENDENT-SEGMENTS\n"
         )
 
     def render(self) -> str:
@@ -150,13 +160,33 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class IFrameVariant:
+    """#EXT-X-I-FRAME-STREAM-INF: a rung's I-frame playlist (trick play, thumbnails)."""
+
+    uri: str
+    bandwidth_bps: int  # the peak of first-picture bytes over segment durations
+    width: int
+    height: int
+    codecs: str  # the video's only
+
+    def render(self) -> str:
+        return (
+            f"#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={self.bandwidth_bps},"
+            f'RESOLUTION={self.width}x{self.height},CODECS="{self.codecs}",URI="{self.uri}"'
+        )
+
+
+@dataclass(frozen=True)
 class MasterPlaylist:
     """The multivariant playlist; the first variant is where players start."""
 
     variants: tuple[Variant, ...]
     version: int
+    iframe_variants: tuple[IFrameVariant, ...] = ()
 
     def render(self) -> str:
-        lines = ["#EXTM3U", f"#EXT-X-VERSION:{self.version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+        version = max(self.version, 4) if self.iframe_variants else self.version
+        lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
         lines += [v.render() for v in self.variants]
+        lines += [v.render() for v in self.iframe_variants]
         return "\n".join(lines) + "\n"
