@@ -278,6 +278,45 @@ async def test_a_clip_is_whole_segments_in_one_file(
     assert float(audio["duration"]) == pytest.approx(4.0, abs=0.05)
 
 
+async def test_seek_bar_previews(client: TestClient, stream: str, tmp_path: Path) -> None:
+    """A WebVTT thumbnails track, named in the API: a cue per segment, in time order, each
+    pointing inside a real sprite sheet; and a JPEG per segment."""
+    links = (await (await client.get(f"/api/videos/{stream}")).json())["links"]
+    track_url = links["thumbnails"]
+    assert track_url == f"/hls/{stream}/thumbs.vtt"
+    resp = await client.get(track_url)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/vtt")
+    assert resp.headers["Cache-Control"] == "no-cache"  # it grows with the stream
+    text = await resp.text()
+    assert text.startswith("WEBVTT\n\n")
+    cues = re.findall(r"^(\S+) --> (\S+)\n(\S+)\n", text, re.M)
+    assert len(cues) == 3
+    times = [
+        sum(float(x) * 60**i for i, x in enumerate(reversed(t.split(":"))))
+        for start, end, _ in cues
+        for t in (start, end)
+    ]
+    assert times == pytest.approx([0, 2, 2, 4, 4, 6], abs=0.05)
+    folder = track_url.rsplit("/", 1)[0]
+    for _, _, target in cues:
+        image, _, xywh = target.partition("#xywh=")
+        x, y, w, h = (int(v) for v in xywh.split(","))
+        sheet = tmp_path / "sheet.jpg"
+        sheet.write_bytes(await fetch(client, f"{folder}/{image}"))
+        (picture,) = ffprobe(sheet, "-show_streams")["streams"]
+        assert (w, h) == (160, 120)  # 4:3 source
+        assert 0 <= x
+        assert x + w <= picture["width"]
+        assert 0 <= y
+        assert y + h <= picture["height"]
+    for sequence in range(3):
+        tile = tmp_path / "tile.jpg"
+        tile.write_bytes(await fetch(client, f"{folder}/thumbs/seg{sequence:06d}.jpg"))
+        (picture,) = ffprobe(tile, "-show_streams")["streams"]
+        assert (picture["width"], picture["height"]) == (160, 120)
+
+
 async def test_webm_is_encoded_once_then_kept(
     client: TestClient, stream: str, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from streamd.errors import UnsupportedMedia
 from streamd.media.codecs import aac
 from streamd.media.codecs.h264 import avc_codecs
+from streamd.media.thumbs import ThumbnailTrack
 from streamd.model import layout
 from streamd.model.jobs import (
     JobProgress,
@@ -47,6 +48,8 @@ class SegmentWriter:
         self.parts_of = -1
         self.chunks: defaultdict[int, list[bytes]] = defaultdict(list)
         self.part_inits: dict[int, str] = {}
+        # Seek-bar previews: not of an encrypted stream (its pictures are not kept in clear).
+        self.thumbs = None if job.protection else ThumbnailTrack(store, job.video_id)
 
     def __call__(self, seg: SegmentMedia) -> None:
         self.count += 1
@@ -85,6 +88,8 @@ class SegmentWriter:
                 sizes[packaging] = len(media)  # what crosses the wire: BANDWIDTH
             codecs = f"{avc_codecs(packets[0].data)},{aac.CODECS}"
             outputs.append(RungOutput(rung.name, sizes, codecs, inits, iframes))
+        if self.thumbs is not None and outputs:
+            self.thumbs.cue(seg.sequence, start_s, seg.duration_s)
         published = PublishedSegment(
             seg.sequence,
             round(start_s, 6),

@@ -313,6 +313,12 @@ class StreamPipeline:
         offset = pts_90k - TIMELINE_ORIGIN_S * VIDEO_HZ
         return TIMELINE_ORIGIN_S * AUDIO_HZ + offset * AUDIO_HZ // VIDEO_HZ
 
+    @property
+    def open_sequence(self) -> int:
+        """The segment being made."""
+        a = self.assembly
+        return a.first_sequence + len(a.starts_90k) - 1
+
     def _open_segment(self, start_90k: int) -> None:
         a = self.assembly
         if a.starts_90k and self.live_segment_90k:  # this frame closes the one before

@@ -187,6 +187,9 @@ class _Upload:
         if self.frames == 0:
             self.store.put(layout.thumbnail_key(self.video_id), thumbnail(scaled[-1]))
         self.pipeline.push_video(scaled, pts, frame.key_frame)
+        thumbs = self.publisher.thumbs
+        if thumbs is not None and thumbs.wants(self.pipeline.open_sequence):  # its first frame
+            thumbs.picture(self.pipeline.open_sequence, scaled[-1])
         self.frames += 1
         if not self.live:
             total = max(1, round(self.duration_s * VIDEO_HZ))

@@ -94,6 +94,25 @@ def thumbnail_key(video_id: str) -> str:
     return f"hls/{video_id}/thumb.jpg"
 
 
+def thumbnail_tile_key(video_id: str, sequence: int) -> str:
+    """A segment's preview (streamd.media.thumbs)."""
+    return f"hls/{video_id}/thumbs/seg{sequence:06d}.jpg"
+
+
+def thumbnail_sheet_name(index: int) -> str:
+    """A sprite sheet of previews, as the track beside it names it."""
+    return f"thumbs/sheet{index:05d}.jpg"
+
+
+def thumbnail_sheet_key(video_id: str, index: int) -> str:
+    return f"hls/{video_id}/{thumbnail_sheet_name(index)}"
+
+
+def thumbnail_track_key(video_id: str) -> str:
+    """The WebVTT thumbnails track of the stream's previews."""
+    return f"hls/{video_id}/thumbs.vtt"
+
+
 def url_for(key: str) -> str:
     """The URL path a published object is served under."""
     return "/" + key

@@ -77,6 +77,10 @@ def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
             "masterTs": f"/viewstream/metadata/{vid}?format=ts",
             "player": f"/player.html?v={vid}",
             "thumbnail": layout.url_for(layout.thumbnail_key(vid)) if last else None,
+            # Seek-bar previews (WebVTT, cues into sprite sheets): not of encrypted streams.
+            "thumbnails": layout.url_for(layout.thumbnail_track_key(vid))
+            if last and stream.protection is None
+            else None,
         },
     }
 

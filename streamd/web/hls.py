@@ -25,6 +25,7 @@ from streamd.store import AsyncStore, SegmentCache
 ENDED_MAX_AGE = "public, max-age=3600"
 BLOCKED_MAX_AGE_TD = 6  # LL-HLS B.1: blocking playlist responses cached six target durations
 _PART = re.compile(r"^fmp4/[A-Za-z0-9_-]+/part([0-9]{6,9})\.([0-9]{1,4})\.m4s$")  # layout
+PREVIEW_TYPES = {".jpg": "image/jpeg", ".vtt": "text/vtt"}
 _OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _KEY = re.compile(r"^keys/([0-9]{1,9})\.key$")  # layout.key_name
 KEY_CACHE_CONTROL = "private, no-store"
@@ -147,10 +148,12 @@ class HlsObjects:
         suffix = "." + path.rpartition(".")[2]
         if suffix == ".m3u8":
             raise NotFound(f"no playlist {path}")
-        thumbnail = suffix == ".jpg"
-        content_type = "image/jpeg" if thumbnail else content_type_for(suffix)
-        cache_control = "no-cache" if thumbnail else self.segment_max_age
-        data = await self.object_bytes(key, keep=not thumbnail)
+        # Previews (the poster, sprite sheets, their track) change as the stream goes on:
+        # revalidated, and not kept in the RAM cache of immutable media.
+        preview = PREVIEW_TYPES.get(suffix)
+        content_type = preview or content_type_for(suffix)
+        cache_control = "no-cache" if preview else self.segment_max_age
+        data = await self.object_bytes(key, keep=not preview)
         return bytes_response(
             request,
             data,
