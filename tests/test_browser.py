@@ -67,11 +67,18 @@ async def test_player_plays_an_ended_stream_from_the_start(
         await upload(client, "vod", part, number=i)
     await client.post("/upload/vod/end")
     await wait_for(client, "vod", lambda v: v["state"] == "ended")
-    result = await _play(
-        str(client.make_url("/player.html?v=vod")), "--min-time", "3", "--timeout", "60"
-    )
+    url = str(client.make_url("/player.html?v=vod"))
+    result = await _play(url, "--min-time", "3", "--timeout", "60", "--hover", "0.6")
     assert result["ok"], result
     assert result["live"] is False
+    # Hovering 60% along the seek bar (3.6 s) previews segment 1's picture (2-4 s), cut
+    # from the first sprite sheet, which the browser loaded.
+    preview = result["preview"]
+    assert preview is not None, result
+    assert preview["start"] == 2.0
+    assert preview["image"].endswith("/hls/vod/thumbs/sheet00000.jpg")
+    assert preview["position"] == "-160px 0px"
+    assert preview["sheet"] == [800, 600]
 
 
 async def test_player_plays_a_signed_link(

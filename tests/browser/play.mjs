@@ -18,7 +18,7 @@ import { join } from 'node:path';
 const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot FILE]';
 
 function parseArgs(argv) {
-  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null };
+  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null, hover: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -30,6 +30,7 @@ function parseArgs(argv) {
       case '--switch': opts.switch = true; break;
       case '--watch': opts.watch = Number(value()); break;
       case '--screenshot': opts.screenshot = value(); break;
+      case '--hover': opts.hover = Number(value()); break;
       case '-h': case '--help': opts.help = true; break;
       default: throw new Error('unknown argument ' + a);
     }
@@ -254,6 +255,31 @@ async function main() {
   }
   if (result.startLevel == null && lastSnap.currentLevel != null && lastSnap.currentLevel >= 0) {
     result.startLevel = lastSnap.currentLevel;
+  }
+
+  // ---- 1b. optional seek-bar preview: the pointer at fraction `hover` of the seek bar ----
+  if (opts.hover !== null) {
+    phase = `hovering the seek bar at ${opts.hover}`;
+    const box = await page.locator('#seek').boundingBox();
+    let preview = null;
+    for (let i = 0; i < 40 && !preview; i++) {  // the track comes with the API's first poll
+      await page.mouse.move(box.x + box.width * opts.hover, box.y + box.height / 2 + (i % 2));
+      await sleep(250);
+      preview = await page.evaluate(async () => {
+        const el = document.querySelector('.preview');
+        if (!el || el.hidden) return null;
+        const img = new Image();
+        img.src = el.style.backgroundImage.slice(5, -2);
+        await img.decode().catch(() => {});
+        return {
+          start: Number(el.dataset.start), image: el.dataset.image,
+          width: el.offsetWidth, height: el.offsetHeight,
+          position: el.style.backgroundPosition,
+          sheet: [img.naturalWidth, img.naturalHeight],
+        };
+      });
+    }
+    result.preview = preview;
   }
 
   // ---- 2. optional quality switch through the UI ----

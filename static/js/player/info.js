@@ -5,6 +5,7 @@ import Hls from '/vendor/hls.mjs';
 import { clock, fmtMbps, humanKey, fmtExtra } from '../format.js';
 import { video, ui, kv } from './page.js';
 import { streamd, player, apiUrl, isLive } from './state.js';
+import { setPreviewTrack } from './previews.js';
 
 const INFO_MS = 3000;         // /api/videos/{id} refresh interval
 const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest']);
@@ -81,6 +82,7 @@ async function refreshInfo() {
     }
     if (s.updatedAt) rows.push(['Updated', new Date(s.updatedAt).toLocaleTimeString()]);
     kv(ui.info, rows);
+    if (s.links) setPreviewTrack(s.links.thumbnails);
     if (s.links && !ui.links.childElementCount) {
       const add = (href, text) => {
         if (!href) return;

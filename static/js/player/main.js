@@ -7,6 +7,7 @@
 //   controls.js seek bar, play/pause, volume, fullscreen, go-live, latency readout, keys
 //   quality.js  quality menu and current-rung readout
 //   info.js     Stream panel (/api/videos/{id}) and Playback stats panel
+//   previews.js seek-bar previews from the stream's WebVTT thumbnails track
 //   icons.js    inline SVG button icons
 import { ui, setBadge, setStatus, showOverlay } from './page.js';
 import { videoId } from './state.js';
@@ -14,6 +15,7 @@ import { wireControls, startUiRefresh } from './controls.js';
 import { wireQuality } from './quality.js';
 import { wireSource, waitForStream } from './source.js';
 import { startInfo } from './info.js';
+import { startPreviews } from './previews.js';
 
 wireControls();
 wireQuality();
@@ -34,5 +36,6 @@ if (!videoId) {
   document.title = videoId + ' · streamd';
   startUiRefresh();
   startInfo();
+  startPreviews();
   waitForStream();
 }

@@ -11,7 +11,7 @@ export const videoId = params.get('v') || params.get('id') || '';
 const enc = encodeURIComponent(videoId);
 // A signed link (?token=, when the server has a viewer secret) is handed to the master
 // playlist, which hands it on to every URL it names.
-const token = params.get('token');
+export const token = params.get('token');
 export const masterUrl = '/viewstream/metadata/' + enc + (token ? '?token=' + encodeURIComponent(token) : '');
 export const apiUrl = '/api/videos/' + enc;
 
