@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import time
@@ -15,7 +16,15 @@ from aiohttp.test_utils import TestClient
 
 from streamd.access import tokens
 from streamd.config import AuthConfig, Config, ProtectionConfig, UploadConfig
-from tests.conftest import TEST_KEY, AppClient, MediaFactory, published, upload, wait_for
+from tests.conftest import (
+    TEST_KEY,
+    AppClient,
+    MediaFactory,
+    ffprobe,
+    published,
+    upload,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +88,36 @@ async def test_player_plays_an_ended_stream_from_the_start(
     assert preview["image"].endswith("/hls/vod/thumbs/sheet00000.jpg")
     assert preview["position"] == "-160px 0px"
     assert preview["sheet"] == [800, 600]
+
+
+async def test_player_saves_a_clip_and_jumps(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
+    """ "Save last 30 s" downloads the segments up to the position as one MP4 (here all of
+    a 6 s stream, from 0); the -10 s button and the arrow keys move by 10 s."""
+    parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "clips", part, number=i)
+    await client.post("/upload/clips/end")
+    await wait_for(client, "clips", lambda v: v["state"] == "ended")
+    saved = tmp_path / "clip.mp4"
+    url = str(client.make_url("/player.html?v=clips"))
+    result = await _play(url, "--min-time", "3", "--timeout", "60", "--clip", str(saved))
+    assert result["ok"], result
+    clip = result["clip"]
+    assert "/viewstream/clips/clip?from=0.000&to=" in clip["url"], clip
+    assert clip["filename"].endswith(".mp4")
+    probe = ffprobe(saved, "-show_streams", "-show_format")
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert float(video["start_time"]) == 0
+    # Whole segments up to the position (3 s or more in: segments 0 and 1, or all three).
+    assert float(video["duration"]) == pytest.approx(
+        2.0 * math.ceil(clip["currentTime"] / 2.0), abs=1 / 30
+    )
+    at, after_back, after_forward, duration = result["jumps"]
+    assert at >= 3
+    assert after_back == pytest.approx(max(0.0, at - 10), abs=0.05)
+    assert after_forward == pytest.approx(min(duration, after_back + 10), abs=0.05)
 
 
 async def test_player_plays_a_signed_link(

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot FILE]';
 
 function parseArgs(argv) {
-  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null, hover: null };
+  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null, hover: null, clip: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -31,6 +31,7 @@ function parseArgs(argv) {
       case '--watch': opts.watch = Number(value()); break;
       case '--screenshot': opts.screenshot = value(); break;
       case '--hover': opts.hover = Number(value()); break;
+      case '--clip': opts.clip = value(); break;
       case '-h': case '--help': opts.help = true; break;
       default: throw new Error('unknown argument ' + a);
     }
@@ -280,6 +281,35 @@ async function main() {
       });
     }
     result.preview = preview;
+  }
+
+  // ---- 1c. optional "Save last 30 s": the download saved at opts.clip ----
+  if (opts.clip) {
+    phase = 'saving a clip';
+    await page.evaluate(() => window.streamd.video.pause());
+    const [download] = await Promise.all([
+      page.waitForEvent('download', { timeout: 20000 }),
+      page.click('#saveclip'),
+    ]);
+    await download.saveAs(opts.clip);
+    result.clip = {
+      url: download.url(),
+      filename: download.suggestedFilename(),
+      currentTime: await page.evaluate(() => window.streamd.video.currentTime),
+    };
+    // Then -10 s by its button and +10 s by the arrow key, each clamped to what is seekable.
+    result.jumps = await page.evaluate(async () => {
+      const v = window.streamd.video;
+      const settle = () => new Promise((r) => setTimeout(r, 300));
+      const at = [v.currentTime];
+      document.getElementById('back10').click();
+      await settle();
+      at.push(v.currentTime);
+      document.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowRight' }));
+      await settle();
+      at.push(v.currentTime, v.duration);
+      return at;
+    });
   }
 
   // ---- 2. optional quality switch through the UI ----

@@ -4,11 +4,13 @@
 import { clock } from '../format.js';
 import { setIcon } from './icons.js';
 import { video, ui, setBadge } from './page.js';
-import { player, isLive, seekableRange } from './state.js';
+import { player, isLive, seekableRange, streamTime, token, videoId } from './state.js';
 import { tryPlay } from './source.js';
 import { refreshStats } from './info.js';
 
 const UI_MS = 250;            // seek bar / readout refresh interval
+const JUMP_S = 10;            // ±10 s buttons and arrow keys
+const CLIP_S = 30;            // "Save last 30 s"
 const AT_LIVE_EDGE_S = 3;     // "LIVE" (red) when within target latency + this
 const AT_LIVE_EDGE_LL_S = 1;  // the same for a low-latency (LL-HLS) stream
 
@@ -98,6 +100,24 @@ function refreshUi() {
   refreshStats(r);
 }
 
+function jump(by) {
+  const r = seekableRange();
+  if (r) video.currentTime = Math.min(r.end, Math.max(r.start, video.currentTime + by));
+}
+
+// The last CLIP_S seconds before the current position, as one MP4 at the rung playing
+// (GET /viewstream/{id}/clip: whole segments, remuxed by the server).
+function clipUrl() {
+  const to = Math.max(1, streamTime(video.currentTime));
+  const from = Math.max(0, to - CLIP_S);
+  const hls = player.hls;
+  const level = hls && hls.levels && hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0];
+  const q = new URLSearchParams({ from: from.toFixed(3), to: to.toFixed(3), format: 'mp4' });
+  if (level && level.height) q.set('resolution', level.height + 'p');
+  if (token) q.set('token', token);
+  return '/viewstream/' + encodeURIComponent(videoId) + '/clip?' + q;
+}
+
 // Initial icons and the control listeners (the buttons work before a stream is chosen).
 export function wireControls() {
   setIcon(ui.fullscreen, 'fullscreen');
@@ -126,6 +146,9 @@ export function wireControls() {
     if (!video.muted) ui.volume.value = String(video.volume);
   });
   ui.golive.addEventListener('click', goLive);
+  ui.back10.addEventListener('click', () => jump(-JUMP_S));
+  ui.fwd10.addEventListener('click', () => jump(JUMP_S));
+  ui.saveClip.addEventListener('click', () => { ui.saveClip.href = clipUrl(); });
   ui.fullscreen.addEventListener('click', () => {
     if (document.fullscreenElement) document.exitFullscreen();
     else if (ui.stage.requestFullscreen) ui.stage.requestFullscreen();
@@ -142,7 +165,6 @@ export function wireControls() {
   document.addEventListener('keydown', (e) => {
     if (e.target && (e.target.tagName === 'SELECT' || e.target.tagName === 'INPUT' && e.target.type !== 'range')) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const r = seekableRange();
     switch (e.key) {
       case ' ': case 'k': e.preventDefault(); ui.playpause.click(); break;
       case 'm': ui.mute.click(); break;
@@ -150,11 +172,11 @@ export function wireControls() {
       case 'f': ui.fullscreen.click(); break;
       case 'ArrowLeft':
         if (e.target === ui.seek) return;
-        if (r) video.currentTime = Math.max(r.start, video.currentTime - 5);
+        jump(-JUMP_S);
         break;
       case 'ArrowRight':
         if (e.target === ui.seek) return;
-        if (r) video.currentTime = Math.min(r.end, video.currentTime + 5);
+        jump(JUMP_S);
         break;
       default: return;
     }

@@ -3,7 +3,7 @@
 // pointer is. Cue times are stream seconds; the seek bar runs on hls.js's media time, whose
 // first segment (an EVENT playlist's, segment 0) is stream time 0.
 import { video, ui } from './page.js';
-import { player, seekableRange, token } from './state.js';
+import { seekableRange, streamTime, token } from './state.js';
 
 const RELOAD_MS = 10000;      // a live track grows: fetched again when older than this
 
@@ -65,12 +65,6 @@ function cueAt(t) {
     else return cues[mid];
   }
   return null;
-}
-
-function streamTime(t) {
-  const d = player.hls && player.hls.latestLevelDetails;
-  const first = d && d.fragments && d.fragments[0];
-  return first ? t - first.start : t;
 }
 
 // What the preview shows for a pointer at `clientX` over the seek bar (null: nothing).

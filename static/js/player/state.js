@@ -48,6 +48,14 @@ function currentDetails() {
   return (lvl && lvl.details) || hls.latestLevelDetails || null;
 }
 
+// Stream seconds (what /viewstream and the thumbnails track count) at media time `t`: the
+// first segment of an EVENT playlist is segment 0, at stream time 0.
+export function streamTime(t) {
+  const d = player.hls && player.hls.latestLevelDetails;
+  const first = d && d.fragments && d.fragments[0];
+  return first ? t - first.start : t;
+}
+
 export function isLive() {
   if (player.hls) {
     const d = currentDetails();
