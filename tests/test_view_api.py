@@ -377,6 +377,7 @@ async def test_webm_can_be_turned_off(
         ({"from": "3"}, 400),
         ({"from": "x", "to": "2"}, 400),
         ({"from": "0", "to": "601"}, 400),
+        ({"from": "0", "to": "121", "format": "webm"}, 400),  # encoded: shorter
         ({"from": "4", "to": "9"}, 404),  # not published yet (the stream is live)
         ({"from": "0", "to": "2", "format": "avi"}, 400),
     ],

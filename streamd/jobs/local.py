@@ -74,6 +74,7 @@ class LocalJobQueue:
         self._workers: list[_Worker] = []
         self._background: list[_Worker] = []
         self._prober: _Worker | None = None
+        self._files: _Worker | None = None  # remuxes and WebM for /viewstream
         self._listeners: dict[
             int, tuple[asyncio.AbstractEventLoop, Callable[[JobProgress | None], None]]
         ] = {}
@@ -104,6 +105,10 @@ class LocalJobQueue:
             _Worker(lambda: self._make_pool(nice=BACKGROUND_NICE)) for _ in range(self._size)
         ]
         self._prober = _Worker(lambda: self._make_pool(transcoder=False))
+        # Files for viewers on a process of their own, at the recordings' low priority: a
+        # viewer's WebM clip never holds up an upload's probe, nor takes a live stream's CPU
+        # (its process is spawned when first used).
+        self._files = _Worker(lambda: self._make_pool(transcoder=False, nice=BACKGROUND_NICE))
         self._reader = threading.Thread(
             target=self._read_progress, name="job-progress", daemon=True
         )
@@ -133,7 +138,8 @@ class LocalJobQueue:
 
     async def close(self) -> None:
         self._closed = True
-        for w in [*self._workers, *self._background, *([self._prober] if self._prober else [])]:
+        single = [w for w in (self._prober, self._files) if w is not None]
+        for w in [*self._workers, *self._background, *single]:
             w.kill()
         self._progress.put(None)
         if self._reader is not None:
@@ -224,40 +230,50 @@ class LocalJobQueue:
     async def probe(
         self, source: Path | bytes, timeout_s: float, limits: MediaLimits | None = None
     ) -> SourceInfo:
+        assert self._prober is not None
         info = await self._quick(
-            "inspecting the upload", timeout_s, worker.probe, source, limits or MediaLimits()
+            self._prober,
+            "inspecting the upload",
+            timeout_s,
+            worker.probe,
+            source,
+            limits or MediaLimits(),
         )
         assert isinstance(info, SourceInfo)
         return info
 
     async def remux(self, data: bytes, container: str, start_s: float, timeout_s: float) -> bytes:
-        out = await self._quick("remuxing", timeout_s, worker.remux, data, container, start_s)
+        assert self._files is not None
+        args = (data, container, start_s)
+        out = await self._quick(self._files, "remuxing", timeout_s, worker.remux, *args)
         assert isinstance(out, bytes)
         return out
 
     async def encode_webm(
         self, data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int, timeout_s: float
     ) -> bytes:
+        assert self._files is not None
         args = (data, video_bitrate_bps, audio_bitrate_bps)
-        out = await self._quick("encoding WebM", timeout_s, worker.encode_webm, *args)
+        out = await self._quick(self._files, "encoding WebM", timeout_s, worker.encode_webm, *args)
         assert isinstance(out, bytes)
         return out
 
-    async def _quick(self, doing: str, timeout_s: float, fn: Callable[..., Any], *args: Any) -> Any:
-        """A short job on the prober's process, which is replaced if it hangs or crashes."""
-        assert self._prober is not None
+    async def _quick(
+        self, on: _Worker, doing: str, timeout_s: float, fn: Callable[..., Any], *args: Any
+    ) -> Any:
+        """A short job on a single process (`on`), replaced if it hangs or crashes."""
         loop = asyncio.get_running_loop()
         try:
             result, error = await asyncio.wait_for(
-                loop.run_in_executor(self._prober.pool, fn, *args), timeout_s
+                loop.run_in_executor(on.pool, fn, *args), timeout_s
             )
         except TimeoutError as exc:
-            self._prober.replace()
+            on.replace()
             raise UnsupportedMedia(
                 f"{doing} took too long", f"gave up after {timeout_s:g} s"
             ) from exc
         except BrokenProcessPool as exc:
-            self._prober.replace()
+            on.replace()
             raise UnsupportedMedia(f"{doing} crashed the media process", repr(exc)) from exc
         if error is not None:
             raise from_data(error)

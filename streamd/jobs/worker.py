@@ -44,7 +44,10 @@ def init(
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server to handle
     die_with_parent(signal.SIGKILL)
-    set_process_name("streamd-prober" if not transcoder else f"streamd-worker{'-bg' * bool(nice)}")
+    if transcoder:
+        set_process_name(f"streamd-worker{'-bg' * bool(nice)}")
+    else:  # uploads' probes, or viewers' files (at low priority)
+        set_process_name("streamd-files" if nice else "streamd-prober")
     if nice:  # background work (recordings) takes only the CPU live streams leave
         os.nice(nice)
     setup_logging(log_level, log_format)

@@ -29,6 +29,7 @@ from streamd.web.hls import bytes_response
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 MAX_CLIP_S = 600.0  # a clip is remuxed in memory: bounded
+MAX_WEBM_CLIP_S = 120.0  # and a WebM one encoded: more so
 REMUX_TIMEOUT_S = 30.0
 
 
@@ -114,8 +115,11 @@ async def clip(request: web.Request) -> web.Response:
     from_s, to_s = _seconds(q, "from", None), _seconds(q, "to", None)
     if to_s <= from_s:
         raise BadRequest(f"the clip ends ({to_s:g} s) before it starts ({from_s:g} s)")
-    if to_s - from_s > MAX_CLIP_S:
-        raise BadRequest(f"a clip is at most {MAX_CLIP_S:g} s", f"asked for {to_s - from_s:g} s")
+    longest = MAX_WEBM_CLIP_S if fmt.encoded else MAX_CLIP_S
+    if to_s - from_s > longest:
+        raise BadRequest(
+            f"a {fmt.name} clip is at most {longest:g} s", f"asked for {to_s - from_s:g} s"
+        )
     rung = _pick_rung(stream, q.get("resolution"))
     segments = [s for s in stream.segments if s.end_s > from_s and s.start_s < to_s]
     if not segments or (segments[-1].end_s < to_s - 0.001 and not stream.ended):
