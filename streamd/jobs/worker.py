@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from streamd.logs import setup_logging
 from streamd.model.jobs import (
     JobProgress,
     MediaLimits,
-    SourceInfo,
     TranscodeJob,
     TranscodeResult,
 )
@@ -84,34 +84,30 @@ def transcode(job_id: int, job: TranscodeJob) -> Outcome:
 def probe(source: Path | bytes, limits: MediaLimits) -> Outcome:
     from streamd.media.probe import probe as probe_media
 
-    try:
-        info: SourceInfo = probe_media(source, limits)
-        return info, None
-    except StreamdError as exc:
-        return None, exc.as_data()
-    except Exception as exc:
-        return None, UnsupportedMedia("the upload could not be inspected", repr(exc)).as_data()
+    return _outcome("the upload could not be inspected", probe_media, source, limits)
 
 
 def remux(data: bytes, container: str, start_s: float) -> Outcome:
     from streamd.media.remux import remux as remux_media
 
-    try:
-        return remux_media(data, container, start_s), None
-    except StreamdError as exc:
-        return None, exc.as_data()
-    except Exception as exc:
-        log.exception("remux to %s failed", container)
-        return None, UnsupportedMedia("the segments could not be remuxed", repr(exc)).as_data()
+    return _outcome("the segments could not be remuxed", remux_media, data, container, start_s)
 
 
 def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> Outcome:
     from streamd.media.remux import encode_webm as encode
 
+    return _outcome(
+        "the segments could not be encoded", encode, data, video_bitrate_bps, audio_bitrate_bps
+    )
+
+
+def _outcome(failure: str, fn: Callable[..., Any], *args: Any) -> Outcome:
+    """A short job's result, or its failure as data: ours as they are, anything else (a bug,
+    FFmpeg) logged and sent as UnsupportedMedia(`failure`)."""
     try:
-        return encode(data, video_bitrate_bps, audio_bitrate_bps), None
+        return fn(*args), None
     except StreamdError as exc:
         return None, exc.as_data()
     except Exception as exc:
-        log.exception("WebM encode failed")
-        return None, UnsupportedMedia("the segments could not be encoded", repr(exc)).as_data()
+        log.exception(failure)
+        return None, UnsupportedMedia(failure, repr(exc)).as_data()
