@@ -119,6 +119,17 @@ async def test_player_saves_a_clip_and_jumps(
     assert after_back == pytest.approx(max(0.0, at - 10), abs=0.05)
     assert after_forward == pytest.approx(min(duration, after_back + 10), abs=0.05)
 
+    # A marked span: "Mark in" at 2.5 s, saved at 5.5 s: segments 1 and 2 (2 to 6 s).
+    marked = tmp_path / "marked.mp4"
+    result = await _play(
+        url, "--min-time", "1", "--timeout", "60", "--clip", str(marked), "--mark", "2.5,5.5"
+    )
+    assert result["ok"], result
+    assert result["markLabel"] == "Save from mark"
+    assert "from=2.500&to=5.500" in result["clip"]["url"], result["clip"]
+    (video,) = ffprobe(marked, "-show_streams", "-select_streams", "v")["streams"]
+    assert float(video["duration"]) == pytest.approx(4.0, abs=1 / 30)
+
 
 async def test_player_plays_a_signed_link(
     make_client: AppClient, config: Config, media: MediaFactory

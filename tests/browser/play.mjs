@@ -18,7 +18,7 @@ import { join } from 'node:path';
 const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot FILE]';
 
 function parseArgs(argv) {
-  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null, hover: null, clip: null };
+  const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null, hover: null, clip: null, mark: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -32,6 +32,7 @@ function parseArgs(argv) {
       case '--screenshot': opts.screenshot = value(); break;
       case '--hover': opts.hover = Number(value()); break;
       case '--clip': opts.clip = value(); break;
+      case '--mark': opts.mark = value().split(',').map(Number); break;  // IN,AT: media times
       case '-h': case '--help': opts.help = true; break;
       default: throw new Error('unknown argument ' + a);
     }
@@ -287,6 +288,17 @@ async function main() {
   if (opts.clip) {
     phase = 'saving a clip';
     await page.evaluate(() => window.streamd.video.pause());
+    if (opts.mark) {  // "Mark in" at the first time, then the position at the second
+      const seekTo = (t) => page.evaluate((to) => new Promise((resolve) => {
+        const v = window.streamd.video;
+        v.addEventListener('seeked', resolve, { once: true });
+        v.currentTime = to;
+      }), t);
+      await seekTo(opts.mark[0]);
+      await page.click('#markin');
+      await seekTo(opts.mark[1]);
+      result.markLabel = await page.locator('#saveclip').textContent();
+    }
     const [download] = await Promise.all([
       page.waitForEvent('download', { timeout: 20000 }),
       page.click('#saveclip'),

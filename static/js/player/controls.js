@@ -105,11 +105,21 @@ function jump(by) {
   if (r) video.currentTime = Math.min(r.end, Math.max(r.start, video.currentTime + by));
 }
 
-// The last CLIP_S seconds before the current position, as one MP4 at the rung playing
-// (GET /viewstream/{id}/clip: whole segments, remuxed by the server).
+// A clip's start marked with "Mark in" (stream seconds), or null: the last CLIP_S seconds.
+let markedFrom = null;
+
+function markIn() {
+  markedFrom = markedFrom === null ? Math.max(0, streamTime(video.currentTime)) : null;
+  ui.markIn.textContent = markedFrom === null ? 'Mark in' : 'Clear mark (' + clock(markedFrom) + ')';
+  ui.saveClip.textContent = markedFrom === null ? 'Save last 30 s' : 'Save from mark';
+}
+
+// From the mark (or CLIP_S seconds back) to the current position, as one MP4 at the rung
+// playing (GET /viewstream/{id}/clip: whole segments, remuxed by the server).
 function clipUrl() {
-  const to = Math.max(1, streamTime(video.currentTime));
-  const from = Math.max(0, to - CLIP_S);
+  const now = streamTime(video.currentTime);
+  const to = Math.max(1, now);
+  const from = markedFrom !== null && markedFrom < to ? markedFrom : Math.max(0, to - CLIP_S);
   const hls = player.hls;
   const level = hls && hls.levels && hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0];
   const q = new URLSearchParams({ from: from.toFixed(3), to: to.toFixed(3), format: 'mp4' });
@@ -148,6 +158,7 @@ export function wireControls() {
   ui.golive.addEventListener('click', goLive);
   ui.back10.addEventListener('click', () => jump(-JUMP_S));
   ui.fwd10.addEventListener('click', () => jump(JUMP_S));
+  ui.markIn.addEventListener('click', markIn);
   ui.saveClip.addEventListener('click', () => { ui.saveClip.href = clipUrl(); });
   ui.fullscreen.addEventListener('click', () => {
     if (document.fullscreenElement) document.exitFullscreen();
@@ -170,6 +181,7 @@ export function wireControls() {
       case 'm': ui.mute.click(); break;
       case 'l': case 'L': goLive(); break;
       case 'f': ui.fullscreen.click(); break;
+      case 'i': markIn(); break;
       case 'ArrowLeft':
         if (e.target === ui.seek) return;
         jump(-JUMP_S);

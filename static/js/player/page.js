@@ -11,7 +11,7 @@ export const ui = {
   playpause: $('playpause'), mute: $('mute'), volume: $('volume'),
   golive: $('golive'), latency: $('latency'), quality: $('quality'),
   currentRung: $('current-rung'), fullscreen: $('fullscreen'),
-  back10: $('back10'), fwd10: $('fwd10'), saveClip: $('saveclip'),
+  back10: $('back10'), fwd10: $('fwd10'), markIn: $('markin'), saveClip: $('saveclip'),
   info: $('info'), links: $('links'), stats: $('stats'), stage: $('stage'),
 };
 
