@@ -11,7 +11,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from streamd.appkeys import CACHE, CONFIG, STORE
+from streamd.appkeys import CACHE, CONFIG, STORE, STREAMS
 from streamd.config import Config
 from streamd.manifests.hls.tags import round_half_up
 from tests.conftest import (
@@ -333,6 +333,12 @@ async def test_webm_is_encoded_once_then_kept(
     assert (resp.status, resp.headers["Content-Type"]) == (200, "video/webm")
     first = await resp.read()
     assert await encoded() == 1
+    # Made on the viewers' files process, at low priority, not on the uploads' prober.
+    jobs = client.app[STREAMS].jobs
+    (files,) = jobs._files.processes()  # type: ignore[attr-defined]
+    assert files.pid not in {p.pid for p in jobs._prober.processes()}  # type: ignore[attr-defined]
+    stat = Path(f"/proc/{files.pid}/stat").read_text()  # noqa: ASYNC240
+    assert int(stat.rsplit(")", 1)[1].split()[16]) == 19  # nice
     (tmp_path / "s.webm").write_bytes(first)
     probe = ffprobe(tmp_path / "s.webm", "-show_streams", "-show_format", "-count_frames")
     assert probe["format"]["format_name"].startswith("matroska,webm")
