@@ -107,6 +107,7 @@ def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> 
                 if isinstance(frame, av.VideoFrame):
                     frame.pts = round(at * 1000)
                     frame.time_base = Fraction(1, 1000)
+                    frame.pict_type = av.video.frame.PictureType.NONE  # VP9 places its own
                     out.mux(vp9.encode(frame))
                 elif opus is not None and resampler is not None and at >= 0:
                     frame.pts = None  # the resampler counts samples from here on

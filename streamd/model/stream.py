@@ -287,6 +287,13 @@ class Stream:
         seg = self.segments[i]
         return seg if time_s < seg.end_s and not seg.gap else None
 
+    def segments_between(self, from_s: float, to_s: float) -> list[Segment]:
+        """The segments that overlap from_s..to_s, found by bisection (a clip of a long
+        stream costs what it holds, not the stream's length)."""
+        first = max(0, bisect.bisect_right(self.segments, from_s, key=lambda s: s.start_s) - 1)
+        last = bisect.bisect_left(self.segments, to_s, key=lambda s: s.start_s)
+        return [s for s in self.segments[first:last] if s.end_s > from_s]
+
     def rates(self, rung: str, packaging: str) -> tuple[int, int]:
         """(peak, average) bit rate of a rung's published segments, audio included."""
         tally = self.bandwidth.get((rung, packaging))

@@ -121,7 +121,7 @@ async def clip(request: web.Request) -> web.Response:
             f"a {fmt.name} clip is at most {longest:g} s", f"asked for {to_s - from_s:g} s"
         )
     rung = _pick_rung(stream, q.get("resolution"))
-    segments = [s for s in stream.segments if s.end_s > from_s and s.start_s < to_s]
+    segments = stream.segments_between(from_s, to_s)
     if not segments or (segments[-1].end_s < to_s - 0.001 and not stream.ended):
         raise NotFound(
             f"{from_s:g} to {to_s:g} s is not all published yet",
