@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.llhls [--viewers 2000] [--seconds 30] [--source 360]
 
 `streamd serve` on its defaults (`http.processes` one per core: edges on SO_REUSEPORT;
-ladder 1080/720/480/360, rungs taller than the source dropped; parts of 0.2 s) takes one
+ladder 1080/720/480/360, rungs taller than the source dropped; parts of 0.1 s) takes one
 live stream over RTMP: testsrc2 + tone, x264 veryfast, -g 60, encoded beforehand and sent
 with `ffmpeg -re -c copy` (a live x264 would take a third of a core). The source is modest
 on purpose so that the transcode leaves CPU for serving: by default 640x360 at 700 kbit/s,
