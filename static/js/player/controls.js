@@ -195,9 +195,11 @@ export function wireControls() {
   });
 }
 
-// Keep the readouts current: on a timer and on the video's own events.
+// Keep the readouts current: on a timer, and at once when the viewer acts. Not on
+// 'timeupdate', 'progress' and 'durationchange': a live stream fires those for every
+// LL-HLS part appended, over 20 times a second, and each redraw lays the page out again.
 export function startUiRefresh() {
   setInterval(refreshUi, UI_MS);
-  ['timeupdate', 'progress', 'durationchange', 'play', 'pause', 'volumechange'].forEach((ev) =>
+  ['play', 'pause', 'volumechange', 'seeked'].forEach((ev) =>
     video.addEventListener(ev, () => { if (!seeking) refreshUi(); }));
 }
