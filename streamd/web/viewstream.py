@@ -22,7 +22,7 @@ from streamd.errors import BadRequest, Conflict, NotFound
 from streamd.manifests.hls import absolute_master
 from streamd.metrics import client_id
 from streamd.model import layout
-from streamd.model.formats import FileFormat, file_format_for, packaging_for
+from streamd.model.formats import FileFormat, Packaging, file_format_for, packaging_for
 from streamd.model.stream import Segment, Stream
 from streamd.web.hls import bytes_response
 
@@ -188,8 +188,20 @@ def _wall_clock(stream: Stream, value: str) -> float:
 async def _file(
     request: web.Request, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
 ) -> bytes:
-    """The segments of one rung (clear, if the stream is encrypted) remuxed into `fmt`."""
-    vid, name = stream.video_id, fmt.source.name
+    """The segments of one rung as one file in `fmt`: remuxed, or (WebM) encoded."""
+    if fmt.encoded:
+        return await _encoded(request, stream, fmt, rung, segments)
+    data = await _joined(request, stream, fmt.source, rung, segments)
+    start_s = segments[0].start_s if fmt.at_stream_time else 0.0
+    return await request.app[JOBS].remux(data, fmt.name, start_s, REMUX_TIMEOUT_S)
+
+
+async def _joined(
+    request: web.Request, stream: Stream, packaging: Packaging, rung: str, segments: list[Segment]
+) -> bytes:
+    """The segments of one rung in one packaging, after their init segment, joined (clear,
+    if the stream is encrypted)."""
+    vid, name = stream.video_id, packaging.name
     hls = request.app[HLS]
     pieces = []
     first = segments[0].rung(rung)
@@ -210,31 +222,30 @@ async def _file(
             loop = asyncio.get_running_loop()
             data = await loop.run_in_executor(None, decrypt, vid, seg.sequence, data)
         pieces.append(data)
-    if fmt.encoded:
-        return await _encoded(request, stream, rung, segments, b"".join(pieces))
-    start_s = segments[0].start_s if fmt.at_stream_time else 0.0
-    return await request.app[JOBS].remux(b"".join(pieces), fmt.name, start_s, REMUX_TIMEOUT_S)
+    return b"".join(pieces)
 
 
 async def _encoded(
-    request: web.Request, stream: Stream, rung: str, segments: list[Segment], data: bytes
+    request: web.Request, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
 ) -> bytes:
     """WebM: made the first time a segment is asked for, then kept in the store (unless the
-    stream is encrypted: its clear pictures are not kept). A clip is encoded whole."""
+    stream is encrypted: its clear pictures are not kept). A clip is encoded whole. A kept
+    file is looked for before any segment is read."""
     if request.app[CONFIG].transcode.webm == "off":
         raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
     store = request.app[STORE]
     key = None
     if len(segments) == 1 and stream.protection is None:
-        key = layout.file_key(stream.video_id, "webm", rung, segments[0].sequence)
+        key = layout.file_key(stream.video_id, fmt.name, rung, segments[0].sequence)
         with contextlib.suppress(FileNotFoundError):
             return await store.get(key)
+    data = await _joined(request, stream, fmt.source, rung, segments)
     spec = next(r for r in stream.rungs if r.name == rung)
     span_s = segments[-1].end_s - segments[0].start_s
     body = await request.app[JOBS].encode_webm(
         data, spec.video_bitrate_bps, spec.audio_bitrate_bps, REMUX_TIMEOUT_S + 4 * span_s
     )
-    request.app[METRICS].files_encoded.labels("webm").inc()
+    request.app[METRICS].files_encoded.labels(fmt.name).inc()
     if key is not None:
         await store.put(key, body)
     return body
