@@ -360,20 +360,22 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
     # Players start with the first variant: a middle rung starts fast and looks decent.
     start = (len(variants) - 1) // 2
     ordered = [variants[start], *variants[:start], *variants[start + 1 :]]
-    iframes = tuple(
-        IFrameVariant(
-            uri=f"{base_uri}{rung.name}/iframes.m3u8",
-            bandwidth_bps=peak,
-            width=rung.width,
-            height=rung.height,
-            codecs=stream.codecs[rung.name].split(",")[0],
-        )
-        for rung in stream.rungs
-        if rung.name in stream.codecs
-        for peak, _ in [stream.rates(rung.name, f"{packaging.name}-iframes")]
-        if peak
+    iframes = []
+    for rung in stream.rungs:
+        peak, _ = stream.rates(rung.name, f"{packaging.name}-iframes")
+        if peak:  # only rungs whose segments' first pictures are known (TS, unencrypted)
+            iframes.append(
+                IFrameVariant(
+                    uri=f"{base_uri}{rung.name}/iframes.m3u8",
+                    bandwidth_bps=peak,
+                    width=rung.width,
+                    height=rung.height,
+                    codecs=stream.codecs[rung.name].split(",")[0],  # the video's only
+                )
+            )
+    return MasterPlaylist(
+        tuple(ordered), version=packaging.hls_version, iframe_variants=tuple(iframes)
     )
-    return MasterPlaylist(tuple(ordered), version=packaging.hls_version, iframe_variants=iframes)
 
 
 def absolute_master(stream: Stream, packaging: Packaging) -> str:
