@@ -243,18 +243,20 @@ class LocalJobQueue:
         return info
 
     async def remux(self, data: bytes, container: str, start_s: float, timeout_s: float) -> bytes:
-        assert self._files is not None
-        args = (data, container, start_s)
-        out = await self._quick(self._files, "remuxing", timeout_s, worker.remux, *args)
-        assert isinstance(out, bytes)
-        return out
+        return await self._file("remuxing", timeout_s, worker.remux, data, container, start_s)
 
     async def encode_webm(
         self, data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int, timeout_s: float
     ) -> bytes:
-        assert self._files is not None
         args = (data, video_bitrate_bps, audio_bitrate_bps)
-        out = await self._quick(self._files, "encoding WebM", timeout_s, worker.encode_webm, *args)
+        return await self._file("encoding WebM", timeout_s, worker.encode_webm, *args)
+
+    async def _file(
+        self, doing: str, timeout_s: float, fn: Callable[..., Any], *args: Any
+    ) -> bytes:
+        """A file for a viewer, made on the files process."""
+        assert self._files is not None
+        out = await self._quick(self._files, doing, timeout_s, fn, *args)
         assert isinstance(out, bytes)
         return out
 
