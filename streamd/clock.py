@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Protocol
+
+
+def iso(wall_s: float) -> str:
+    """A wall-clock time as ISO 8601 in UTC, to the millisecond (2026-11-24T10:15:00.000Z):
+    EXT-X-PROGRAM-DATE-TIME, the MPD's times, the API's."""
+    return (
+        datetime.fromtimestamp(wall_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 class Clock(Protocol):

@@ -35,6 +35,7 @@ from streamd.config import (
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
 TEST_LADDER = ["240p:300k", "144p:150k"]
+ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "test-publish-key"
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}  # what a publisher sends
 
@@ -330,6 +331,23 @@ async def wait_for(
 
 def published(n: int) -> Callable[[dict[str, Any]], bool]:
     return lambda v: v["uploads"]["published"] + v["uploads"]["failed"] >= n
+
+
+async def browser(driver: str, *args: str) -> dict[str, Any]:
+    """Run a headless-Chromium driver in tests/browser/ (node, playwright-core, Debian's
+    chromium); its last stdout line is its JSON report."""
+    node = shutil.which("node")
+    assert node, "node is needed for the browser tests"
+    proc = await asyncio.create_subprocess_exec(
+        node, str(ROOT / "tests" / "browser" / driver), *args,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CHROMIUM_PATH": os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")},
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-2000:]
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 async def fetch(client: TestClient, url: str, status: int = 200) -> bytes:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -20,6 +17,7 @@ from tests.conftest import (
     TEST_KEY,
     AppClient,
     MediaFactory,
+    browser,
     ffprobe,
     published,
     upload,
@@ -27,29 +25,10 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-DRIVER = ROOT / "tests" / "browser" / "play.mjs"
 
 
-async def _play(url: str, *args: str) -> dict[str, object]:
-    node = shutil.which("node")
-    assert node, "node is needed for the browser test"
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        str(DRIVER),
-        "--url",
-        url,
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "CHROMIUM_PATH": os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")},
-    )
-    out, err = await proc.communicate()
-    lines = out.decode().strip().splitlines()
-    assert lines, err.decode()[-2000:]
-    result: dict[str, object] = json.loads(lines[-1])
-    return result
+async def _play(url: str, *args: str) -> dict[str, Any]:
+    return await browser("play.mjs", "--url", url, *args)
 
 
 async def test_player_plays_and_switches_rung(client: TestClient, media: MediaFactory) -> None:

@@ -57,8 +57,21 @@ async def test_low_latency_hls_from_rtmp(make_client: AppClient, config: Config)
         assert all(part.duration <= target for part in parts)
         assert all(part.independent == "YES" for seg in p.segments for part in seg.parts[:1])
         assert p.preload_hint.hint_type == "PART"
-        assert [r.uri for r in p.rendition_reports] == ["../144p/index.m3u8"]
+        assert [r.uri for r in p.rendition_reports] == ["../144p/index.m3u8", "../audio/index.m3u8"]
         assert p.program_date_time is not None
+        # The audio rendition has parts too, at the video's boundaries, each independent.
+        audio = m3u8.loads((await fetch(client, "/hls/ll/fmp4/audio/index.m3u8")).decode())
+        assert audio.part_inf.part_target == target
+        assert [r.uri for r in audio.rendition_reports] == [
+            "../240p/index.m3u8",
+            "../144p/index.m3u8",
+        ]
+        audio_parts = [part for seg in audio.segments for part in seg.parts]
+        assert all(part.independent == "YES" for part in audio_parts)
+        video_parts = {part.uri: part.duration for seg in p.segments for part in seg.parts}
+        shared = [part for part in audio_parts if part.uri in video_parts]
+        assert len(shared) >= 5
+        assert all(video_parts[part.uri] == part.duration for part in shared)
 
         # A whole segment listed with its parts: the parts are its bytes, in order.
         whole = next(seg for seg in p.segments if seg.uri and seg.parts)
@@ -66,6 +79,10 @@ async def test_low_latency_hls_from_rtmp(make_client: AppClient, config: Config)
             [await fetch(client, f"/hls/ll/fmp4/240p/{part.uri}") for part in whole.parts]
         )
         assert joined == await fetch(client, f"/hls/ll/fmp4/240p/{whole.uri}")
+        joined = b"".join(
+            [await fetch(client, f"/hls/ll/fmp4/audio/{part.uri}") for part in whole.parts]
+        )
+        assert joined == await fetch(client, f"/hls/ll/fmp4/audio/{whole.uri}")
 
         # Blocking reload: the next part, answered as soon as it is published.
         published: dict[str, float] = {}

@@ -94,14 +94,20 @@ async def test_container_and_codec_matrix(
             assert (streams["video"]["width"], streams["video"]["height"]) == size
             assert streams["video"]["codec_name"] == "h264"
             assert streams["video"]["profile"] == "High"
-            # Every rung carries AAC-LC stereo 48 kHz, silent if the upload had no audio.
+            frames = _frames(seg)
+            assert frames[0][1], "segment must start with a keyframe"
+            assert len(frames) == 30
+            # TS carries the audio in every rung; fMP4 (CMAF) in a rendition of its own.
+            assert ("audio" in streams) == (packaging == "ts")
+            if packaging == "fmp4":
+                (audio,) = await _segments(client, vid, packaging, "audio", tmp_path)
+                streams = {s["codec_type"]: s for s in ffprobe(audio, "-show_streams")["streams"]}
+                assert "video" not in streams
+            # AAC-LC stereo 48 kHz, silent if the upload had no audio.
             assert streams["audio"]["codec_name"] == "aac"
             assert streams["audio"]["profile"] == "LC"
             assert streams["audio"]["sample_rate"] == "48000"
             assert streams["audio"]["channels"] == 2
-            frames = _frames(seg)
-            assert frames[0][1], "segment must start with a keyframe"
-            assert len(frames) == 30
 
 
 async def test_rungs_taller_than_the_source_are_dropped(

@@ -34,14 +34,21 @@ class JobQueue(Protocol):
     ) -> SourceInfo:
         """Inspect an upload in a worker, within `limits`; raises UnsupportedMedia."""
 
-    async def remux(self, data: bytes, container: str, start_s: float, timeout_s: float) -> bytes:
-        """Published segments (joined) as one file in `container`, its first picture at
-        `start_s` (streamd.media.remux); raises UnsupportedMedia."""
+    async def remux(
+        self, inputs: tuple[bytes, ...], container: str, start_s: float, timeout_s: float
+    ) -> bytes:
+        """Published segments (joined, one input per track file) as one file in
+        `container`, its first picture at `start_s` (streamd.media.remux); raises
+        UnsupportedMedia."""
 
     async def encode_webm(
-        self, data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int, timeout_s: float
+        self,
+        inputs: tuple[bytes, ...],
+        video_bitrate_bps: int,
+        audio_bitrate_bps: int,
+        timeout_s: float,
     ) -> bytes:
-        """fMP4 segments (joined) as WebM, VP9 and Opus, starting at 0."""
+        """fMP4 segments (joined, one input per track file) as WebM, VP9 and Opus, starting at 0."""
 
     def healthy(self) -> bool:
         """Whether the workers can take jobs."""

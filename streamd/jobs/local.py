@@ -242,13 +242,19 @@ class LocalJobQueue:
         assert isinstance(info, SourceInfo)
         return info
 
-    async def remux(self, data: bytes, container: str, start_s: float, timeout_s: float) -> bytes:
-        return await self._file("remuxing", timeout_s, worker.remux, data, container, start_s)
+    async def remux(
+        self, inputs: tuple[bytes, ...], container: str, start_s: float, timeout_s: float
+    ) -> bytes:
+        return await self._file("remuxing", timeout_s, worker.remux, inputs, container, start_s)
 
     async def encode_webm(
-        self, data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int, timeout_s: float
+        self,
+        inputs: tuple[bytes, ...],
+        video_bitrate_bps: int,
+        audio_bitrate_bps: int,
+        timeout_s: float,
     ) -> bytes:
-        args = (data, video_bitrate_bps, audio_bitrate_bps)
+        args = (inputs, video_bitrate_bps, audio_bitrate_bps)
         return await self._file("encoding WebM", timeout_s, worker.encode_webm, *args)
 
     async def _file(

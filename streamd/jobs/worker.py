@@ -87,17 +87,19 @@ def probe(source: Path | bytes, limits: MediaLimits) -> Outcome:
     return _outcome("the upload could not be inspected", probe_media, source, limits)
 
 
-def remux(data: bytes, container: str, start_s: float) -> Outcome:
+def remux(inputs: tuple[bytes, ...], container: str, start_s: float) -> Outcome:
     from streamd.media.remux import remux as remux_media
 
-    return _outcome("the segments could not be remuxed", remux_media, data, container, start_s)
+    return _outcome("the segments could not be remuxed", remux_media, inputs, container, start_s)
 
 
-def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> Outcome:
+def encode_webm(
+    inputs: tuple[bytes, ...], video_bitrate_bps: int, audio_bitrate_bps: int
+) -> Outcome:
     from streamd.media.remux import encode_webm as encode
 
     return _outcome(
-        "the segments could not be encoded", encode, data, video_bitrate_bps, audio_bitrate_bps
+        "the segments could not be encoded", encode, inputs, video_bitrate_bps, audio_bitrate_bps
     )
 
 

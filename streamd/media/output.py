@@ -13,6 +13,7 @@ from streamd.media.codecs import aac
 from streamd.media.codecs.h264 import avc_codecs
 from streamd.media.thumbs import ThumbnailTrack
 from streamd.model import layout
+from streamd.model.formats import FMP4
 from streamd.model.jobs import (
     JobProgress,
     PartOutput,
@@ -21,8 +22,9 @@ from streamd.model.jobs import (
     RungOutput,
     TranscodeJob,
 )
+from streamd.model.ladder import Rung
 from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ
-from streamd.package import PACKAGERS, PartMedia, SegmentMedia, cmaf, fmp4
+from streamd.package import PACKAGERS, EncodedPacket, Packaged, PartMedia, SegmentMedia, cmaf, fmp4
 from streamd.package.base import init_name
 from streamd.store import Store
 
@@ -46,8 +48,8 @@ class SegmentWriter:
         self.progress = 0.0
         # LL-HLS: the parts of the segment being made, by rung, and their init segments.
         self.parts_of = -1
-        self.chunks: defaultdict[int, list[bytes]] = defaultdict(list)
-        self.part_inits: dict[int, str] = {}
+        self.chunks: defaultdict[str, list[bytes]] = defaultdict(list)  # by rendition
+        self.part_inits: dict[str, bytes] = {}
         # Seek-bar previews: not of an encrypted stream (its pictures are not kept in clear).
         self.thumbs = None if job.protection else ThumbnailTrack(store, job.video_id)
 
@@ -55,7 +57,6 @@ class SegmentWriter:
         self.count += 1
         pipeline = self.pipeline()
         state = pipeline.state
-        vid = self.job.video_id
         start_s = seg.start_90k / VIDEO_HZ - TIMELINE_ORIGIN_S
         if seg.sequence < self.job.publish_from:
             return  # written before a restart; its bytes are already served
@@ -69,25 +70,26 @@ class SegmentWriter:
             inits: dict[str, str] = {}
             iframes: dict[str, tuple[int, int]] = {}
             for packaging, package in PACKAGERS.items():
-                if packaging == "fmp4" and self.parts_of == seg.sequence and i in self.chunks:
-                    # Made of its parts, byte for byte: a segment and its parts agree.
-                    media, inits[packaging] = b"".join(self.chunks[i]), self.part_inits[i]
-                else:
-                    started = time.perf_counter()
-                    packaged = package(packets, seg.audio, rung)
-                    self.rung_seconds[i] += time.perf_counter() - started
-                    if packaged.init is not None:
-                        inits[packaging] = self._write_init(packaging, rung.name, packaged.init)
-                    if packaged.iframe is not None and self.job.protection is None:
-                        iframes[packaging] = packaged.iframe
-                    media = packaged.media
-                if self.job.protection is not None:  # init segments stay in clear
-                    media = self.job.protection.encrypt(vid, seg.sequence, media)
-                key = layout.segment_key(vid, packaging, rung.name, seg.sequence)
-                self.store.put(key, media)
-                sizes[packaging] = len(media)  # what crosses the wire: BANDWIDTH
+                started = time.perf_counter()
+                packaged = None
+                if packaging == FMP4.name:
+                    packaged = self._from_parts(seg.sequence, rung.name)
+                packaged = packaged or package(packets, seg.audio, rung)
+                self.rung_seconds[i] += time.perf_counter() - started
+                sizes[packaging], init = self._write(seg.sequence, packaging, rung.name, packaged)
+                if init:
+                    inits[packaging] = init
+                if packaged.iframe is not None and self.job.protection is None:
+                    iframes[packaging] = packaged.iframe
             codecs = f"{avc_codecs(packets[0].data)},{aac.CODECS}"
             outputs.append(RungOutput(rung.name, sizes, codecs, inits, iframes))
+        audio: tuple[RungOutput, ...] = ()
+        if outputs and seg.audio and FMP4.audio_apart:
+            packaged = self._from_parts(seg.sequence, layout.AUDIO) or fmp4.package_audio(
+                seg.audio, state.rungs[0]
+            )
+            size, init = self._write(seg.sequence, FMP4.name, layout.AUDIO, packaged)
+            audio = (RungOutput(layout.AUDIO, {FMP4.name: size}, aac.CODECS, {FMP4.name: init}),)
         if self.thumbs is not None and outputs:
             self.thumbs.cue(seg.sequence, start_s, seg.duration_s)
         published = PublishedSegment(
@@ -99,12 +101,34 @@ class SegmentWriter:
             state.rungs,
             state.frame_rate,
             seg.ready_wall_s,
+            audio,
         )
         self.report(JobProgress(self.upload, self.progress, published))
 
+    def _from_parts(self, sequence: int, rendition: str) -> Packaged | None:
+        """A live segment's fMP4 made of its parts, byte for byte: a segment and its parts
+        agree (None when it had none)."""
+        if self.parts_of != sequence or rendition not in self.chunks:
+            return None
+        return Packaged(b"".join(self.chunks[rendition]), self.part_inits[rendition])
+
+    def _write(
+        self, sequence: int, packaging: str, rendition: str, packaged: Packaged
+    ) -> tuple[int, str]:
+        """Store one rendition of a segment (encrypted for a protected stream; init segments
+        stay in clear) and its init segment; returns (its size, the init's name or "")."""
+        init = ""
+        if packaged.init is not None:
+            init = self._write_init(packaging, rendition, packaged.init)
+        media = packaged.media
+        if self.job.protection is not None:
+            media = self.job.protection.encrypt(self.job.video_id, sequence, media)
+        self.store.put(layout.segment_key(self.job.video_id, packaging, rendition, sequence), media)
+        return len(media), init  # what crosses the wire: BANDWIDTH
+
     def part(self, part: PartMedia) -> None:
-        """An LL-HLS part: a CMAF chunk per rung, reported with its bytes and kept to make
-        up its segment's fMP4 media."""
+        """An LL-HLS part: a CMAF chunk per rung and one of the audio, reported with their
+        bytes and kept to make up their segment's fMP4 media."""
         if part.sequence < self.job.publish_from or self.job.protection is not None:
             return  # parts are clear fMP4 only: an encrypted stream is served whole segments
         if part.sequence != self.parts_of:
@@ -115,16 +139,23 @@ class SegmentWriter:
             if not packets:
                 continue  # left out
             started = time.perf_counter()
-            init = ""
-            if i not in self.part_inits:  # the segment's first part of this rung: its IDR
-                init_bytes = fmp4.init_segment(packets, part.audio, rung)
-                init = self.part_inits[i] = self._write_init("fmp4", rung.name, init_bytes)
-            data = cmaf.chunk(
-                part.index + 1, packets, part.audio, part.video_end_dts[i], part.audio_end_pts
+            outputs.append(
+                self._part_output(
+                    part, rung.name, packets, part.video_end_dts[i], fmp4.init_segment, rung
+                )
             )
             self.rung_seconds[i] += time.perf_counter() - started
-            self.chunks[i].append(data)
-            outputs.append(PartOutput(rung.name, data, init))
+        if outputs and part.audio:
+            outputs.append(
+                self._part_output(
+                    part,
+                    layout.AUDIO,
+                    part.audio,
+                    part.audio_end_pts,
+                    fmp4.audio_init_segment,
+                    rungs[0],
+                )
+            )
         published = PublishedPart(
             part.sequence,
             part.index,
@@ -136,6 +167,23 @@ class SegmentWriter:
             tuple(outputs),
         )
         self.report(JobProgress(self.upload, self.progress, part=published))
+
+    def _part_output(
+        self,
+        part: PartMedia,
+        rendition: str,
+        packets: tuple[EncodedPacket, ...],
+        end: int | None,
+        make_init: Callable[[tuple[EncodedPacket, ...], Rung], bytes],
+        rung: Rung,
+    ) -> PartOutput:
+        init = ""
+        if rendition not in self.part_inits:  # the segment's first part: its init segment
+            self.part_inits[rendition] = make_init(packets, rung)
+            init = self._write_init("fmp4", rendition, self.part_inits[rendition])
+        data = cmaf.chunk(part.index + 1, packets, end, video=rendition != layout.AUDIO)
+        self.chunks[rendition].append(data)
+        return PartOutput(rendition, data, init)
 
     def _write_init(self, packaging: str, rung: str, init: bytes) -> str:
         """Store an init segment once (it is named by its content); returns its name."""

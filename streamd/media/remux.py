@@ -4,10 +4,14 @@ copied into another container, never decoded, their times moved off the internal
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import io
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -22,30 +26,32 @@ MUXERS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def remux(data: bytes, container: str, start_s: float) -> bytes:
-    """`data` (an fMP4 init and its fragments, or MPEG-TS segments, joined) as one file in
-    `container` whose first picture is shown at `start_s`."""
+Inputs = tuple[bytes, ...]  # segments joined, each a file: (video, audio) for CMAF track files
+
+
+def remux(inputs: Inputs, container: str, start_s: float) -> bytes:
+    """`inputs` (an fMP4 init and its fragments, or MPEG-TS segments, joined: one per track
+    file) as one file in `container` whose first picture is shown at `start_s`."""
     fmt, options = MUXERS[container]
     with tempfile.TemporaryDirectory(prefix="streamd-remux-") as tmp:
         path = Path(tmp) / f"out.{container}"
-        _remux(data, fmt, options, start_s, path)
+        _remux(inputs, fmt, options, start_s, path)
         return path.read_bytes()
 
 
-def _remux(data: bytes, fmt: str, options: dict[str, str], start_s: float, path: Path) -> None:
+def _remux(inputs: Inputs, fmt: str, options: dict[str, str], start_s: float, path: Path) -> None:
     try:
-        first = _first_pts(data)
-        with (
-            av.open(io.BytesIO(data), "r") as src,
-            av.open(str(path), "w", format=fmt, options=options) as out,
-        ):
-            streams = [s for s in src.streams if s.type in ("video", "audio")]
-            mapped = {s.index: out.add_stream_from_template(s) for s in streams}
+        with contextlib.ExitStack() as stack:
+            first = _first_pts(inputs)
+            sources = [stack.enter_context(av.open(io.BytesIO(d), "r")) for d in inputs]
+            out = stack.enter_context(av.open(str(path), "w", format=fmt, options=options))
+            streams = [s for src in sources for s in src.streams if s.type in ("video", "audio")]
+            mapped = {id(s): out.add_stream_from_template(s) for s in streams}
             durations: dict[int, int] = {}
-            for packet in src.demux(*streams):
-                if packet.dts is None or packet.time_base is None:
-                    continue  # a demuxer's flush packet
-                index = packet.stream.index
+            for packet in _in_time_order(sources):
+                assert packet.dts is not None
+                assert packet.time_base is not None
+                stream = id(packet.stream)
                 shift = round((first - Fraction(start_s)) / packet.time_base)
                 if packet.pts is not None:
                     packet.pts -= shift
@@ -53,40 +59,58 @@ def _remux(data: bytes, fmt: str, options: dict[str, str], start_s: float, path:
                 # A segment's last sample may come without a duration (the next segment's
                 # time gives it); a file that ends there needs it.
                 if packet.duration:
-                    durations[index] = packet.duration
+                    durations[stream] = packet.duration
                 else:
-                    packet.duration = durations.get(index, 0)
-                packet.stream = mapped[index]
+                    packet.duration = durations.get(stream, 0)
+                packet.stream = mapped[stream]
                 out.mux(packet)
     except av.FFmpegError as exc:
         raise UnsupportedMedia("the segments could not be remuxed", repr(exc)) from exc
 
 
-def _first_pts(data: bytes) -> Fraction:
+def _in_time_order(sources: list[av.container.InputContainer]) -> Iterator[av.Packet[Any]]:
+    """The video and audio packets of every source, merged by decode time (interleaved, as a
+    muxer writes best), flush packets left out."""
+
+    def packets(src: av.container.InputContainer) -> Iterator[av.Packet[Any]]:
+        streams = [s for s in src.streams if s.type in ("video", "audio")]
+        for packet in src.demux(*streams):
+            if packet.dts is not None and packet.time_base is not None:
+                yield packet
+
+    def when(packet: av.Packet[Any]) -> Fraction:
+        assert packet.dts is not None
+        assert packet.time_base is not None
+        return packet.dts * packet.time_base
+
+    return heapq.merge(*(packets(src) for src in sources), key=when)
+
+
+def _first_pts(inputs: Inputs) -> Fraction:
     """When the first picture is shown, in seconds: every segment starts with an IDR, whose
     time is the least of its closed GOP's."""
-    with av.open(io.BytesIO(data), "r") as src:
-        if not src.streams.video:
-            raise UnsupportedMedia("the segments hold no video")
-        for packet in src.demux(src.streams.video[0]):
-            if packet.pts is not None and packet.time_base is not None:
-                return packet.pts * packet.time_base
+    for data in inputs:
+        with av.open(io.BytesIO(data), "r") as src:
+            if not src.streams.video:
+                continue
+            for packet in src.demux(src.streams.video[0]):
+                if packet.pts is not None and packet.time_base is not None:
+                    return packet.pts * packet.time_base
     raise UnsupportedMedia("the segments hold no video")
 
 
-def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> bytes:
-    """`data` (an fMP4 init and fragments) encoded as WebM, VP9 and Opus, starting at 0: for
+def encode_webm(inputs: Inputs, video_bitrate_bps: int, audio_bitrate_bps: int) -> bytes:
+    """`inputs` (fMP4 inits and fragments) encoded as WebM, VP9 and Opus, starting at 0: for
     players that want open codecs. VP9 at libvpx's realtime speed costs about what x264
     veryfast does (../shared/FACTS.md), so it is made once, when first asked for."""
     out_buf = io.BytesIO()
     try:
-        first = _first_pts(data)
-        with (
-            av.open(io.BytesIO(data), "r") as src,
-            av.open(out_buf, "w", format="webm") as out,
-        ):
-            vin = src.streams.video[0]
-            ain = src.streams.audio[0] if src.streams.audio else None
+        with contextlib.ExitStack() as stack:
+            first = _first_pts(inputs)
+            sources = [stack.enter_context(av.open(io.BytesIO(d), "r")) for d in inputs]
+            out = stack.enter_context(av.open(out_buf, "w", format="webm"))
+            vin = next(s for src in sources for s in src.streams.video)
+            ain = next((s for src in sources for s in src.streams.audio), None)
             vp9 = out.add_stream("libvpx-vp9", rate=_rate(vin))
             vp9.width, vp9.height, vp9.pix_fmt = vin.width, vin.height, "yuv420p"
             vp9.bit_rate = video_bitrate_bps
@@ -98,22 +122,34 @@ def encode_webm(data: bytes, video_bitrate_bps: int, audio_bitrate_bps: int) -> 
                 opus.bit_rate = audio_bitrate_bps
                 opus.time_base = Fraction(1, 48_000)
                 resampler = av.AudioResampler("s16", "stereo", 48_000, frame_size=960)
-            streams = [vin] if ain is None else [vin, ain]
             audio_at = 0
-            for frame in src.decode(*streams):
-                if frame.pts is None or frame.time_base is None:
-                    continue
-                at = frame.pts * frame.time_base - first
-                if isinstance(frame, av.VideoFrame):
-                    frame.pts = round(at * 1000)
-                    frame.time_base = Fraction(1, 1000)
-                    frame.pict_type = av.video.frame.PictureType.NONE  # VP9 places its own
-                    out.mux(vp9.encode(frame))
-                elif opus is not None and resampler is not None and at >= 0:
-                    frame.pts = None  # the resampler counts samples from here on
-                    for chunk in resampler.resample(frame):
-                        chunk.pts, audio_at = audio_at, audio_at + chunk.samples
-                        out.mux(opus.encode(chunk))
+
+            def picture(frame: av.VideoFrame) -> None:
+                assert frame.pts is not None
+                time_base = frame.time_base or vin.time_base  # unset on a flushed picture
+                assert time_base is not None
+                frame.pts = round((frame.pts * time_base - first) * 1000)
+                frame.time_base = Fraction(1, 1000)
+                frame.pict_type = av.video.frame.PictureType.NONE  # VP9 places its own
+                out.mux(vp9.encode(frame))
+
+            for packet in _in_time_order(sources):
+                for frame in packet.decode():
+                    if frame.pts is None or frame.time_base is None:
+                        continue
+                    if isinstance(frame, av.VideoFrame):
+                        picture(frame)
+                    elif opus is not None and resampler is not None:
+                        assert isinstance(frame, av.AudioFrame)
+                        if frame.pts * frame.time_base < first:
+                            continue
+                        frame.pts = None  # the resampler counts samples from here on
+                        for chunk in resampler.resample(frame):
+                            chunk.pts, audio_at = audio_at, audio_at + chunk.samples
+                            out.mux(opus.encode(chunk))
+            for frame in vin.codec_context.decode(None):  # the decoder's delayed pictures
+                if frame.pts is not None:
+                    picture(frame)
             out.mux(vp9.encode(None))
             if opus is not None and resampler is not None:
                 for chunk in resampler.resample(None):

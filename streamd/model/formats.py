@@ -22,6 +22,7 @@ class Packaging:
     has_init: bool  # media segments need an init segment (EXT-X-MAP)
     hls_version: int  # EXT-X-VERSION of its master playlist (RFC 8216 7)
     aliases: tuple[str, ...] = ()  # other names `?format=` accepts
+    audio_apart: bool = False  # the audio is a rendition of its own, not in every rung's
 
 
 FMP4 = Packaging(
@@ -33,6 +34,7 @@ FMP4 = Packaging(
     has_init=True,
     hls_version=6,  # EXT-X-MAP outside I-frame playlists
     aliases=("mp4", "cmaf", "m4s"),
+    audio_apart=True,  # CMAF: one track per file, which DASH players require
 )
 TS = Packaging(
     name="ts",

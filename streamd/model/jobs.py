@@ -155,12 +155,13 @@ class PublishedSegment:
     ladder: tuple[Rung, ...]  # the stream's rungs, fixed by its first upload
     frame_rate: float
     ready_wall_s: float = 0.0  # live: when its last frame reached the worker
+    audio: tuple[RungOutput, ...] = ()  # audio renditions packaged apart (fMP4), by name
 
 
 @dataclass(frozen=True)
 class PartOutput:
-    """One rung of a published LL-HLS part: its CMAF chunk, and the init segment it needs
-    (named for a segment's first part, when it may change)."""
+    """One rendition (a rung's video, or the audio) of a published LL-HLS part: its CMAF
+    chunk, and the init segment it needs (named for a segment's first part)."""
 
     name: str
     data: bytes
@@ -178,7 +179,7 @@ class PublishedPart:
     independent: bool
     target_s: float  # PART-TARGET
     next_begins_segment: bool
-    rungs: tuple[PartOutput, ...]
+    rungs: tuple[PartOutput, ...]  # the rungs' video, then the audio renditions
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from streamd.errors import InvalidVideoId
 from streamd.model.formats import PACKAGINGS
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+AUDIO = "audio"  # the audio rendition's folder, beside the rungs' (hls/ID/fmp4/audio/)
 STATE_FILE = "streamd.sqlite3"  # in the data dir: every stream's record (streamd.store.sqlite)
 
 
@@ -42,6 +43,11 @@ def master_key(video_id: str, packaging: str) -> str:
 
 def media_playlist_key(video_id: str, packaging: str, rung: str) -> str:
     return f"hls/{video_id}/{packaging}/{rung}/index.m3u8"
+
+
+def mpd_key(video_id: str) -> str:
+    """The stream's DASH MPD, beside the fMP4 segments it names (streamd.manifests.dash)."""
+    return f"hls/{video_id}/fmp4/manifest.mpd"
 
 
 def iframe_playlist_key(video_id: str, packaging: str, rung: str) -> str:

@@ -61,6 +61,7 @@ class Segment:
     published_wall_s: float
     rungs: tuple[RungOutput, ...]
     discontinuity: bool = False  # starts a new timeline (the encoder restarted)
+    audio: tuple[RungOutput, ...] = ()  # audio renditions packaged apart (fMP4)
 
     @classmethod
     def published(cls, seg: PublishedSegment, wall_s: float, discontinuity: bool) -> Segment:
@@ -72,6 +73,7 @@ class Segment:
             wall_s,
             seg.rungs,
             discontinuity,
+            seg.audio,
         )
 
     @property
@@ -80,7 +82,8 @@ class Segment:
         return not self.rungs
 
     def rung(self, name: str) -> RungOutput | None:
-        return next((r for r in self.rungs if r.name == name), None)
+        """A rung's output, or an audio rendition's."""
+        return next((r for r in (*self.rungs, *self.audio) if r.name == name), None)
 
     @property
     def end_s(self) -> float:
@@ -161,6 +164,7 @@ class Stream:
     highest_upload: int = -1
     bandwidth: dict[tuple[str, str], Bandwidth] = field(default_factory=dict, repr=False)
     codecs: dict[str, str] = field(default_factory=dict, repr=False)  # by rung, the latest
+    audio_codecs: dict[str, str] = field(default_factory=dict, repr=False)  # by rendition
     # Overload (not persisted: a restarted server starts from the whole ladder again).
     dropped_rungs: int = 0  # the tallest rungs left out of new segments: transcoding fell behind
     calm_jobs: int = 0  # jobs in a row that would have kept up with one more rung
@@ -273,6 +277,9 @@ class Stream:
         self.segments.append(seg)
         for out in seg.rungs:
             self.codecs[out.name] = out.codecs
+        for out in seg.audio:
+            self.audio_codecs[out.name] = out.codecs
+        for out in (*seg.rungs, *seg.audio):
             for packaging, size in out.size_bytes.items():
                 tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
                 tally.add(size, seg.duration_s)

@@ -100,30 +100,29 @@ def _packet(p: EncodedPacket, stream: av.stream.Stream, hz: int) -> av.Packet[An
 def mux(
     fmt: str,
     options: dict[str, str],
-    video: tuple[EncodedPacket, ...],
-    audio: tuple[EncodedPacket, ...],
+    video: tuple[EncodedPacket, ...] | None,
+    audio: tuple[EncodedPacket, ...] | None,
     rung: Rung,
 ) -> bytes:
-    """Mux one rung's H.264 and AAC packets with FFmpeg's `fmt` muxer. Timestamps are
-    written as they come (absolute on the stream's timeline), so consecutive segments join
-    without discontinuities."""
+    """Mux one rung's H.264 and AAC packets with FFmpeg's `fmt` muxer (None: no such track).
+    Timestamps are written as they come (absolute on the stream's timeline), so consecutive
+    segments join without discontinuities."""
     buf = io.BytesIO()
+    merged: list[tuple[float, int, EncodedPacket, av.stream.Stream]] = []
     with av.open(buf, "w", format=fmt, options=dict(options)) as out:
-        # H.264 carries SPS/PPS in band; PyAV extracts the avcC for MP4 from the first IDR.
-        vs = out.add_mux_stream("h264", width=rung.width, height=rung.height)
-        vs.time_base = Fraction(1, VIDEO_HZ)
-        # An AAC stream opened with the same settings gives the AudioSpecificConfig.
-        a_s = out.add_stream("aac", rate=AUDIO_HZ, layout="stereo")
-        a_s.bit_rate = rung.audio_bitrate_bps
-        a_s.time_base = Fraction(1, AUDIO_HZ)
+        if video is not None:
+            # H.264 carries SPS/PPS in band; PyAV extracts the avcC for MP4 from the first IDR.
+            vs = out.add_mux_stream("h264", width=rung.width, height=rung.height)
+            vs.time_base = Fraction(1, VIDEO_HZ)
+            merged += [(p.dts / VIDEO_HZ, 0, p, vs) for p in video]
+        if audio is not None:
+            # An AAC stream opened with the same settings gives the AudioSpecificConfig.
+            a_s = out.add_stream("aac", rate=AUDIO_HZ, layout="stereo")
+            a_s.bit_rate = rung.audio_bitrate_bps
+            a_s.time_base = Fraction(1, AUDIO_HZ)
+            merged += [(p.dts / AUDIO_HZ, 1, p, a_s) for p in audio]
         # Interleave by time so players (and the TS muxer) see A/V close together.
-        merged = sorted(
-            [(p.dts / VIDEO_HZ, 0, p) for p in video] + [(p.dts / AUDIO_HZ, 1, p) for p in audio],
-            key=lambda t: (t[0], t[1]),
-        )
-        for _, kind, p in merged:
-            if kind == 0:
-                out.mux(_packet(p, vs, VIDEO_HZ))
-            else:
-                out.mux(_packet(p, a_s, AUDIO_HZ))
+        merged.sort(key=lambda t: (t[0], t[1]))
+        for _, kind, p, stream in merged:
+            out.mux(_packet(p, stream, VIDEO_HZ if kind == 0 else AUDIO_HZ))
     return buf.getvalue()

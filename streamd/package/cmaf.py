@@ -1,9 +1,10 @@
-"""CMAF chunks (one `moof`+`mdat`) written directly, for LL-HLS partial segments.
+"""CMAF chunks (one `moof`+`mdat`) written directly, for segments and LL-HLS parts.
 
-A chunk holds a run of samples in decode order: video on track 1 (90 kHz) and audio on
-track 2 (48 kHz), the tracks and timescales of the init segment `fmp4.package` writes. The
-chunks of a segment, concatenated, are that segment's fMP4 media (ISO/IEC 23000-19 7.3.2.3:
-a CMAF fragment may hold several chunks), so a segment and its parts are the same bytes.
+A chunk holds a run of one track's samples in decode order: a CMAF track file holds one
+track (ISO/IEC 23000-19 7.2), track 1 of the init segment `fmp4` writes for it, video at
+90 kHz or audio at 48 kHz. The chunks of a segment, concatenated, are that segment's media
+(7.3.2.3: a CMAF fragment may hold several chunks), so a segment and its parts are the
+same bytes, for HLS and DASH alike.
 PyAV's muxer writes one fragment per call and needs the SPS at its start, which a part
 that is not the first of its segment does not have: hence these few boxes by hand.
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from streamd.package.base import EncodedPacket
 
-VIDEO_TRACK, AUDIO_TRACK = 1, 2
+TRACK = 1  # the only track of a CMAF track file
 SYNC = 0x02000000  # sample_depends_on = 2 (an I-frame)
 NON_SYNC = 0x01010000  # depends on others, sample_is_non_sync_sample
 TFHD_BASE_IS_MOOF = 0x020000
@@ -61,68 +62,42 @@ def _durations(packets: Sequence[EncodedPacket], end_dts: int | None) -> list[in
     return [max(0, d) for d in out]
 
 
-def _traf(
-    track: int,
+def chunk(
+    sequence_number: int,
     packets: Sequence[EncodedPacket],
-    sizes: list[int],
-    end_dts: int | None,
-    data_offset: int,
+    end_dts: int | None = None,
+    video: bool = True,
 ) -> bytes:
+    """One `moof`+`mdat` of one track's samples in decode order. `end_dts`: where the next
+    chunk's first sample starts (the last sample lasts until then)."""
+    if not packets:
+        raise ValueError("a CMAF chunk needs at least one sample")
+    data = [length_prefixed(p.data) if video else p.data for p in packets]
     samples = b"".join(
         struct.pack(
             ">IIIi",
             duration,
-            size,
+            len(d),
             SYNC if p.is_keyframe else NON_SYNC,
             p.pts - p.dts,
         )
-        for p, duration, size in zip(packets, _durations(packets, end_dts), sizes, strict=True)
-    )
-    return _box(
-        b"traf",
-        _full_box(b"tfhd", 0, TFHD_BASE_IS_MOOF, struct.pack(">I", track)),
-        _full_box(b"tfdt", 1, 0, struct.pack(">Q", packets[0].dts)),
-        # version 1: signed composition offsets (a source's B-frames may need them)
-        _full_box(b"trun", 1, TRUN_FLAGS, struct.pack(">Ii", len(packets), data_offset), samples),
+        for p, duration, d in zip(packets, _durations(packets, end_dts), data, strict=True)
     )
 
-
-def chunk(
-    sequence_number: int,
-    video: Sequence[EncodedPacket],
-    audio: Sequence[EncodedPacket],
-    video_end_dts: int | None = None,
-    audio_end_pts: int | None = None,
-) -> bytes:
-    """One `moof`+`mdat`: the video and audio samples given (either may be empty), each
-    track's samples in decode order. `*_end_*`: where the next chunk's samples start."""
-    samples = [[length_prefixed(p.data) for p in video], [p.data for p in audio]]
-    tracks = [
-        (track, packets, data, end)
-        for track, packets, data, end in (
-            (VIDEO_TRACK, video, samples[0], video_end_dts),
-            (AUDIO_TRACK, audio, samples[1], audio_end_pts),
-        )
-        if packets
-    ]
-    if not tracks:
-        raise ValueError("a CMAF chunk needs at least one sample")
-    mfhd = _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
-
-    def moof(offsets: list[int]) -> bytes:
+    def moof(data_offset: int) -> bytes:
         return _box(
             b"moof",
-            mfhd,
-            *(
-                _traf(track, packets, [len(d) for d in data], end, offset)
-                for (track, packets, data, end), offset in zip(tracks, offsets, strict=True)
+            _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number)),
+            _box(
+                b"traf",
+                _full_box(b"tfhd", 0, TFHD_BASE_IS_MOOF, struct.pack(">I", TRACK)),
+                _full_box(b"tfdt", 1, 0, struct.pack(">Q", packets[0].dts)),
+                # version 1: signed composition offsets (a source's B-frames may need them)
+                _full_box(
+                    b"trun", 1, TRUN_FLAGS, struct.pack(">Ii", len(packets), data_offset), samples
+                ),
             ),
         )
 
-    # The data offsets count from the moof's start, whose size does not depend on them.
-    size = len(moof([0] * len(tracks)))
-    offsets, at = [], size + 8
-    for _, _, data, _ in tracks:
-        offsets.append(at)
-        at += sum(len(d) for d in data)
-    return moof(offsets) + _box(b"mdat", *(d for _, _, data, _ in tracks for d in data))
+    # The data offset counts from the moof's start, whose size does not depend on it.
+    return moof(len(moof(0)) + 8) + _box(b"mdat", *data)

@@ -1,5 +1,7 @@
-"""Fragmented MP4 / CMAF segments (RFC 8216 3.3): an init segment (ftyp+moov) per rung
-from FFmpeg's muxer, and the media as CMAF chunks (`cmaf`) with absolute decode times.
+"""Fragmented MP4 / CMAF segments (RFC 8216 3.3), one track each: a rung's video, and the
+audio (shared by every rung, an HLS audio rendition and a DASH adaptation set of its own,
+as DASH-IF IOP and CMAF ask). Init segments (ftyp+moov) come from FFmpeg's muxer, the media
+is CMAF chunks (`cmaf`) with absolute decode times.
 
 The media is not FFmpeg's: its mov muxer, without an edit list, starts the decode times at
 the first presentation time, which presents B-frame video two frames after its audio.
@@ -22,15 +24,23 @@ OPTIONS = {
 def package(
     video: tuple[EncodedPacket, ...], audio: tuple[EncodedPacket, ...], rung: Rung
 ) -> Packaged:
-    return Packaged(cmaf.chunk(1, video, audio), init_segment(video, audio, rung))
+    """A rung's video (its audio is packaged once, by `package_audio`)."""
+    return Packaged(cmaf.chunk(1, video), init_segment(video, rung))
 
 
-def init_segment(
-    video: tuple[EncodedPacket, ...], audio: tuple[EncodedPacket, ...], rung: Rung
-) -> bytes:
-    """The init segment for media that starts with `video`'s IDR (whose SPS and PPS make its
-    avcC): what FFmpeg's muxer writes before the first packet and an audio packet."""
-    return split_fmp4(mux("mp4", OPTIONS, video[:1], audio[:1], rung))[0]
+def package_audio(audio: tuple[EncodedPacket, ...], rung: Rung) -> Packaged:
+    """The audio of a segment, for every rung."""
+    return Packaged(cmaf.chunk(1, audio, video=False), audio_init_segment(audio, rung))
+
+
+def init_segment(video: tuple[EncodedPacket, ...], rung: Rung) -> bytes:
+    """The init segment for video that starts with `video`'s IDR (whose SPS and PPS make its
+    avcC): what FFmpeg's muxer writes before the first packet."""
+    return split_fmp4(mux("mp4", OPTIONS, video[:1], None, rung))[0]
+
+
+def audio_init_segment(audio: tuple[EncodedPacket, ...], rung: Rung) -> bytes:
+    return split_fmp4(mux("mp4", OPTIONS, None, audio[:1], rung))[0]
 
 
 def split_fmp4(data: bytes) -> tuple[bytes, bytes]:

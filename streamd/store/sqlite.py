@@ -26,6 +26,8 @@ from streamd.model.stream import Segment, Stream, StreamKey, Upload
 from streamd.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
+# rung_outputs rows at this position and after are a segment's audio renditions, not rungs.
+AUDIO_POSITION = 1000
 STREAM_COLUMNS = (
     "video_id",
     "created_wall_s",
@@ -168,14 +170,25 @@ class SqliteState:
             )
         outputs: dict[tuple[str, int], list[RungOutput]] = {}
         query = "SELECT * FROM rung_outputs ORDER BY video_id, sequence, position"
-        for vid, seq, rung, _, sizes, codecs, inits, iframes in db.execute(query):
+        audio: dict[tuple[str, int], list[RungOutput]] = {}
+        for vid, seq, rung, position, sizes, codecs, inits, iframes in db.execute(query):
             ranges = {k: (v[0], v[1]) for k, v in json.loads(iframes).items()}
             out = RungOutput(rung, json.loads(sizes), codecs, json.loads(inits), ranges)
-            outputs.setdefault((vid, seq), []).append(out)
+            kind = audio if position >= AUDIO_POSITION else outputs
+            kind.setdefault((vid, seq), []).append(out)
         for row in db.execute("SELECT * FROM segments ORDER BY video_id, sequence"):
             vid, seq = row[0], row[1]
             rungs = tuple(outputs.get((vid, seq), ()))
-            segment = Segment(seq, row[2], row[3], row[4], row[5], rungs, bool(row[6]))
+            segment = Segment(
+                seq,
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                rungs,
+                bool(row[6]),
+                tuple(audio.get((vid, seq), ())),
+            )
             streams[vid].add_segment(segment)
         return list(streams.values())
 
@@ -333,5 +346,5 @@ class _Rows:
                 _json(r.iframes),
             )
             for g in segments
-            for i, r in enumerate(g.rungs)
+            for i, r in [*enumerate(g.rungs), *enumerate(g.audio, AUDIO_POSITION)]
         ]

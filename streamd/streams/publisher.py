@@ -17,7 +17,6 @@ from streamd.errors import NotFound
 from streamd.manifests.hls import PlaylistChange, StreamPlaylists
 from streamd.metrics import Metrics
 from streamd.model import layout
-from streamd.model.formats import PACKAGINGS
 from streamd.model.jobs import PublishedPart, PublishedSegment
 from streamd.model.stream import Segment, Stream, Upload
 from streamd.store import AsyncStore, SegmentCache
@@ -161,7 +160,7 @@ class Publisher:
         playlists = self.playlists.get(stream.video_id)
         if playlists is None:
             return
-        change = playlists.end()
+        change = playlists.end(stream)
         self._announce(change)
         await self._write(change)
 
@@ -183,14 +182,15 @@ class Publisher:
             await self.store.put(key, body)
 
     async def _warm_cache(self, video_id: str, seg: PublishedSegment) -> None:
+        outputs = (*seg.rungs, *seg.audio)
         keys = [
             layout.segment_key(video_id, packaging, r.name, seg.sequence)
-            for packaging in PACKAGINGS
-            for r in seg.rungs
+            for r in outputs
+            for packaging in r.size_bytes
         ]
         keys += [
             layout.init_key(video_id, packaging, r.name, init)
-            for r in seg.rungs
+            for r in outputs
             for packaging, init in r.inits.items()
         ]
         datas = await asyncio.gather(*(self.store.get(k) for k in keys))

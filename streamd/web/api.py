@@ -4,12 +4,12 @@ and operators see them. A stream's API view lives here, not on its record."""
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from streamd.appkeys import METRICS, STREAMS
+from streamd.appkeys import CLOCK, METRICS, STREAMS
+from streamd.clock import iso
 from streamd.model import layout
 from streamd.model.formats import FMP4
 from streamd.model.protection import method_of
@@ -17,14 +17,6 @@ from streamd.model.stream import UPLOAD_STATES, Stream
 from streamd.streams.live import LiveFeed
 
 UPLOAD_LIST_MAX = 100
-
-
-def iso(wall_s: float) -> str:
-    return (
-        datetime.fromtimestamp(wall_s, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def ingest(stream: Stream, feed: LiveFeed | None) -> dict[str, Any] | None:
@@ -75,6 +67,7 @@ def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
         "links": {
             "master": f"/viewstream/metadata/{vid}",
             "masterTs": f"/viewstream/metadata/{vid}?format=ts",
+            "dash": layout.url_for(layout.mpd_key(vid)),
             "player": f"/player.html?v={vid}",
             "thumbnail": layout.url_for(layout.thumbnail_key(vid)) if last else None,
             # Seek-bar previews (WebVTT, cues into sprite sheets): not of encrypted streams.
@@ -130,5 +123,17 @@ async def video(request: web.Request) -> web.Response:
     return web.json_response({**detailed, "viewers": viewers})
 
 
+async def server_time(request: web.Request) -> web.Response:
+    """GET /api/time: the server's clock (ISO 8601), which DASH players set theirs by
+    (the MPD's UTCTiming), so a live edge is where the server says it is."""
+    return web.Response(
+        text=iso(request.app[CLOCK].wall_s()), headers={"Cache-Control": "no-store"}
+    )
+
+
 def routes() -> list[web.RouteDef]:
-    return [web.get("/api/videos", videos), web.get("/api/videos/{video_id}", video)]
+    return [
+        web.get("/api/videos", videos),
+        web.get("/api/videos/{video_id}", video),
+        web.get("/api/time", server_time),
+    ]

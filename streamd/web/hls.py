@@ -16,15 +16,19 @@ from streamd.appkeys import HLS
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
 from streamd.errors import BadRequest, Forbidden, NotFound, Unavailable
+from streamd.manifests.dash import MIME as DASH_MIME
 from streamd.manifests.hls import MIME
 from streamd.manifests.hls.lowlatency import BLOCK_TD, LiveState, LiveView
 from streamd.metrics import Viewers, client_id
+from streamd.model import layout
 from streamd.model.formats import FMP4, content_type_for
 from streamd.store import AsyncStore, SegmentCache
+from streamd.web.middleware import cors_headers
 
 ENDED_MAX_AGE = "public, max-age=3600"
 BLOCKED_MAX_AGE_TD = 6  # LL-HLS B.1: blocking playlist responses cached six target durations
 _PART = re.compile(r"^fmp4/[A-Za-z0-9_-]+/part([0-9]{6,9})\.([0-9]{1,4})\.m4s$")  # layout
+_SEGMENT = re.compile(r"^fmp4/([A-Za-z0-9_-]+)/seg([0-9]{6,9})\.m4s$")
 PREVIEW_TYPES = {".jpg": "image/jpeg", ".vtt": "text/vtt"}
 _OBJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _KEY = re.compile(r"^keys/([0-9]{1,9})\.key$")  # layout.key_name
@@ -108,6 +112,7 @@ class HlsObjects:
         self.live_max_age = f"public, max-age={http.live_playlist_max_age_s}"
         self.segment_max_age = f"public, max-age={http.segment_max_age_s}, immutable"
         self.viewer_secret = config.auth.viewer_secret
+        self.cors = cors_headers(config.http.cors_origin)  # on a response sent before it ends
         self.clock = clock or SystemClock()
 
     def authorize(self, request: web.BaseRequest, video_id: str) -> str | None:
@@ -118,7 +123,9 @@ class HlsObjects:
         tokens.verify(self.viewer_secret, video_id, token, self.clock.wall_s())
         return token
 
-    async def respond(self, request: web.BaseRequest, video_id: str, path: str) -> web.Response:
+    async def respond(
+        self, request: web.BaseRequest, video_id: str, path: str
+    ) -> web.StreamResponse:
         token = self.authorize(request, video_id)  # first: no token, no answer at all
         stream = self.playlists.get(video_id)
         self.viewers.saw(stream.video_id, client_id(request))
@@ -138,7 +145,8 @@ class HlsObjects:
                 assert body is not None
             if token is not None:
                 body = tokens.tokenized_playlist(body, token)
-            return self.playlist_response(stream.ended, body, cache_control)
+            kind = DASH_MIME if path.endswith(".mpd") else MIME
+            return self.playlist_response(stream.ended, body, cache_control, kind)
         if path.startswith("keys/"):
             return self.key_response(stream, path, token)
         if (m := _PART.match(path)) is not None:
@@ -146,14 +154,19 @@ class HlsObjects:
         if not _OBJECT.match(path) or ".." in path:
             raise NotFound("no such object")
         suffix = "." + path.rpartition(".")[2]
-        if suffix == ".m3u8":
+        if suffix in (".m3u8", ".mpd"):
             raise NotFound(f"no playlist {path}")
         # Previews (the poster, sprite sheets, their track) change as the stream goes on:
         # revalidated, and not kept in the RAM cache of immutable media.
         preview = PREVIEW_TYPES.get(suffix)
         content_type = preview or content_type_for(suffix)
         cache_control = "no-cache" if preview else self.segment_max_age
-        data = await self.object_bytes(key, keep=not preview)
+        try:
+            data = await self.object_bytes(key, keep=not preview)
+        except NotFound:
+            if (m := _SEGMENT.match(path)) is None:
+                raise
+            return await self.growing_segment(request, stream, key, m)
         return bytes_response(
             request,
             data,
@@ -176,13 +189,14 @@ class HlsObjects:
         )
 
     def playlist_response(
-        self, ended: bool, body: bytes, cache_control: str | None = None
+        self, ended: bool, body: bytes, cache_control: str | None = None, content_type: str = MIME
     ) -> web.Response:
-        # RFC 8216 4: playlists are UTF-8 by definition; no charset parameter.
+        """A playlist or an MPD. RFC 8216 4: playlists are UTF-8 by definition, so no
+        charset parameter (an MPD says its encoding itself)."""
         if cache_control is None:
             cache_control = ENDED_MAX_AGE if ended else self.live_max_age
         return web.Response(
-            body=body, headers={"Content-Type": MIME, "Cache-Control": cache_control}
+            body=body, headers={"Content-Type": content_type, "Cache-Control": cache_control}
         )
 
     async def block(
@@ -222,6 +236,49 @@ class HlsObjects:
         return bytes_response(
             request, data[1], FMP4.content_type, {"Cache-Control": self.segment_max_age}
         )
+
+    async def growing_segment(
+        self, request: web.BaseRequest, stream: Playlists, key: str, m: re.Match[str]
+    ) -> web.StreamResponse:
+        """A live fMP4 segment still being made, sent as its parts come (chunked transfer):
+        low-latency DASH asks for it one part after it begins. Its bytes, once all sent,
+        are the whole segment's (a segment is its parts' CMAF chunks)."""
+        rendition, msn = m.group(1), int(m.group(2))
+        playlist = key.rsplit("/", 1)[0] + "/index.m3u8"
+        view = stream.live.views.get(playlist)
+        if view is None:
+            raise NotFound(f"no segment {key.rsplit('/', 1)[1]}")
+        try:
+            view.position.refuse(msn, 0)
+        except BadRequest as exc:
+            raise NotFound(f"no segment {key.rsplit('/', 1)[1]} yet", exc.message) from exc
+        response: web.StreamResponse | None = None
+        index = 0
+        while True:
+            part = stream.live.parts.get(layout.part_key(stream.video_id, rendition, msn, index))
+            if part is not None:
+                if response is None:
+                    headers = {"Content-Type": FMP4.content_type, "Cache-Control": "no-cache"}
+                    response = web.StreamResponse(headers={**headers, **self.cors})
+                    response.enable_chunked_encoding()
+                    await response.prepare(request)
+                await response.write(part[1])
+                index += 1
+                continue
+            view = stream.live.views.get(playlist)
+            if view is None or view.position.last_msn >= msn:
+                break  # the segment is whole (or the stream ended): every part was sent
+            timeout_s = BLOCK_TD * view.position.target_s
+            waiters = stream.live.waiters_for(playlist)
+            if not await waiters.wait(view.position, msn, index, timeout_s):
+                break
+        if response is None:  # whole before a part of it was sent: from the store
+            data = await self.object_bytes(key)
+            return bytes_response(
+                request, data, FMP4.content_type, {"Cache-Control": self.segment_max_age}
+            )
+        await response.write_eof()
+        return response
 
     async def object_bytes(self, key: str, keep: bool = True) -> bytes:
         """A published object from the RAM cache, else the store (then kept in the cache: a

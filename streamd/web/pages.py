@@ -1,5 +1,5 @@
-"""The pages (`/` the stream list, `/player.html`), their ES modules, and hls.js from
-node_modules, pinned by package-lock.json."""
+"""The pages (`/` the stream list, `/player.html`), their ES modules, and hls.js and dash.js
+from node_modules, pinned by package-lock.json."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from streamd.errors import NotFound
 ROOT = Path(__file__).resolve().parent.parent.parent
 STATIC_DIR = ROOT / "static"
 HLS_DIST = ROOT / "node_modules" / "hls.js" / "dist"
+DASH_DIST = ROOT / "node_modules" / "dashjs" / "dist" / "modern" / "umd"
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
@@ -46,6 +47,7 @@ def routes() -> list[web.RouteDef]:
         _file("/", STATIC_DIR / "index.html"),
         _file("/vendor/hls.min.js", HLS_DIST / "hls.min.js", "text/javascript"),
         _file("/vendor/hls.mjs", HLS_DIST / "hls.min.mjs", "text/javascript"),
+        _file("/vendor/dash.all.min.js", DASH_DIST / "dash.all.min.js", "text/javascript"),
         _tree("/js", STATIC_DIR / "js"),  # the pages' ES modules
         *pages,
     ]

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from streamd.access import tokens
-from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, STORE, STREAMS
+from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, PUBLISHER, STORE, STREAMS
 from streamd.errors import BadRequest, Conflict, NotFound
-from streamd.manifests.hls import absolute_master
+from streamd.manifests.dash import MIME as DASH_MIME
+from streamd.manifests.dash import with_base_url
+from streamd.manifests.hls import MIME, absolute_master
 from streamd.metrics import client_id
 from streamd.model import layout
 from streamd.model.formats import FileFormat, Packaging, file_format_for, packaging_for
@@ -31,6 +33,7 @@ _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 MAX_CLIP_S = 600.0  # a clip is remuxed in memory: bounded
 MAX_WEBM_CLIP_S = 120.0  # and a WebM one encoded: more so
 REMUX_TIMEOUT_S = 30.0
+DASH_FORMATS = ("dash", "mpd")
 
 
 def _published(request: web.Request) -> tuple[Stream, str | None]:
@@ -48,12 +51,20 @@ def _published(request: web.Request) -> tuple[Stream, str | None]:
 
 
 async def master(request: web.Request) -> web.Response:
-    """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts)."""
+    """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts),
+    or (?format=dash) the DASH MPD over the fMP4 segments."""
     stream, token = _published(request)
-    body = absolute_master(stream, packaging_for(request.query.get("format"))).encode()
-    if token is not None:  # handed on to every variant
+    kind = MIME
+    if request.query.get("format", "").lower() in DASH_FORMATS:
+        mpd = request.app[PUBLISHER].get(stream.video_id).get(layout.mpd_key(stream.video_id))
+        assert mpd is not None  # made with the first segment
+        base = layout.url_for(layout.mpd_key(stream.video_id)).rsplit("/", 1)[0] + "/"
+        body, kind = with_base_url(mpd, base), DASH_MIME
+    else:
+        body = absolute_master(stream, packaging_for(request.query.get("format"))).encode()
+    if token is not None:  # handed on to every variant, or every segment
         body = tokens.tokenized_playlist(body, token)
-    return request.app[HLS].playlist_response(stream.ended, body)
+    return request.app[HLS].playlist_response(stream.ended, body, content_type=kind)
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:
@@ -191,16 +202,26 @@ async def _file(
     """The segments of one rung as one file in `fmt`: remuxed, or (WebM) encoded."""
     if fmt.encoded:
         return await _encoded(request, stream, fmt, rung, segments)
-    data = await _joined(request, stream, fmt.source, rung, segments)
+    inputs = await _joined(request, stream, fmt.source, rung, segments)
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
-    return await request.app[JOBS].remux(data, fmt.name, start_s, REMUX_TIMEOUT_S)
+    return await request.app[JOBS].remux(inputs, fmt.name, start_s, REMUX_TIMEOUT_S)
 
 
 async def _joined(
     request: web.Request, stream: Stream, packaging: Packaging, rung: str, segments: list[Segment]
-) -> bytes:
+) -> tuple[bytes, ...]:
     """The segments of one rung in one packaging, after their init segment, joined (clear,
-    if the stream is encrypted)."""
+    if the stream is encrypted): one file for a muxed packaging, else the video's and the
+    audio's."""
+    renditions = [rung]
+    if packaging.audio_apart and segments[0].audio:
+        renditions.append(segments[0].audio[0].name)
+    return tuple([await _track(request, stream, packaging, name, segments) for name in renditions])
+
+
+async def _track(
+    request: web.Request, stream: Stream, packaging: Packaging, rung: str, segments: list[Segment]
+) -> bytes:
     vid, name = stream.video_id, packaging.name
     hls = request.app[HLS]
     pieces = []
@@ -211,7 +232,8 @@ async def _joined(
         pieces.append(await hls.object_bytes(layout.init_key(vid, name, rung, init)))
     for seg in segments:
         out = seg.rung(rung)
-        assert out is not None
+        if out is None:
+            raise Conflict(f"the stream has no {rung} at {seg.start_s:g} s", "ask for another span")
         if out.inits.get(name) != init:
             raise Conflict(
                 f"the encoding changed at {seg.start_s:g} s", "ask for the two sides apart"
@@ -239,11 +261,11 @@ async def _encoded(
         key = layout.file_key(stream.video_id, fmt.name, rung, segments[0].sequence)
         with contextlib.suppress(FileNotFoundError):
             return await store.get(key)
-    data = await _joined(request, stream, fmt.source, rung, segments)
+    inputs = await _joined(request, stream, fmt.source, rung, segments)
     spec = next(r for r in stream.rungs if r.name == rung)
     span_s = segments[-1].end_s - segments[0].start_s
     body = await request.app[JOBS].encode_webm(
-        data, spec.video_bitrate_bps, spec.audio_bitrate_bps, REMUX_TIMEOUT_S + 4 * span_s
+        inputs, spec.video_bitrate_bps, spec.audio_bitrate_bps, REMUX_TIMEOUT_S + 4 * span_s
     )
     request.app[METRICS].files_encoded.labels(fmt.name).inc()
     if key is not None:

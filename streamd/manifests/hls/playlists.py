@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from streamd.manifests.dash import DashManifest
 from streamd.manifests.hls.lowlatency import (
     LivePlaylistTail,
     LiveState,
@@ -22,6 +23,7 @@ from streamd.manifests.hls.lowlatency import (
 )
 from streamd.manifests.hls.tags import (
     ENDLIST,
+    AudioRendition,
     IFrameVariant,
     MasterPlaylist,
     MediaPlaylist,
@@ -201,6 +203,8 @@ class StreamPlaylists:
         self.video_id = video_id
         self.ended = False
         self.target_s = math.ceil(target_duration_s)
+        self.segment_s = target_duration_s
+        self.dash = DashManifest(video_id)
         self.protection: Protection | None = None
         self.key_count = 0
         self._media: dict[str, _MediaPlaylist] = {}
@@ -241,24 +245,27 @@ class StreamPlaylists:
         out.update((k, m.body()) for k, m in self._masters.items())
         return out
 
-    def add(self, stream: Stream, seg: Segment) -> PlaylistChange:
-        """Append a published segment to every media playlist; refresh the masters."""
+    def add(self, stream: Stream, seg: Segment, refresh: bool = True) -> PlaylistChange:
+        """Append a published segment to every media playlist and the MPD; refresh the
+        masters (`refresh`: unless more segments follow at once)."""
         self.protection = stream.protection
         if stream.protection is not None:
             self.key_count = max(self.key_count, stream.protection.key_index(seg.sequence) + 1)
         change = self.change()
         for packaging in PACKAGINGS.values():
-            for rung in stream.rungs:
-                media = self._media_for(packaging, rung.name)
+            for media in self._renditions(stream, packaging):
                 media.add(media.entry(stream, seg), seg.sequence, change)
+            for rung in stream.rungs:
                 out = seg.rung(rung.name)
                 iframes = self._iframes_for(
                     packaging, rung.name, out is not None and packaging.name in out.iframes
                 )
                 if iframes is not None:
                     iframes.add(iframes.entry(stream, seg), seg.sequence, change)
-        self._refresh_masters(stream, change)
-        self._refresh_live(change)
+        self.dash.add(seg)
+        if refresh:
+            self._refresh_masters(stream, change)
+            self._refresh_live(change)
         return change
 
     def add_part(self, stream: Stream, part: PublishedPart, pdt_s: float | None) -> PlaylistChange:
@@ -273,11 +280,26 @@ class StreamPlaylists:
                 map_uri=out.init or None,
                 discontinuity=stream.discontinuity_due,
             )
-            media.add_part(part, out.init, head, change)
+            if out.name == layout.AUDIO:  # every audio frame is a sync sample
+                media.add_part(replace(part, independent=True), out.init, head, change)
+            else:
+                media.add_part(part, out.init, head, change)
             key = layout.part_key(self.video_id, out.name, part.sequence, part.index)
             change.parts[key] = (part.sequence, out.data)
+        if part.index == 0 and self.dash.begin(
+            part.sequence, part.segment_start_s, part.target_s, stream.discontinuity_due
+        ):
+            # The MPD announces the segment, when its first part came (its media's wall time).
+            self._refresh_masters(stream, change, pdt_s and pdt_s + part.duration_s)
         self._refresh_live(change)
         return change
+
+    def _renditions(self, stream: Stream, packaging: Packaging) -> list[_MediaPlaylist]:
+        """The media playlists of a packaging: a rung's each, and the audio's if apart."""
+        names = [r.name for r in stream.rungs]
+        if packaging.audio_apart:
+            names += stream.audio_codecs
+        return [self._media_for(packaging, name) for name in names]
 
     def _media_for(self, packaging: Packaging, rung: str) -> _MediaPlaylist:
         key = layout.media_playlist_key(self.video_id, packaging.name, rung)
@@ -310,12 +332,13 @@ class StreamPlaylists:
             change.live[media.key] = media.view(reports)
         self.live.apply(change.live, change.parts)
 
-    def end(self) -> PlaylistChange:
-        """EXT-X-ENDLIST at the end of every media playlist."""
+    def end(self, stream: Stream) -> PlaylistChange:
+        """EXT-X-ENDLIST at the end of every media playlist; the MPD becomes static."""
         self.ended = True
         change = self.change()
         for media in self._media.values():
             media.end(change)
+        self._refresh_masters(stream, change)
         self.live.end()
         return change
 
@@ -324,23 +347,45 @@ class StreamPlaylists:
         """Built from a stream's whole record (at start-up: the one walk over its history)."""
         playlists = cls(stream.video_id, target_duration_s)
         for seg in stream.segments:
-            playlists.add(stream, seg)
+            playlists.add(stream, seg, refresh=False)
+        playlists._refresh_masters(stream, playlists.change())
         if stream.ended:
-            playlists.end()
+            playlists.end(stream)
         return playlists
 
-    def _refresh_masters(self, stream: Stream, change: PlaylistChange) -> None:
-        for packaging in PACKAGINGS.values():
-            key = layout.master_key(self.video_id, packaging.name)
-            body = master_playlist(stream, packaging).render().encode()
+    def _refresh_masters(
+        self, stream: Stream, change: PlaylistChange, now_s: float | None = None
+    ) -> None:
+        """The masters, and the MPD (published at `now_s`, else at the last publish)."""
+        bodies = {
+            layout.master_key(self.video_id, packaging.name): master_playlist(stream, packaging)
+            .render()
+            .encode()
+            for packaging in PACKAGINGS.values()
+        }
+        mpd = self.dash.render(stream, now_s or stream.updated_wall_s, self.segment_s)
+        bodies[layout.mpd_key(self.video_id)] = mpd.encode()
+        for key, body in bodies.items():
             current = self._masters.get(key)
             if current is None or current.body() != body:
                 self._masters[key] = PlaylistText(body)
                 change.replaced[key] = body
 
 
+AUDIO_GROUP = "aac"
+
+
 def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") -> MasterPlaylist:
-    """Variants relative to the master's own folder, or under `base_uri` when given."""
+    """Variants relative to the master's own folder, or under `base_uri` when given. Where
+    the audio is apart, every variant names its group, and its BANDWIDTH includes the
+    audio's (4.3.4.2: the rates of every rendition that may play with it)."""
+    audio = []
+    audio_peak = audio_average = 0
+    if packaging.audio_apart:
+        for name in stream.audio_codecs:
+            peak, average = stream.rates(name, packaging.name)
+            audio_peak, audio_average = max(audio_peak, peak), max(audio_average, average)
+            audio.append(AudioRendition(f"{base_uri}{name}/index.m3u8", AUDIO_GROUP, "Audio", 2))
     variants = []
     for rung in stream.rungs:
         if rung.name not in stream.codecs:
@@ -349,12 +394,13 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
         variants.append(
             Variant(
                 uri=f"{base_uri}{rung.name}/index.m3u8",
-                bandwidth_bps=peak,
-                average_bandwidth_bps=average,
+                bandwidth_bps=peak + audio_peak,
+                average_bandwidth_bps=average + audio_average,
                 width=rung.width,
                 height=rung.height,
                 frame_rate=stream.frame_rate,
                 codecs=stream.codecs[rung.name],
+                audio_group=AUDIO_GROUP if audio else None,
             )
         )
     # Players start with the first variant: a middle rung starts fast and looks decent.
@@ -374,7 +420,10 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
                 )
             )
     return MasterPlaylist(
-        tuple(ordered), version=packaging.hls_version, iframe_variants=tuple(iframes)
+        tuple(ordered),
+        version=packaging.hls_version,
+        iframe_variants=tuple(iframes),
+        audio=tuple(audio),
     )
 
 

@@ -6,18 +6,11 @@ Only the tags streamd writes are modelled; each class names its tag.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from streamd.clock import iso
 
 MIME = "application/vnd.apple.mpegurl"
 ENDLIST = "#EXT-X-ENDLIST\n"
-
-
-def _pdt(wall_s: float) -> str:
-    return (
-        datetime.fromtimestamp(wall_s, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _decimal(x: float) -> str:
@@ -77,7 +70,7 @@ class MediaSegment:
         if self.key_uri != current_key:
             lines.append(key_tag(self.key_uri))
         if self.program_date_time_s is not None:
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(self.program_date_time_s)}\n")
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(self.program_date_time_s)}\n")
         if self.gap:
             lines.append("#EXT-X-GAP\n")
         return "".join(lines)
@@ -145,7 +138,8 @@ class Variant:
     width: int
     height: int
     frame_rate: float
-    codecs: str
+    codecs: str  # the video's and the audio's
+    audio_group: str | None = None  # the EXT-X-MEDIA audio renditions played with it
 
     def render(self) -> str:
         attrs = [
@@ -156,7 +150,30 @@ class Variant:
         if self.frame_rate > 0:
             attrs.append(f"FRAME-RATE={_decimal(self.frame_rate)}")
         attrs.append(f'CODECS="{self.codecs}"')
+        if self.audio_group is not None:
+            attrs.append(f'AUDIO="{self.audio_group}"')
         return f"#EXT-X-STREAM-INF:{','.join(attrs)}\n{self.uri}"
+
+
+@dataclass(frozen=True)
+class AudioRendition:
+    """#EXT-X-MEDIA:TYPE=AUDIO: an audio rendition in its own playlist (RFC 8216 4.3.4.1)."""
+
+    uri: str
+    group_id: str
+    name: str
+    channels: int
+    language: str | None = None
+    default: bool = True
+
+    def render(self) -> str:
+        attrs = [f'TYPE=AUDIO,GROUP-ID="{self.group_id}",NAME="{self.name}"']
+        if self.language is not None:
+            attrs.append(f'LANGUAGE="{self.language}"')
+        yes_no = "YES" if self.default else "NO"
+        attrs += [f"DEFAULT={yes_no},AUTOSELECT=YES", f'CHANNELS="{self.channels}"']
+        attrs.append(f'URI="{self.uri}"')
+        return f"#EXT-X-MEDIA:{','.join(attrs)}"
 
 
 @dataclass(frozen=True)
@@ -183,10 +200,12 @@ class MasterPlaylist:
     variants: tuple[Variant, ...]
     version: int
     iframe_variants: tuple[IFrameVariant, ...] = ()
+    audio: tuple[AudioRendition, ...] = ()
 
     def render(self) -> str:
         version = max(self.version, 4) if self.iframe_variants else self.version
         lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+        lines += [a.render() for a in self.audio]
         lines += [v.render() for v in self.variants]
         lines += [v.render() for v in self.iframe_variants]
         return "\n".join(lines) + "\n"

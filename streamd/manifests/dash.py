@@ -1,0 +1,272 @@
+"""MPEG-DASH (ISO/IEC 23009-1): a stream's MPD, over the CMAF segments the fMP4 HLS
+playlists name (one encode, two manifests).
+
+One Period per stretch with the same init segments and an unbroken timeline (a restarted
+encoder, a changed init segment or a gap starts a new one, as HLS's EXT-X-DISCONTINUITY
+and EXT-X-MAP do). Each Period has an AdaptationSet for the rungs' video and one for the
+audio, each with a `SegmentTemplate` over `$Number$` (the segment's sequence, as in the
+files' names) and a `SegmentTimeline` in the tracks' own timescales, whose times are the
+segments' presentation times (`presentationTimeOffset` removes the internal timeline's
+origin). Live, the MPD is `dynamic` (`availabilityStartTime` is the wall-clock time of the
+stream's second 0, as EXT-X-PROGRAM-DATE-TIME); once the stream has ended, `static`.
+
+The timeline is kept as segments come: a run of equal durations is one `S` with `@r`, so
+adding a segment changes one line, and a live stream's MPD (cut at one duration) stays a
+few lines long however long it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from xml.sax.saxutils import quoteattr
+
+from streamd.clock import iso
+from streamd.model.formats import FMP4
+from streamd.model.jobs import RungOutput
+from streamd.model.pipeline import AUDIO_HZ, TIMELINE_ORIGIN_S, VIDEO_HZ
+from streamd.model.stream import Segment, Stream
+
+MIME = "application/dash+xml"
+PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019"
+TIME_URL = "/api/time"  # UTCTiming: players set their clocks by the server's
+MEDIA = "$RepresentationID$/seg$Number%06d$.m4s"  # layout.segment_name, templated
+LATENCY_TARGET_SEGMENTS = 0.75  # low-latency: how far behind live players keep
+
+
+def _duration(seconds: float) -> str:
+    """An xs:duration in seconds (PT2.5S)."""
+    return f"PT{round(seconds, 3):g}S"
+
+
+class Timeline:
+    """A SegmentTimeline's `S` elements in one timescale, kept as segments are added."""
+
+    def __init__(self, timescale: int) -> None:
+        self.timescale = timescale
+        self.lines: list[str] = []
+        self.start = self.duration = self.repeat = 0  # the last run
+        self.end: int | None = None  # where the last segment ends
+
+    def ticks(self, seconds: float) -> int:
+        return round((seconds + TIMELINE_ORIGIN_S) * self.timescale)
+
+    def add(self, start_s: float, end_s: float) -> None:
+        start, end = self.ticks(start_s), self.ticks(end_s)
+        if start == self.end and end - start == self.duration:
+            self.repeat += 1
+            self.lines[-1] = self._run()
+        else:
+            self.start, self.duration, self.repeat = start, end - start, 0
+            self.lines.append(self._run())
+        self.end = end
+
+    def _run(self) -> str:
+        repeat = f' r="{self.repeat}"' if self.repeat else ""
+        return f'<S t="{self.start}" d="{self.duration}"{repeat}/>'
+
+    def render(self, indent: str, coming: tuple[float, float] | None = None) -> str:
+        """Its S elements, and (`coming`: start and expected end) the segment being made."""
+        lines = [*self.lines]
+        if coming is not None:
+            start, end = self.ticks(coming[0]), self.ticks(coming[1])
+            lines.append(f'<S t="{start}" d="{end - start}"/>')
+        body = "".join(f"{indent}  {line}\n" for line in lines)
+        return f"{indent}<SegmentTimeline>\n{body}{indent}</SegmentTimeline>\n"
+
+
+@dataclass
+class Period:
+    """A stretch of the stream played with the same init segments, without a break."""
+
+    first_sequence: int
+    start_s: float
+    inits: dict[str, str]  # by rendition (a rung, or the audio)
+    video: Timeline = field(default_factory=lambda: Timeline(VIDEO_HZ))
+    audio: Timeline = field(default_factory=lambda: Timeline(AUDIO_HZ))
+    count: int = 0  # segments
+
+    def takes(self, seg: Segment) -> bool:
+        """Whether `seg` goes on in this period: the next sequence, on the same timeline,
+        with the same init segments."""
+        if seg.discontinuity or seg.sequence != self.first_sequence + self.count:
+            return False
+        return all(self.inits.get(o.name) == _init(o) for o in (*seg.rungs, *seg.audio))
+
+    def add(self, seg: Segment) -> None:
+        self.video.add(seg.start_s, seg.end_s)
+        if seg.audio:
+            self.audio.add(seg.start_s, seg.end_s)
+        self.count += 1
+
+
+def _init(out: RungOutput) -> str:
+    return out.inits.get(FMP4.name, "")
+
+
+class DashManifest:
+    """A stream's MPD, kept as its segments are published."""
+
+    def __init__(self, video_id: str) -> None:
+        self.video_id = video_id
+        self.periods: list[Period] = []
+        # Low-latency (a live session with parts): the part duration, and the segment being
+        # made, announced as soon as its first part is out.
+        self.part_s = 0.0
+        self.coming: tuple[int, float] | None = None  # (sequence, start_s)
+
+    def begin(self, sequence: int, start_s: float, part_s: float, discontinuity: bool) -> bool:
+        """A live segment's first part is out: announce the segment (with the duration it
+        will have) if it goes on the last period. Whether the MPD changed."""
+        self.part_s = part_s
+        last = self.periods[-1] if self.periods else None
+        if discontinuity or last is None or sequence != last.first_sequence + last.count:
+            return False
+        self.coming = (sequence, start_s)
+        return True
+
+    def add(self, seg: Segment) -> None:
+        if self.coming is not None and self.coming[0] <= seg.sequence:
+            self.coming = None
+        if seg.gap:
+            return  # the next segment starts a new period
+        last = self.periods[-1] if self.periods else None
+        if last is None or not last.takes(seg):
+            inits = {o.name: _init(o) for o in (*seg.rungs, *seg.audio)}
+            last = Period(seg.sequence, seg.start_s, inits)
+            self.periods.append(last)
+        last.add(seg)
+
+    def render(self, stream: Stream, now_s: float, segment_s: float) -> str:
+        """The MPD: `dynamic` while live, `static` once ended."""
+        attrs = [
+            'xmlns="urn:mpeg:dash:schema:mpd:2011"',
+            f'profiles="{PROFILES}"',
+            f'minBufferTime="{_duration(segment_s)}"',
+        ]
+        longest = max((s.duration_s for s in stream.segments[-1:]), default=segment_s)
+        attrs.append(f'maxSegmentDuration="{_duration(max(segment_s, longest))}"')
+        if stream.ended:
+            attrs.insert(1, 'type="static"')
+            attrs.append(f'mediaPresentationDuration="{_duration(stream.duration_s)}"')
+        else:
+            attrs.insert(1, 'type="dynamic"')
+            attrs += [
+                f'availabilityStartTime="{iso(stream.start_wall_s or now_s)}"',
+                f'publishTime="{iso(now_s)}"',
+                f'minimumUpdatePeriod="{_duration(segment_s)}"',
+                f'suggestedPresentationDelay="{_duration(3 * segment_s)}"',
+            ]
+        out = ['<?xml version="1.0" encoding="UTF-8"?>\n', f"<MPD {' '.join(attrs)}>\n"]
+        low_latency = self.part_s > 0 and not stream.ended
+        if low_latency:  # DASH-IF IOP, low-latency modes: where players should keep to
+            target_ms = round(1000 * LATENCY_TARGET_SEGMENTS * segment_s)
+            out.append(
+                '  <ServiceDescription id="0">\n'
+                f'    <Latency target="{target_ms}" min="{target_ms // 2}" '
+                f'max="{2 * target_ms}"/>\n'
+                '    <PlaybackRate min="0.96" max="1.04"/>\n'
+                "  </ServiceDescription>\n"
+            )
+        for i, period in enumerate(self.periods):
+            chunked = low_latency and i == len(self.periods) - 1  # where the live edge is
+            coming = None
+            if chunked and self.coming is not None:
+                coming = (self.coming[1], self.coming[1] + segment_s)
+            out.append(self._period(stream, period, segment_s, chunked, coming))
+        if not stream.ended:
+            out.append(
+                f'  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="{TIME_URL}"/>\n'
+            )
+        out.append("</MPD>\n")
+        return "".join(out)
+
+    def _period(
+        self,
+        stream: Stream,
+        period: Period,
+        segment_s: float,
+        chunked: bool,
+        coming: tuple[float, float] | None,
+    ) -> str:
+        out = [f'  <Period id="p{period.first_sequence}" start="{_duration(period.start_s)}">\n']
+        rungs = [r for r in stream.rungs if r.name in period.inits]
+        if rungs:
+            tallest = rungs[0]
+            frame_rate = f"{stream.frame_rate:g}" if stream.frame_rate else ""
+            out.append(
+                '    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" '
+                'segmentAlignment="true" startWithSAP="1" '
+                f'maxWidth="{tallest.width}" maxHeight="{tallest.height}"'
+                + (f' frameRate="{frame_rate}"' if frame_rate else "")
+                + ">\n"
+            )
+            out.append(self._template(period, period.video, segment_s, chunked, coming))
+            for rung in rungs:
+                peak, _ = stream.rates(rung.name, FMP4.name)
+                codecs = stream.codecs.get(rung.name, "").split(",")[0]
+                out.append(
+                    f'      <Representation id="{rung.name}" bandwidth="{peak}" '
+                    f'width="{rung.width}" height="{rung.height}" sar="1:1" '
+                    f'codecs="{codecs}">\n'
+                    f"        <SegmentTemplate initialization="
+                    f"{quoteattr(rung.name + '/' + period.inits[rung.name])}/>\n"
+                    "      </Representation>\n"
+                )
+            out.append("    </AdaptationSet>\n")
+        for name, codecs in stream.audio_codecs.items():
+            if name not in period.inits:
+                continue
+            peak, _ = stream.rates(name, FMP4.name)
+            out.append(
+                '    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" '
+                'segmentAlignment="true" startWithSAP="1" lang="und">\n'
+                '      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>\n'
+            )
+            out.append(self._template(period, period.audio, segment_s, chunked, coming))
+            out.append(
+                f'      <Representation id="{name}" bandwidth="{peak}" codecs="{codecs}" '
+                f'audioSamplingRate="{AUDIO_HZ}">\n'
+                "        <AudioChannelConfiguration schemeIdUri="
+                '"urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>\n'
+                f"        <SegmentTemplate initialization="
+                f"{quoteattr(name + '/' + period.inits[name])}/>\n"
+                "      </Representation>\n"
+                "    </AdaptationSet>\n"
+            )
+        out.append("  </Period>\n")
+        return "".join(out)
+
+    def _template(
+        self,
+        period: Period,
+        timeline: Timeline,
+        segment_s: float,
+        chunked: bool,
+        coming: tuple[float, float] | None,
+    ) -> str:
+        """The AdaptationSet's SegmentTemplate. Low-latency, a segment is asked for one
+        part after it begins, and sent chunk by chunk as it is made
+        (`availabilityTimeOffset`; streamd.web.hls sends it)."""
+        attrs = [
+            f'timescale="{timeline.timescale}"',
+            f'media="{MEDIA}"',
+            f'startNumber="{period.first_sequence}"',
+            f'presentationTimeOffset="{timeline.ticks(period.start_s)}"',
+        ]
+        if chunked:
+            offset = max(0.0, segment_s - self.part_s)
+            attrs += [f'availabilityTimeOffset="{offset:.3f}"', 'availabilityTimeComplete="false"']
+        return (
+            f"      <SegmentTemplate {' '.join(attrs)}>\n"
+            + timeline.render("        ", coming)
+            + "      </SegmentTemplate>\n"
+        )
+
+
+def with_base_url(mpd: bytes, base_url: str) -> bytes:
+    """An MPD whose segments are found under `base_url` (served elsewhere than beside them,
+    as at /viewstream/metadata/ID?format=dash)."""
+    head, sep, rest = mpd.partition(b"<MPD ")
+    tag_end = rest.index(b">\n") + 2
+    base = f"  <BaseURL>{base_url}</BaseURL>\n".encode()
+    return head + sep + rest[:tag_end] + base + rest[tag_end:]

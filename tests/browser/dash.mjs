@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// Plays an MPD with dash.js (the server's /vendor/dash.all.min.js) in Debian's chromium,
+// through playwright-core, on a bare page of the server's origin.
+//
+//   node tests/browser/dash.mjs --mpd http://127.0.0.1:PORT/hls/ID/fmp4/manifest.mpd \
+//        [--min-time 3] [--watch SECONDS] [--timeout 60]
+//
+// Waits until the video has played --min-time seconds (of media), then --watch more
+// seconds of wall time, counting stalls. Prints one JSON line: what dash.js saw (dynamic or
+// static, low-latency mode, video heights, audio tracks, live latency), the segment URLs
+// the page fetched, errors. Exits 0 iff it played.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const opts = { mpd: null, minTime: 3, watch: 0, timeout: 60 };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  const value = () => argv[++i];
+  switch (argv[i]) {
+    case '--mpd': opts.mpd = value(); break;
+    case '--min-time': opts.minTime = Number(value()); break;
+    case '--watch': opts.watch = Number(value()); break;
+    case '--timeout': opts.timeout = Number(value()); break;
+    default: throw new Error('unknown argument ' + argv[i]);
+  }
+}
+if (!opts.mpd) throw new Error('--mpd is required');
+
+const result = { ok: false, reason: '', currentTime: 0, dynamic: null, lowLatency: null,
+  heights: [], audioTracks: 0, latency: null, stalls: 0, requests: [], errors: [] };
+const dir = mkdtempSync(join(tmpdir(), 'streamd-dash-'));
+let context = null;
+
+async function finish(ok, reason) {
+  result.ok = ok;
+  result.reason = reason;
+  process.stdout.write(JSON.stringify(result) + '\n');
+  const hardExit = setTimeout(() => process.exit(ok ? 0 : 1), 5000);
+  try { if (context) await context.close(); } catch { /* ignore */ }
+  clearTimeout(hardExit);
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(ok ? 0 : 1);
+}
+
+setTimeout(() => finish(false, `timeout after ${opts.timeout} s`), opts.timeout * 1000);
+
+context = await chromium.launchPersistentContext(dir, {
+  executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+    '--autoplay-policy=no-user-gesture-required'],
+});
+const page = context.pages()[0] || await context.newPage();
+page.on('pageerror', (err) => result.errors.push('pageerror: ' + String(err.message || err)));
+page.on('request', (req) => {
+  const url = new URL(req.url());
+  if (url.pathname.endsWith('.m4s') || url.pathname.endsWith('.mp4')) result.requests.push(url.pathname);
+});
+const origin = new URL(opts.mpd).origin;
+await page.goto(origin + '/api/time');
+await page.setContent('<video id="v" muted playsinline></video>');
+await page.addScriptTag({ url: origin + '/vendor/dash.all.min.js' });
+await page.evaluate((mpd) => {
+  const player = window.dashjs.MediaPlayer().create();
+  window.player = player;
+  window.stalls = 0;
+  window.dashErrors = [];
+  player.on(window.dashjs.MediaPlayer.events.ERROR, (e) => {
+    window.dashErrors.push(JSON.stringify(e.error || e).slice(0, 300));
+  });
+  const video = document.getElementById('v');
+  video.addEventListener('waiting', () => { if (video.currentTime > 0) window.stalls += 1; });
+  player.initialize(video, mpd, true);
+}, opts.mpd);
+
+const state = () => page.evaluate(() => {
+  const p = window.player;
+  const video = document.getElementById('v');
+  let dynamic = null; let lowLatency = null; let heights = []; let audioTracks = 0; let latency = null;
+  try {
+    dynamic = p.isDynamic();
+    lowLatency = p.getLowLatencyModeEnabled();
+    heights = p.getRepresentationsByType('video').map((r) => r.height);
+    audioTracks = p.getTracksFor('audio').length;
+    latency = dynamic ? p.getCurrentLiveLatency() : null;
+  } catch { /* not initialised yet */ }
+  return { currentTime: video.currentTime, dynamic, lowLatency, heights, audioTracks, latency,
+    stalls: window.stalls, errors: window.dashErrors, videoHeight: video.videoHeight,
+    error: video.error ? video.error.code : null };
+});
+
+let played = null;
+for (;;) {
+  const s = await state();
+  Object.assign(result, { currentTime: s.currentTime, dynamic: s.dynamic, lowLatency: s.lowLatency,
+    heights: s.heights, audioTracks: s.audioTracks, latency: s.latency, stalls: s.stalls });
+  result.errors = [...result.errors.filter((e) => e.startsWith('pageerror')), ...s.errors];
+  if (s.error) await finish(false, 'media error ' + s.error);
+  if (played === null && s.currentTime >= opts.minTime && s.videoHeight > 0) played = Date.now();
+  if (played !== null && Date.now() - played >= opts.watch * 1000) break;
+  await new Promise((r) => setTimeout(r, 250));
+}
+await finish(true, 'played');

@@ -1,0 +1,236 @@
+"""DASH: an MPD over the CMAF segments the fMP4 HLS playlists name (one encode, two
+manifests), dynamic while live and static once ended; dash.js plays both in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient
+
+from streamd.config import Config
+from streamd.manifests.dash import DashManifest
+from streamd.model.jobs import RungOutput
+from streamd.model.ladder import Rung
+from streamd.model.stream import Segment, Stream
+from tests.conftest import (
+    TEST_KEY,
+    AppClient,
+    MediaFactory,
+    browser,
+    fetch,
+    published,
+    upload,
+    wait_for,
+)
+from tests.test_rtmp_live import ffmpeg_rtmp, live_client, start_ffmpeg, until
+
+NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+
+
+def _outputs(init: str = "init-a.mp4") -> tuple[tuple[RungOutput, ...], tuple[RungOutput, ...]]:
+    video = RungOutput("240p", {"fmp4": 1000}, "avc1.64000d,mp4a.40.2", {"fmp4": init})
+    audio = RungOutput("audio", {"fmp4": 100}, "mp4a.40.2", {"fmp4": "init-b.mp4"})
+    return (video,), (audio,)
+
+
+def _segment(sequence: int, start_s: float, init: str = "init-a.mp4", **kw: object) -> Segment:
+    video, audio = _outputs(init)
+    return Segment(sequence, start_s, 2.0, sequence, 0.0, video, audio=audio, **kw)  # type: ignore[arg-type]
+
+
+def expand(mpd: bytes, url: str) -> dict[str, list[str]]:
+    """Every URL an MPD names, by representation, in order: its init segments and media
+    segments (SegmentTemplate with $RepresentationID$ and $Number$, SegmentTimeline)."""
+    root = ET.fromstring(mpd)
+    base = root.find("d:BaseURL", NS)
+    url = urljoin(url, base.text or "") if base is not None else url
+    out: dict[str, list[str]] = {}
+    for period in root.findall("d:Period", NS):
+        for adaptation in period.findall("d:AdaptationSet", NS):
+            template = adaptation.find("d:SegmentTemplate", NS)
+            assert template is not None
+            number = int(template.get("startNumber", "1"))
+            count = sum(
+                1 + int(s.get("r", "0")) for s in template.findall("d:SegmentTimeline/d:S", NS)
+            )
+            for rep in adaptation.findall("d:Representation", NS):
+                rid = rep.get("id", "")
+                init = rep.find("d:SegmentTemplate", NS)
+                assert init is not None
+                urls = out.setdefault(rid, [])
+                urls.append(urljoin(url, init.get("initialization", "")))
+                media = template.get("media", "").replace("$RepresentationID$", rid)
+                urls += [
+                    urljoin(url, media.replace("$Number%06d$", f"{n:06d}"))
+                    for n in range(number, number + count)
+                ]
+    return out
+
+
+async def hls_objects(client: TestClient, video_id: str) -> dict[str, list[str]]:
+    """Every URL the fMP4 HLS playlists name, by rendition, in the same order."""
+    master_url = f"/hls/{video_id}/fmp4/master.m3u8"
+    master = m3u8.loads((await fetch(client, master_url)).decode())
+    out: dict[str, list[str]] = {}
+    for uri in [p.uri for p in master.playlists] + [m.uri for m in master.media]:
+        url = urljoin(master_url, uri)
+        playlist = m3u8.loads((await fetch(client, url)).decode())
+        urls = out.setdefault(uri.split("/")[0], [])
+        init = None
+        for seg in playlist.segments:
+            if seg.init_section is not None and seg.init_section.uri != init:
+                init = seg.init_section.uri
+                urls.append(urljoin(url, init))
+            urls.append(urljoin(url, seg.uri))
+    return out
+
+
+def test_timeline_runs_and_periods() -> None:
+    """Equal durations make one S with @r; a restart, a gap or a new init segment starts a
+    period, whose numbers go on from the segments' own."""
+    stream = Stream("t", 0.0, rungs=(Rung("240p", 320, 240, 400_000, 128_000),))
+    dash = DashManifest("t")
+    segments = [_segment(i, 2.0 * i) for i in range(3)]
+    segments.append(_segment(3, 6.0, discontinuity=True))
+    segments.append(Segment(4, 8.0, 2.0, 4, 0.0, ()))  # a gap
+    segments += [_segment(5, 10.0), _segment(6, 12.0, init="init-c.mp4")]
+    for seg in segments:
+        stream.add_segment(seg)
+        dash.add(seg)
+    stream.ended = True
+    root = ET.fromstring(dash.render(stream, 0.0, 2.0))
+    assert root.get("type") == "static"
+    assert root.get("mediaPresentationDuration") == "PT14S"
+    periods = root.findall("d:Period", NS)
+    assert [p.get("start") for p in periods] == ["PT0S", "PT6S", "PT10S", "PT12S"]
+    first = periods[0].find("d:AdaptationSet/d:SegmentTemplate", NS)
+    assert first is not None
+    assert [s.attrib for s in first.findall("d:SegmentTimeline/d:S", NS)] == [
+        {"t": "900000", "d": "180000", "r": "2"}
+    ]
+    assert first.get("presentationTimeOffset") == "900000"  # the internal origin, 10 s
+    numbers = [p.find("d:AdaptationSet/d:SegmentTemplate", NS) for p in periods]
+    assert [t.get("startNumber") for t in numbers if t is not None] == ["0", "3", "5", "6"]
+    inits = [p.find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS) for p in periods]
+    assert [i.get("initialization") for i in inits if i is not None][-2:] == [
+        "240p/init-a.mp4",
+        "240p/init-c.mp4",
+    ]
+
+
+async def _play(mpd_url: str, *args: str) -> dict[str, Any]:
+    return await browser("dash.mjs", "--mpd", mpd_url, *args)
+
+
+@pytest.mark.slow
+async def test_a_recording_plays_in_dash_js_over_the_hls_segments(
+    client: TestClient, media: MediaFactory
+) -> None:
+    parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "dash", part, number=i)
+    await wait_for(client, "dash", published(len(parts)))
+    mpd_url = "/hls/dash/fmp4/manifest.mpd"
+    resp = await client.get(mpd_url)
+    assert resp.headers["Content-Type"] == "application/dash+xml"
+    live = await resp.read()
+    root = ET.fromstring(live)
+    assert root.get("type") == "dynamic"
+    assert root.find("d:UTCTiming", NS) is not None
+    # availabilityStartTime is the stream's second 0, as EXT-X-PROGRAM-DATE-TIME says.
+    rung = m3u8.loads((await fetch(client, "/hls/dash/fmp4/240p/index.m3u8")).decode())
+    start = datetime.fromisoformat(root.get("availabilityStartTime", ""))
+    assert abs((start - rung.segments[0].current_program_date_time).total_seconds()) < 0.002
+    # The MPD and the fMP4 playlists name the same objects, and every one is there.
+    named = expand(live, str(client.make_url(mpd_url)))
+    objects = await hls_objects(client, "dash")
+    assert {k: [str(client.make_url(u)) for u in v] for k, v in objects.items()} == named
+    assert sorted(named) == ["144p", "240p", "audio"]
+    for urls in named.values():
+        for url in urls:
+            assert (await client.get(urlsplit(url).path)).status == 200, url
+    # The API's address for it, with absolute segment URLs.
+    api = await fetch(client, "/viewstream/metadata/dash?format=dash")
+    assert expand(api, str(client.make_url("/viewstream/metadata/dash"))) == named
+
+    await client.post("/upload/dash/end")
+    await wait_for(client, "dash", lambda v: v["state"] == "ended")
+    ended = ET.fromstring(await fetch(client, mpd_url))
+    assert ended.get("type") == "static"
+    total = sum(s.duration for s in rung.segments)
+    assert ended.get("mediaPresentationDuration") == f"PT{round(total, 3):g}S"
+
+    result = await _play(str(client.make_url(mpd_url)), "--min-time", "3", "--timeout", "60")
+    assert result["ok"], result
+    assert result["dynamic"] is False
+    assert sorted(result["heights"]) == [144, 240]  # type: ignore[type-var]
+    assert result["audioTracks"] == 1
+    assert result["errors"] == []
+    every = {u for urls in named.values() for u in urls}
+    fetched = [str(client.make_url(u)) for u in result["requests"]]  # type: ignore[attr-defined]
+    assert fetched
+    assert set(fetched) <= every
+
+
+@pytest.mark.slow
+async def test_a_live_stream_plays_in_dash_js_low_latency(
+    make_client: AppClient, config: Config
+) -> None:
+    """Live with parts: the MPD announces the segment being made (availabilityTimeOffset),
+    which is sent chunk by chunk as its parts come, byte for byte the segment it becomes;
+    dash.js plays it in its low-latency mode."""
+    client = await live_client(make_client, config, reconnect_window_s=30.0)
+    url = f"{client.rtmp_url}/dl?key={TEST_KEY}"  # type: ignore[attr-defined]
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 30))
+    try:
+        await until(client, "dl", lambda v: v["segments"] >= 2)
+        mpd_url = "/hls/dl/fmp4/manifest.mpd"
+        for _ in range(100):  # until a segment is being made (its first part is out)
+            root = ET.fromstring(await fetch(client, mpd_url))
+            template = root.find("d:Period/d:AdaptationSet/d:SegmentTemplate", NS)
+            assert template is not None
+            timeline = template.findall("d:SegmentTimeline/d:S", NS)
+            listed = sum(1 + int(s.get("r", "0")) for s in timeline)
+            coming = int(template.get("startNumber", "0")) + listed - 1
+            done = (await fetch_json(client, "/api/videos/dl"))["segments"]
+            if coming == done:  # the last S is the segment being made
+                break
+            await asyncio.sleep(0.05)
+        assert coming == done
+        assert root.find("d:ServiceDescription/d:Latency", NS) is not None
+        assert template.get("availabilityTimeComplete") == "false"
+        assert float(template.get("availabilityTimeOffset", "0")) > 1.5  # of a 2 s segment
+        resp = await client.get(f"/hls/dl/fmp4/240p/seg{coming:06d}.m4s")
+        assert resp.status == 200
+        head = await resp.content.readexactly(8)
+        assert head[4:8] == b"moof"
+        assert (await fetch_json(client, "/api/videos/dl"))["segments"] == done, "sent early"
+        body = head + await resp.read()
+        await until(client, "dl", lambda v: v["segments"] > coming)
+        assert body == await fetch(client, f"/hls/dl/fmp4/240p/seg{coming:06d}.m4s")
+
+        result = await _play(
+            str(client.make_url(mpd_url)), "--min-time", "2", "--watch", "6", "--timeout", "40"
+        )
+        assert result["ok"], result
+        assert result["dynamic"] is True
+        assert result["lowLatency"] is True
+        assert result["audioTracks"] == 1
+        assert result["errors"] == []
+        assert 0 < float(result["latency"]) < 2.5  # type: ignore[arg-type]
+        assert ffmpeg.returncode is None, "played while the publisher was still sending"
+    finally:
+        if ffmpeg.returncode is None:
+            ffmpeg.kill()
+        await ffmpeg.wait()
+
+
+async def fetch_json(client: TestClient, url: str) -> dict[str, Any]:
+    return json.loads(await fetch(client, url))  # type: ignore[no-any-return]
