@@ -9,9 +9,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamd.config import Config, load_config, settings_markdown, settings_toml
+
+if TYPE_CHECKING:
+    from streamd.client.recording import RecordingReport
 from streamd.errors import ConfigError, StreamdError
 from streamd.logs import setup_logging
 from streamd.process import event_loop
@@ -86,6 +89,8 @@ def _push(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     key = args.key or os.environ.get("STREAMD_PUBLISH_KEY")
+    if args.vod:
+        return _push_vod(args, key)
     report = asyncio.run(
         push_file(
             Path(args.file),
@@ -99,6 +104,24 @@ def _push(args: argparse.Namespace) -> int:
     print(
         f"pushed {report.segments} segments ({report.duration_s:.1f} s of video) "
         f"in {report.elapsed_s:.1f} s"
+    )
+    return 0
+
+
+def _push_vod(args: argparse.Namespace, key: str | None) -> int:
+    from streamd.client.push import StreamdClient
+    from streamd.client.recording import push_recording
+
+    async def run() -> RecordingReport:
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        async with StreamdClient(args.server, headers=headers, timeout_s=600) as client:
+            return await push_recording(Path(args.file), args.video, client)
+
+    report = asyncio.run(run())
+    print(
+        f"uploaded {report.bytes} bytes in {report.upload_s:.1f} s; transcoded "
+        f"{report.duration_s:.1f} s of video in {report.transcode_s:.1f} s "
+        f"({report.pieces} pieces, {report.segments} segments)"
     )
     return 0
 
@@ -151,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--server", default="http://127.0.0.1:8080")
     push.add_argument("--video", required=True, help="the videoId to publish under")
     push.add_argument("--realtime", action="store_true", help="pace uploads like a live event")
+    push.add_argument(
+        "--vod",
+        action="store_true",
+        help="upload it whole as a recording (resumable), transcoded on every worker at once",
+    )
     push.add_argument("--segment-duration", type=float, default=2.0)
     push.add_argument("--key", help="the publish key (default: $STREAMD_PUBLISH_KEY)")
     push.set_defaults(run=_push)

@@ -87,6 +87,12 @@ class UploadConfig:
     max_pixels: int = setting(7680 * 4320, "Largest video frame of an upload (width x height).")
     max_frame_rate: float = setting(120.0, "Highest video frame rate of an upload.")
     max_duration_s: float = setting(600.0, "Longest upload (seconds of media).")
+    max_recording_bytes: int = setting(
+        64 << 30, "Largest recording uploaded whole (?mode=vod), in bytes."
+    )
+    max_recording_s: float = setting(
+        12 * 3600.0, "Longest recording uploaded whole (?mode=vod), in seconds of media."
+    )
     max_streams: int = setting(16, "Most streams (video, audio, data...) in one upload.")
     max_concurrent: int = setting(
         32, "Uploads received and checked at once; more get 503 with Retry-After."

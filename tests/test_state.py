@@ -93,7 +93,7 @@ def test_appending_gives_the_playlist_a_full_render_gives(seed: int) -> None:
             on_disk[key] += data
         on_disk.update(change.replaced)
     whole.ended = True
-    for key, data in playlists.end().appended.items():
+    for key, data in playlists.end(whole).appended.items():
         on_disk[key] += data
     for packaging in ("fmp4", "ts"):
         for rung in ("240p", "144p"):

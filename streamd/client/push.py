@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import sys
@@ -19,6 +20,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
+from multidict import CIMultiDict
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -155,6 +157,19 @@ class StreamdClient:
     async def _post(
         self, url: URL, what: str, *, data: bytes, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
+        answer, _ = await self.send("POST", url, what, data=data, headers=headers)
+        return answer
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        what: str,
+        *,
+        data: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """One request, retried on transient failures: its JSON answer and headers."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts),
             # Doubling waits, with some jitter so many clients don't retry in lockstep.
@@ -169,7 +184,7 @@ class StreamdClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._post_once(url, what, data, headers)
+                    return await self._send_once(method, url, what, data, headers)
         except _TransientPushError as exc:
             raise PushError(
                 f"{exc.message} (gave up after {self.retry.attempts} attempts)",
@@ -179,22 +194,30 @@ class StreamdClient:
             ) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _post_once(
-        self, url: URL, what: str, data: bytes, headers: Mapping[str, str] | None
-    ) -> dict[str, Any]:
+    async def _send_once(
+        self,
+        method: str,
+        url: URL,
+        what: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
         if self._session is None:
             raise RuntimeError("StreamdClient is not open: use `async with StreamdClient(...)`")
         try:
-            async with self._session.post(
-                url, data=data, headers={**self.headers, **(headers or {})}
+            # A large body as a stream: aiohttp copies raw bytes on the loop in one go.
+            body_in: bytes | io.BytesIO = io.BytesIO(data) if len(data) > 1 << 20 else data
+            async with self._session.request(
+                method, url, data=body_in, headers={**self.headers, **(headers or {})}
             ) as response:
                 body = await response.read()
                 status = response.status
+                answer_headers = CIMultiDict(response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _TransientPushError(f"{what} failed: {exc!r}", str(url)) from exc
         answer = _json_object(body)
-        if status in (200, 201, 202):
-            return answer
+        if 200 <= status < 300:
+            return answer, answer_headers
         error = answer.get("error")
         message = answer.get("message") or body[:200].decode("utf-8", "replace").strip()
         detail = answer.get("detail")

@@ -1,4 +1,5 @@
-"""`POST /upload/{videoId}` (raw or multipart, one segment per call) and `.../end`.
+"""`POST /upload/{videoId}` (raw or multipart, one segment per call, or `?mode=vod` a
+whole recording) and `.../end`.
 
 An upload is streamed to a temp file, checked (a retry, a conflict, decodable media), moved
 into the store and recorded before the answer, so a 202 means it is on disk.
@@ -26,7 +27,14 @@ from streamd.appkeys import (
     STREAMS,
     UPLOAD_SLOTS,
 )
-from streamd.errors import BadRequest, Handler, StorageError, StreamdError, Unavailable
+from streamd.errors import (
+    BadRequest,
+    Handler,
+    StorageError,
+    StreamdError,
+    Unavailable,
+)
+from streamd.ingest import recording
 from streamd.ingest.receive import Received, discard, ensure_space, receive
 from streamd.model import layout
 from streamd.model.jobs import MediaLimits
@@ -178,11 +186,17 @@ async def accept(
 
 
 async def upload(request: web.Request) -> web.Response:
-    """POST /upload/{videoId}: one segment per call (?encryption=aes-128 on the first)."""
+    """POST /upload/{videoId}: one segment per call (?encryption=aes-128 on the first), or
+    (?mode=vod) a whole recording."""
     video_id = authorize(request)
     encryption = request.query.get(ENCRYPTION)
     request.app[STREAMS].refuse_if_ended(video_id)
     request.app[STREAMS].check_encryption(video_id, encryption)
+    mode = request.query.get("mode", "live")
+    if mode == "vod":
+        return await recording.upload(request, video_id, encryption, incoming_dir(request.app))
+    if mode != "live":
+        raise BadRequest(f"unknown mode {mode[:20]!r}", "use live (segments) or vod")
     received = await receive_upload(request)
     try:
         number = _number(request, received)
@@ -250,8 +264,26 @@ def counted(handler: Handler) -> Handler:
     return counted
 
 
+async def resumable(request: web.Request) -> web.Response:
+    """`/upload/{videoId}/recording`: a resumable recording (tus), as `streamd.ingest.recording`
+    says: HEAD its offset, PATCH more of it, DELETE it; OPTIONS what the server speaks."""
+    if request.method == "OPTIONS":
+        return recording.options()
+    video_id = authorize(request)
+    directory = incoming_dir(request.app)
+    if request.method == "HEAD":
+        return await recording.offset(request, video_id, directory)
+    if request.method == "DELETE":
+        return await recording.terminate(request, video_id, directory)
+    return await recording.append(request, video_id, directory)
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/upload/{video_id}", counted(upload)),
         web.post("/upload/{video_id}/end", end),
+        web.patch("/upload/{video_id}/recording", counted(resumable)),
+        web.head("/upload/{video_id}/recording", resumable),
+        web.delete("/upload/{video_id}/recording", resumable),
+        web.options("/upload/{video_id}/recording", resumable),
     ]

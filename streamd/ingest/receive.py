@@ -36,7 +36,8 @@ class Received:
     segment_field: str | None = None
 
 
-def _extension(head: bytes, filename: str | None) -> str:
+def extension(head: bytes, filename: str | None) -> str:
+    """A file's extension: from its name if it has one, else sniffed from its first bytes."""
     if filename and "." in filename:
         ext = filename.rsplit(".", 1)[1].lower()
         if re.fullmatch(r"[a-z0-9]{1,5}", ext):
@@ -132,7 +133,7 @@ async def receive(
     if size == 0:
         await discard(path)
         raise BadRequest("empty upload", "send the segment's bytes as the request body")
-    return Received(path, digest.hexdigest(), size, _extension(head, filename), segment_field)
+    return Received(path, digest.hexdigest(), size, extension(head, filename), segment_field)
 
 
 async def ensure_space(directory: Path, min_free_bytes: int) -> None:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from streamd.model.jobs import (
     JobProgress,
+    KeyframeIndex,
     MediaLimits,
     SourceInfo,
     TranscodeJob,
@@ -33,6 +34,13 @@ class JobQueue(Protocol):
         self, source: Path | bytes, timeout_s: float, limits: MediaLimits | None = None
     ) -> SourceInfo:
         """Inspect an upload in a worker, within `limits`; raises UnsupportedMedia."""
+
+    async def keyframes(self, source: Path, timeout_s: float) -> KeyframeIndex:
+        """A recording's keyframes, from its packets, in a worker."""
+
+    @property
+    def transcoders(self) -> int:
+        """How many transcode jobs of recordings run at once (one per worker)."""
 
     async def remux(
         self, inputs: tuple[bytes, ...], container: str, start_s: float, timeout_s: float

@@ -19,6 +19,7 @@ from streamd.errors import TranscodeError, UnsupportedMedia, WorkerCrashed, from
 from streamd.jobs import worker
 from streamd.model.jobs import (
     JobProgress,
+    KeyframeIndex,
     MediaLimits,
     SourceInfo,
     TranscodeJob,
@@ -241,6 +242,18 @@ class LocalJobQueue:
         )
         assert isinstance(info, SourceInfo)
         return info
+
+    async def keyframes(self, source: Path, timeout_s: float) -> KeyframeIndex:
+        assert self._prober is not None
+        index = await self._quick(
+            self._prober, "indexing the recording", timeout_s, worker.keyframes, source
+        )
+        assert isinstance(index, KeyframeIndex)
+        return index
+
+    @property
+    def transcoders(self) -> int:
+        return self._size
 
     async def remux(
         self, inputs: tuple[bytes, ...], container: str, start_s: float, timeout_s: float

@@ -87,6 +87,12 @@ def probe(source: Path | bytes, limits: MediaLimits) -> Outcome:
     return _outcome("the upload could not be inspected", probe_media, source, limits)
 
 
+def keyframes(source: Path) -> Outcome:
+    from streamd.media.probe import keyframes as index
+
+    return _outcome("the recording could not be indexed", index, source)
+
+
 def remux(inputs: tuple[bytes, ...], container: str, start_s: float) -> Outcome:
     from streamd.media.remux import remux as remux_media
 

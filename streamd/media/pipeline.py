@@ -11,7 +11,6 @@ Audio is encoded once (AAC-LC stereo 48 kHz, `codecs.aac`) and muxed into every 
 from __future__ import annotations
 
 import bisect
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,16 +20,17 @@ import av
 import numpy as np
 
 from streamd.media.assembly import Assembly
-from streamd.media.codecs.aac import AudioTrack
+from streamd.media.codecs.aac import AUDIO_PREROLL_FRAMES, AudioTrack
 from streamd.media.codecs.h264 import PassthroughRung, RungEncoder, h264_level, open_x264
 from streamd.media.parts import PartCutter
 from streamd.model.ladder import Geometry, Rung, plan_ladder
 from streamd.model.pipeline import (
-    AUDIO_HZ,
-    TIMELINE_ORIGIN_S,
+    AAC_FRAME,
     VIDEO_HZ,
     EncodeSettings,
     PipelineState,
+    aac_frame_at,
+    audio_sample_at,
 )
 from streamd.package import EncodedPacket, PartMedia, SegmentMedia
 
@@ -83,9 +83,11 @@ class StreamPipeline:
         geometry: Geometry,
         frame_rate: float,
         passthrough_bps: int | None = None,
+        segments: int | None = None,
     ) -> None:
         """Plan the cuts of an upload of this length (and, on the stream's first, the ladder);
         a live session (`duration_s` None) is cut every segment duration as frames come.
+        `segments`: how many to cut it into (a recording's piece, planned beforehand).
 
         Uploads given to one pipeline one after another share warm encoders: their segments
         join exactly as when they arrive alone, without the encoders' start and drain.
@@ -110,7 +112,7 @@ class StreamPipeline:
             if self.settings.part_duration_s > 0 and self.on_part is not None:
                 self.parts = PartCutter(self.settings.part_duration_s, frame_s, self.on_part)
         else:
-            parts = max(1, math.ceil(duration_s / self.settings.max_part_s(frame_s) - 1e-9))
+            parts = segments or self.settings.segment_count(duration_s, frame_s)
             total = round(duration_s * VIDEO_HZ)
             self.cuts_90k = [start + total * i // parts for i in range(1, parts)]
             self.upload_end_90k = start + total
@@ -149,6 +151,22 @@ class StreamPipeline:
         self.upload_first_segment = len(self.assembly.starts_90k)
         self._open_segment(start)
         self.first_frame = True
+
+    def audio_between(self, until_90k: int | None) -> None:
+        """A recording's piece, transcoded apart from the others: keep the AAC frames from
+        the one at its start (frames run on the timeline's grid) to the one at `until_90k`,
+        where the next piece's begin (None: to the end). Its encoder is pre-rolled with the
+        audio before the piece and runs on past its end, so the frames either side of a
+        join are whole, as across uploads."""
+        first = aac_frame_at(self.state.video_pts_90k)
+        state = replace(
+            self.state,
+            audio_base_sample=first - (AUDIO_PREROLL_FRAMES + 1) * AAC_FRAME,
+            audio_emit_from=first,
+            audio_carry=b"",
+        )
+        self.audio = AudioTrack(state, self.settings.audio_bitrate_bps)
+        self.audio.emit_until = None if until_90k is None else aac_frame_at(until_90k)
 
     def source_packet(self, packet: EncodedPacket) -> None:
         """A live source's own packet, on the output timeline: the top rung, if it passes."""
@@ -310,8 +328,7 @@ class StreamPipeline:
 
     # -- bookkeeping -------------------------------------------------------------------
     def _audio_at(self, pts_90k: int) -> int:
-        offset = pts_90k - TIMELINE_ORIGIN_S * VIDEO_HZ
-        return TIMELINE_ORIGIN_S * AUDIO_HZ + offset * AUDIO_HZ // VIDEO_HZ
+        return audio_sample_at(pts_90k)
 
     @property
     def open_sequence(self) -> int:

@@ -21,7 +21,7 @@ import av
 import av.container
 
 from streamd.errors import UnsupportedMedia
-from streamd.model.jobs import MediaLimits, SourceInfo
+from streamd.model.jobs import KeyframeIndex, MediaLimits, SourceInfo
 from streamd.model.ladder import Geometry
 
 # Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
@@ -137,3 +137,27 @@ def probe(source: Path | bytes, limits: MediaLimits) -> SourceInfo:
             raise UnsupportedMedia("the upload holds no video frames")
         limits.check_frame(frame.width, frame.height)
         return describe(container, frame, duration)
+
+
+def keyframes(source: Path) -> KeyframeIndex:
+    """Where a recording's video can be cut without decoding across the cut: its
+    keyframes' presentation times, and where its video ends (packets only, no decoding)."""
+    with open_media(source) as container:
+        if not container.streams.video:
+            raise UnsupportedMedia("the recording has no video stream")
+        vs = container.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or Fraction(30)
+        keys: list[float] = []
+        end = Fraction(0)
+        for packet in container.demux(vs):
+            if packet.pts is None or packet.time_base is None:
+                continue
+            t = packet.pts * packet.time_base
+            duration = packet.duration * packet.time_base if packet.duration else 1 / rate
+            end = max(end, t + duration)
+            if packet.is_keyframe:
+                keys.append(float(t))
+        if not keys:
+            raise UnsupportedMedia("the recording holds no keyframe")
+        keys.sort()
+        return KeyframeIndex(tuple(k for k in keys if k < end), float(end))

@@ -31,17 +31,19 @@ from streamd.model.jobs import (
     JobProgress,
     LiveSource,
     MediaLimits,
+    Piece,
     SourceInfo,
     TranscodeJob,
     TranscodeResult,
 )
-from streamd.model.pipeline import VIDEO_HZ
+from streamd.model.pipeline import AUDIO_HZ, VIDEO_HZ, audio_sample_at
 from streamd.package import EncodedPacket
 from streamd.store import Store, open_store
 
 log = logging.getLogger("streamd.media.transcode")
 # Live audio frames and video packets kept until the first picture decodes (a few seconds).
 EARLY_KEPT = 256
+PIECE_PREROLL_S = 1.0  # a recording's piece decodes this much before and after its span
 
 
 def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
@@ -89,8 +91,10 @@ class _Upload:
         publisher: SegmentWriter,
         span: tuple[Fraction, Fraction] | None,
         limits: MediaLimits,
+        piece: Piece | None = None,
     ) -> None:
         self.number, self.video_id, self.store = number, video_id, store
+        self.piece = piece
         self.limits = limits
         self.pipeline, self.publisher = pipeline, publisher
         # A live session (no span) starts at its first frame and lasts until its pipe ends.
@@ -104,6 +108,8 @@ class _Upload:
         self.early_packets: list[av.Packet[Any]] = []
         self.lag: mmap.mmap | None = None  # live: how long its bytes wait for this worker
         self.start_90k = pipeline.state.video_pts_90k
+        if piece is not None:  # planned to end where the next piece begins
+            self.duration_s = (piece.end_90k - self.start_90k) / VIDEO_HZ
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
         self.pictures: RungPictures | None = None
         self.rotation_deg = 0
@@ -129,7 +135,12 @@ class _Upload:
         )
         passthrough_bps = (info.bitrate_bps or 0) if passes else None
         self.pipeline.begin_upload(
-            self.number, duration_s, info.geometry, info.frame_rate, passthrough_bps
+            self.number,
+            duration_s,
+            info.geometry,
+            info.frame_rate,
+            passthrough_bps,
+            None if self.piece is None else self.piece.segments,
         )
         self.rotation_deg = info.geometry.rotation_deg
         early_packets, self.early_packets = self.early_packets, []
@@ -168,7 +179,9 @@ class _Upload:
     def video(self, frame: av.VideoFrame) -> None:
         pts = self._at_90k(frame)
         if not self.live and pts is not None and pts >= self.pipeline.upload_end_90k:
-            return  # beyond the span the packets announced: a stray frame
+            return  # beyond the span the packets announced (or the piece): a stray frame
+        if self.piece is not None and (pts is None or pts < self.start_90k):
+            return  # before the piece: the one before has it
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
         shape = (frame.width, frame.height, frame.format.name)
@@ -203,10 +216,56 @@ class _Upload:
             return
         if frame is not None and not self.audio_started:
             at = self._at_90k(frame) or self.start_90k
+            if self.piece is not None and self._before_track(frame, at):
+                return  # the piece's decoding started early: audio its pre-roll needs not
             self.audio_started = True
         for out in self.resampler.resample(frame):
             self.pipeline.push_audio(out.to_ndarray(), at)
             at = None
+
+    def _before_track(self, frame: av.AudioFrame, at_90k: int) -> bool:
+        """Whether a frame ends before the audio track begins (what follows it is appended
+        to it: it must be the first that reaches the track)."""
+        ends = audio_sample_at(at_90k) + round(frame.samples * AUDIO_HZ / (frame.sample_rate or 1))
+        return ends <= self.pipeline.audio.end
+
+    def _seek(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream) -> None:
+        """A piece starts decoding a little before its keyframe: the audio before it pre-rolls
+        the AAC encoder (its own packets start at the piece), the video is skipped."""
+        assert self.piece is not None
+        before = self.piece.from_s - PIECE_PREROLL_S
+        if before > 0 and vs.time_base is not None:
+            c.seek(int(before / vs.time_base), stream=vs, backward=True)
+
+    def _outside(self, packet: av.Packet[Any], vs: av.video.stream.VideoStream) -> bool:
+        """A packet that is not the piece's to decode: video outside its GOPs (they are
+        closed at its first keyframe and at the next piece's), or anything past its end."""
+        assert self.piece is not None
+        t = _time_s(packet.pts if packet.pts is not None else packet.dts, packet.time_base)
+        if t is None:
+            return False  # the demuxer's flush packet at the end: the decoders' last frames
+        if packet.stream is vs:
+            early = t < Fraction(self.piece.from_s) - Fraction(1, 1000)
+            late = not self.piece.last and t >= Fraction(self.piece.to_s) - Fraction(1, 1000)
+            if early or late:
+                return True
+        return self._past(packet)
+
+    def _past(self, packet: av.Packet[Any]) -> bool:
+        """Past the piece's end by enough that the audio that ends its AAC stream is in
+        (however the file interleaves): the rest of the file is the next pieces'."""
+        assert self.piece is not None
+        if self.piece.last:
+            return False
+        t = _time_s(packet.dts if packet.dts is not None else packet.pts, packet.time_base)
+        return t is not None and t > self.piece.to_s + PIECE_PREROLL_S
+
+    def _flush(self, vs: av.video.stream.VideoStream) -> None:
+        """A piece that stopped before the file's end: the pictures its decoder still holds."""
+        for frame in vs.codec_context.decode(None):
+            if frame.time_base is None:  # unset on a flushed picture
+                frame.time_base = vs.time_base
+            self.video(frame)
 
     def feed(self, source: Path | bytes | LiveSource, aac_tail: bytes) -> tuple[SourceInfo, bytes]:
         """Decode the upload into the pipeline; returns what it held and its last AAC packet
@@ -241,8 +300,14 @@ class _Upload:
                 assert a_s is not None
                 with contextlib.suppress(av.FFmpegError):
                     a_s.codec_context.decode(av.Packet(aac_tail))
+            if self.piece is not None:
+                self._seek(c, vs)
             try:
                 for packet in c.demux(*streams):
+                    if self.piece is not None and self._outside(packet, vs):
+                        if self._past(packet):
+                            break
+                        continue
                     if aac and packet.stream is a_s and packet.size:
                         aac_tail = bytes(packet)
                     elif self.in_band_sps is None and packet.stream is vs and packet.is_keyframe:
@@ -262,6 +327,8 @@ class _Upload:
                         # After decoding: the filter takes the packet's data for its own.
                         for annexb in self.passing.filter(packet):
                             self.source_packet(annexb)
+                if self.piece is not None and not self.piece.last and info is not None:
+                    self._flush(vs)
             except av.FFmpegError as exc:
                 raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
         if info is None:
@@ -294,8 +361,18 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     live_upload: _Upload | None = None
     for inp in job.inputs:
         source = inp.live or _source(store, inp.keys)
-        span = None if isinstance(source, LiveSource) else _video_span(source)
-        upload = _Upload(inp.upload, job.video_id, store, pipeline, publisher, span, job.limits)
+        if inp.piece is not None:
+            span: tuple[Fraction, Fraction] | None = (
+                Fraction(inp.piece.from_s),
+                Fraction(inp.piece.to_s),
+            )
+            pipeline.audio_between(None if inp.piece.last else inp.piece.end_90k)
+            aac_tail = b""
+        else:
+            span = None if isinstance(source, LiveSource) else _video_span(source)
+        upload = _Upload(
+            inp.upload, job.video_id, store, pipeline, publisher, span, job.limits, inp.piece
+        )
         live_upload = upload if span is None else None
         info, aac_tail = upload.feed(source, aac_tail)
         if span is None:  # a live session: as long as its frames went

@@ -103,14 +103,38 @@ LAG = struct.Struct("<d")  # seconds, in the file at LiveSource.lag_path
 
 
 @dataclass(frozen=True)
+class KeyframeIndex:
+    """Where a recording's video may be cut: its keyframes' times, and its end (seconds)."""
+
+    times: tuple[float, ...]
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of a recording, from one of its keyframes to the next piece's, transcoded
+    on its own so that the pieces of one recording run on every worker at once. Where it
+    sits on the output timeline is its job's state; where it ends and how many segments it
+    is cut into were planned beforehand, so that the pieces join exactly."""
+
+    from_s: float  # the source's time of its first keyframe
+    to_s: float  # the source's time where the next piece begins (or the end)
+    end_90k: int  # the output time it ends at: the next piece's start
+    segments: int
+    last: bool  # the recording's last piece (its audio runs to the end)
+
+
+@dataclass(frozen=True)
 class JobInput:
     """One upload of the job: its number and the objects that make it, concatenated
-    ((fMP4 init, fragment), or just the file), or a live session's pipe."""
+    ((fMP4 init, fragment), or just the file), or a live session's pipe, or a piece of a
+    recording."""
 
     upload: int
     keys: tuple[str, ...]
     received_wall_s: float = 0.0  # when it arrived: how far behind real time its segments are
     live: LiveSource | None = None
+    piece: Piece | None = None
 
 
 @dataclass(frozen=True)

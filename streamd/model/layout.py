@@ -29,6 +29,11 @@ def upload_key(video_id: str, number: int, extension: str) -> str:
     return f"ingest/{video_id}/{number:06d}.{extension}"
 
 
+def recording_key(video_id: str, extension: str) -> str:
+    """A recording uploaded whole (?mode=vod), as it came."""
+    return f"ingest/{video_id}/recording.{extension}"
+
+
 def ingest_init_key(video_id: str, name: str) -> str:
     return f"ingest/{video_id}/{name}"
 

@@ -35,6 +35,24 @@ class EncodeSettings:
         t = self.segment_duration_s
         return max(frame_s, min(t * 1.2, t + 0.5 - frame_s - 0.001))
 
+    def segment_count(self, duration_s: float, frame_s: float) -> int:
+        """How many segments an upload of this length is cut into (equal ones)."""
+        return max(1, math.ceil(duration_s / self.max_part_s(frame_s) - 1e-9))
+
+
+def audio_sample_at(pts_90k: int) -> int:
+    """The audio sample (48 kHz) on the output timeline at a video time (90 kHz)."""
+    offset = pts_90k - TIMELINE_ORIGIN_S * VIDEO_HZ
+    return TIMELINE_ORIGIN_S * AUDIO_HZ + offset * AUDIO_HZ // VIDEO_HZ
+
+
+def aac_frame_at(pts_90k: int) -> int:
+    """The first sample of the AAC frame a stream's audio has at a video time: frames run
+    every AAC_FRAME samples from the timeline's origin, so pieces of a recording encoded
+    apart join frame for frame."""
+    origin = TIMELINE_ORIGIN_S * AUDIO_HZ
+    return origin + (audio_sample_at(pts_90k) - origin) // AAC_FRAME * AAC_FRAME
+
 
 def part_frames(part_duration_s: float, frame_s: float) -> int:
     """Frames in an LL-HLS part: whole frames, as close to the configured length as may be."""

@@ -28,6 +28,7 @@ HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED = (
     "failed",
 )
 UPLOAD_STATES = (HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED)
+RECORDING = "vod"  # Upload.ingest of the pieces of a recording uploaded whole
 DONE = (PUBLISHED, FAILED)
 SHORT_SEGMENT_S = 0.5  # shorter ones (a stream's tail) make a meaningless peak: 4.3.4.2
 
@@ -46,7 +47,9 @@ class Upload:
     source: dict[str, Any] | None = None
     percent: float = 0.0
     session_start: bool = False  # the first upload of a restarted encoder: a new timeline
-    ingest: str = ""  # a live session's protocol (rtmp, srt, http); "" for a segment upload
+    # A live session's protocol (rtmp, srt, http), RECORDING for a piece of a recording
+    # uploaded whole (its plan in `source["piece"]`); "" for a segment upload.
+    ingest: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class Stream:
     protection: Protection | None = None  # AES-128, chosen when the stream is made
     realtime_factor: float | None = None  # of the last upload's transcode (not persisted)
     publish_delay_s: float | None = None  # of the last segment (not persisted)
+    transcode_wall_s: tuple[float, float | None] | None = None  # a recording's (not persisted)
     solo_until: int = -1  # uploads up to this number go one per job (after a failed run)
     # The provider's encoder session (X-Publish-Session, or a restart ffmpeg's segment names
     # show): upload numbers of a session are offset by its base, so a restart counting from
@@ -178,6 +182,12 @@ class Stream:
         if self.ended:
             return "ended"
         return "live" if self.segments else "waiting"
+
+    @property
+    def vod(self) -> bool:
+        """Made from one recording uploaded whole (?mode=vod): a VOD playlist once done."""
+        first = next(iter(self.uploads.values()), None)
+        return first is not None and first.ingest == RECORDING
 
     @property
     def recording(self) -> bool:

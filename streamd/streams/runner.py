@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,18 +29,30 @@ from streamd.model.jobs import (
     JobProgress,
     LiveSource,
     MediaLimits,
+    PublishedSegment,
     TranscodeJob,
     TranscodeResult,
 )
 from streamd.model.pipeline import EncodeSettings
-from streamd.model.stream import FAILED, HELD, PUBLISHED, QUEUED, TRANSCODING, Stream, Upload
+from streamd.model.stream import (
+    FAILED,
+    HELD,
+    PUBLISHED,
+    QUEUED,
+    RECORDING,
+    TRANSCODING,
+    Stream,
+    Upload,
+)
 from streamd.store.state import StateStore
 from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
+from streamd.streams.recording import transcode_recording
 from streamd.streams.timeline import Timeline
 
 log = logging.getLogger("streamd.streams.runner")
+Publish = Callable[[Upload, PublishedSegment], Awaitable[None]]
 # Queued uploads one job may take: enough to keep the encoders warm through a backlog,
 # few enough that a failure costs little to retry one by one.
 MAX_UPLOADS_PER_JOB = 8
@@ -161,6 +174,19 @@ class StreamRunner:
             await self.state.record(stream)
         self.wake.set()
 
+    async def add_recording(self, pieces: list[Upload]) -> None:
+        """A recording uploaded whole, as its pieces (already stored): the stream ends once
+        they are all published. Under `lock`."""
+        stream = self.stream
+        stream.next_upload = pieces[0].number
+        for piece in pieces:
+            stream.add_upload(piece)
+        stream.end_after, stream.ending = pieces[-1].number, True
+        stream.refresh_states()
+        stream.updated_wall_s = self.clock.wall_s()
+        await self.state.record(stream, uploads=pieces)
+        self.start()
+
     async def set_ingest_init(self, key: str) -> None:
         self.stream.ingest_init = key
         await self.state.record(self.stream)
@@ -195,8 +221,13 @@ class StreamRunner:
             self.wake.clear()
             solo = stream.solo_until >= (stream.next_upload or 0)
             batch = stream.next_jobs(1 if solo else MAX_UPLOADS_PER_JOB)
+            if batch and batch[0].ingest == RECORDING:  # every piece at once
+                batch = stream.next_jobs(len(stream.pending))
             if batch:
                 try:
+                    if batch[0].ingest == RECORDING:
+                        await transcode_recording(self, batch)
+                        continue
                     if batch[0].session_start:
                         async with self.lock:
                             await self.timeline.new_session(batch[0])
@@ -279,13 +310,13 @@ class StreamRunner:
             protection=stream.protection,
         )
         try:
-            result = await self._run_job(job, by_number)
+            result = await self.run_job(job, by_number)
             # A live session outlives its worker: a new one takes up the publisher's bytes.
             while isinstance(result, WorkerCrashed) and feed and not feed.done.is_set():
                 if self.stopping:
                     break
                 job = await self._live_worker_died(job, batch[0], result)
-                result = await self._run_job(job, by_number)
+                result = await self.run_job(job, by_number)
         finally:
             if feed is not None:
                 await self.live.close(batch[0].number)
@@ -308,10 +339,14 @@ class StreamRunner:
                 self._advance(len(batch))
             await self.state.record(stream, uploads=batch, pipeline=True)
 
-    async def _run_job(
-        self, job: TranscodeJob, by_number: dict[int, Upload]
+    async def run_job(
+        self,
+        job: TranscodeJob,
+        by_number: dict[int, Upload],
+        publish: Publish | None = None,
     ) -> TranscodeResult | StreamdError:
-        """Run a job, publishing its segments as the worker writes them."""
+        """Run a job, publishing its segments as the worker writes them (or handing them to
+        `publish`: a recording's pieces publish in order)."""
         stream = self.stream
         progress: asyncio.Queue[JobProgress] = asyncio.Queue()
         task = asyncio.create_task(self.jobs.transcode(job, progress.put_nowait))
@@ -329,6 +364,9 @@ class StreamRunner:
                         self.publisher.publish_part(stream, item.part)
                     if item.segment is not None and not self.stopping:
                         upload = by_number[item.segment.upload]
+                        if publish is not None:
+                            await publish(upload, item.segment)
+                            continue
                         async with self.lock:
                             await self.publisher.publish(stream, upload, item.segment)
                         if upload.ingest and not job.background:

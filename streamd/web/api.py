@@ -4,6 +4,7 @@ and operators see them. A stream's API view lives here, not on its record."""
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,8 @@ from streamd.clock import iso
 from streamd.model import layout
 from streamd.model.formats import FMP4
 from streamd.model.protection import method_of
-from streamd.model.stream import UPLOAD_STATES, Stream
+from streamd.model.recording import PlannedPiece
+from streamd.model.stream import RECORDING, UPLOAD_STATES, Stream
 from streamd.streams.live import LiveFeed
 
 UPLOAD_LIST_MAX = 100
@@ -23,12 +25,37 @@ def ingest(stream: Stream, feed: LiveFeed | None) -> dict[str, Any] | None:
     """How a live stream is fed: its protocol, whether its publisher is connected, what it
     sends (None for a stream of segment uploads)."""
     last = next(reversed(stream.uploads.values()), None) if stream.uploads else None
-    if last is None or not last.ingest:
+    if last is None or not last.ingest or last.ingest == RECORDING:
         return None
     view = {"protocol": last.ingest, "connected": False, "source": last.source}
     if feed is not None:
         view |= feed.as_json()
     return view
+
+
+def recording(stream: Stream) -> dict[str, Any] | None:
+    """A recording uploaded whole: how far its transcode is (its pieces' progress, by their
+    length), and how fast it goes (seconds of media per second)."""
+    if not stream.vod:
+        return None
+    pieces = [
+        (PlannedPiece.from_json((u.source or {})["piece"]), u) for u in stream.uploads.values()
+    ]
+    total_s = sum(p.duration_s for p, _ in pieces)
+    done_s = sum(p.duration_s * u.percent / 100 for p, u in pieces)
+    started, finished = stream.transcode_wall_s or (None, None)
+    elapsed_s = None
+    if started is not None:
+        elapsed_s = (finished or time.time()) - started
+    return {
+        "pieces": len(pieces),
+        "durationS": round(total_s, 3),
+        "doneS": round(done_s, 3),
+        "percent": round(100 * done_s / total_s, 1) if total_s else 0.0,
+        "elapsedS": None if elapsed_s is None else round(elapsed_s, 3),
+        "speed": round(done_s / elapsed_s, 3) if elapsed_s else None,
+        "done": finished is not None,
+    }
 
 
 def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
@@ -63,6 +90,7 @@ def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
         "droppedRungs": [r.name for r in stream.rungs[: stream.dropped_rungs]],
         "uploads": {state: stream.counts[state] for state in UPLOAD_STATES},
         "ingest": ingest(stream, feed),
+        "recording": recording(stream),
         "rungs": rungs,
         "links": {
             "master": f"/viewstream/metadata/{vid}",

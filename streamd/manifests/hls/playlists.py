@@ -92,6 +92,7 @@ class _MediaPlaylist:
         self.current_map: str | None = None
         self.current_key: str | None = None
         self.body_segments = 0  # in the body (the rest are in the tail)
+        self.vod = False
         self.tail: LivePlaylistTail | None = None  # LL-HLS, once the first part came
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
@@ -131,7 +132,11 @@ class _MediaPlaylist:
         if self.tail is not None:
             control = server_control(self.target_duration_s, self.tail.part_target_s)
         playlist = MediaPlaylist(
-            (entry,), self.target_duration_s, server_control=control, iframes_only=self.iframes
+            (entry,),
+            self.target_duration_s,
+            server_control=control,
+            iframes_only=self.iframes,
+            vod=self.vod,
         )
         header = playlist.header()
         if header == self.header:
@@ -185,14 +190,16 @@ class _MediaPlaylist:
             tail, len(self.header.encode()), self.body_segments, resume, self.tail.position()
         )
 
-    def end(self, change: PlaylistChange) -> None:
+    def end(self, change: PlaylistChange, vod: bool) -> None:
+        """ENDLIST; `vod`: a recording uploaded whole, now done, is a VOD playlist."""
         if not self.header:
             return
         if self.tail is not None:  # whole segments only, and no blocking (6.2.5.2)
             tail, self.tail = self.tail, None
             for entry, _ in tail.window:
                 self._append_segment(entry, change)
-            self._set_header(MediaSegment("", 0.0, map_uri=self.current_map), change)
+        self.vod = vod
+        self._set_header(MediaSegment("", 0.0, map_uri=self.current_map), change)
         self._append(ENDLIST.encode(), change)
 
 
@@ -337,7 +344,7 @@ class StreamPlaylists:
         self.ended = True
         change = self.change()
         for media in self._media.values():
-            media.end(change)
+            media.end(change, stream.vod)
         self._refresh_masters(stream, change)
         self.live.end()
         return change

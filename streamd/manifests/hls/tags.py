@@ -78,7 +78,8 @@ class MediaSegment:
 
 @dataclass(frozen=True)
 class MediaPlaylist:
-    """A rung's media playlist: EVENT while live (only ever appended), ENDLIST when ended."""
+    """A rung's media playlist: EVENT while live (only ever appended), ENDLIST when ended;
+    VOD once a recording uploaded whole is done (it will never change again)."""
 
     segments: tuple[MediaSegment, ...]
     target_duration_s: int
@@ -86,6 +87,7 @@ class MediaPlaylist:
     media_sequence: int = 0
     server_control: str = ""  # LL-HLS: EXT-X-SERVER-CONTROL and EXT-X-PART-INF lines
     iframes_only: bool = False  # each segment's first picture (EXT-X-BYTERANGE), for trick play
+    vod: bool = False
 
     @property
     def version(self) -> int:
@@ -112,7 +114,7 @@ class MediaPlaylist:
             f"#EXT-X-TARGETDURATION:{self.target_duration}\n"
             f"{self.server_control}"
             f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
-            "#EXT-X-PLAYLIST-TYPE:EVENT\n"
+            f"#EXT-X-PLAYLIST-TYPE:{'VOD' if self.vod else 'EVENT'}\n"
             + ("#EXT-X-I-FRAMES-ONLY\n" if self.iframes_only else "")
             + "#EXT-X-INDEPENDENT-SEGMENTS\n"
         )

@@ -31,6 +31,7 @@ class AudioTrack:
         self.buffer = carry.reshape(2, -1).copy() if carry.size else np.zeros((2, 0), np.float32)
         self.base = state.audio_base_sample
         self.emit_from = state.audio_emit_from
+        self.emit_until: int | None = None  # a recording's piece: the next one's from there
         self.bitrate_bps = bitrate_bps
         self.encoder: av.audio.codeccontext.AudioCodecContext | None = None
         self.fed_until = self.base  # first sample not yet given to the encoder
@@ -98,7 +99,12 @@ class AudioTrack:
             self.base += keep_from
 
     def _keep(self, packets: list[av.Packet[Any]]) -> list[EncodedPacket]:
-        kept = [encoded(p) for p in packets if p.pts is not None and p.pts >= self.emit_from]
+        until = self.emit_until
+        kept = [
+            encoded(p)
+            for p in packets
+            if p.pts is not None and p.pts >= self.emit_from and (until is None or p.pts < until)
+        ]
         if kept:
             self.emit_from = kept[-1].pts + AAC_FRAME
         return kept
