@@ -32,6 +32,12 @@ def test_transcode_bench_smoke() -> None:
     assert "PSNR  360p: streamd" in out
 
 
+def test_vod_bench_smoke() -> None:
+    out = _bench("bench.vod", "--seconds", "8", "--height", "240")
+    assert "speed ratio = ffmpeg_time / streamd_time" in out
+    assert "workers speed-up = 1 worker /" in out
+
+
 def test_latency_bench_smoke() -> None:
     """Glass to glass through streamd (nginx-rtmp's run is the same code, and costs as much
     again): a barcoded source, hls.js reading the frame numbers back."""

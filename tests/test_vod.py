@@ -22,7 +22,17 @@ from streamd.config import Config
 from streamd.model.ladder import RungSpec
 from streamd.model.pipeline import EncodeSettings
 from streamd.model.recording import plan_pieces
-from tests.conftest import AUTH, AppClient, MediaFactory, fetch, wait_for
+from tests.conftest import (
+    AUTH,
+    TEST_KEY,
+    AppClient,
+    MediaFactory,
+    fetch,
+    published,
+    upload,
+    wait_for,
+)
+from tests.test_rtmp_live import ffmpeg_rtmp, live_client, start_ffmpeg, until
 from tests.test_transcode import _check_audio_joins, _frames
 
 pytestmark = pytest.mark.slow
@@ -189,3 +199,43 @@ async def test_two_workers_transcode_a_recording_faster_than_one(
     # One job already keeps ~1.7 of this box's 2 cores busy (decoding threads, a thread per
     # rung): two at once gain what is left, 1.15-1.2x here (bench/README.md).
     assert elapsed[2] < 0.95 * elapsed[1], elapsed
+
+
+async def test_a_recording_does_not_slow_a_live_stream(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    """A live stream's publish delay while a recording transcodes on every worker stays
+    within one segment's work of what it is alone (recordings run at the lowest priority)."""
+    client = await live_client(make_client, config, reconnect_window_s=30.0)
+    # One segment's work on this box: an uploaded segment's delay is its whole transcode.
+    await upload(client, "probe", media("mp4", duration_s=2.0, gop=30), number=0)
+    work_s = (await wait_for(client, "probe", published(1)))["publishDelayS"]
+
+    async def delays(count: int, until_done: asyncio.Task[Any] | None = None) -> list[float]:
+        """The publish delays of the live stream's next `count` segments (or of those
+        published before `until_done` is)."""
+        out: list[float] = []
+        seen = (await wait_for(client, "fair", lambda v: True))["segments"]
+        while len(out) < count and not (until_done and until_done.done()):
+            view = await wait_for(client, "fair", lambda v: v["segments"] > seen)  # noqa: B023
+            seen = view["segments"]
+            out.append(view["publishDelayS"])
+        return out
+
+    url = f"{client.rtmp_url}/fair?key={TEST_KEY}"  # type: ignore[attr-defined]
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 40))
+    try:
+        await until(client, "fair", lambda v: v["segments"] >= 2)
+        alone = sorted(await delays(4))
+        recording = asyncio.create_task(
+            _push(client, media("mp4", duration_s=60, gop=60, size="640x360"), "busy")
+        )
+        await until(client, "busy", lambda v: (v["recording"] or {}).get("percent", 0) > 0)
+        busy = sorted(await delays(5, recording))
+        assert len(busy) >= 3, "the recording ran alongside"
+        await recording
+    finally:
+        if ffmpeg.returncode is None:
+            ffmpeg.kill()
+        await ffmpeg.wait()
+    assert busy[len(busy) // 2] <= alone[len(alone) // 2] + work_s, (alone, busy, work_s)

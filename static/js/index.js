@@ -7,7 +7,7 @@ import { clock, fmtMbps, humanKey, fmtExtra } from './format.js';
 
 const REFRESH_MS = 2000;
 const STATE_ORDER = { live: 0, waiting: 1, ended: 2 };
-const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest']);
+const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest', 'recording']);
 const UPLOAD_ORDER = ['published', 'transcoding', 'queued', 'held', 'failed'];
 
 const grid = document.getElementById('streams');
@@ -83,13 +83,14 @@ function makeCard(id) {
   const watch = el('a', { class: 'watch', text: '▶ Watch' });
   const master = el('a', { text: 'fMP4 master' });
   const masterTs = el('a', { text: 'TS master' });
+  const dash = el('a', { text: 'DASH' });
   const root = el('article', { class: 'card', 'data-video-id': id },
     thumb,
     el('div', { class: 'card-body' },
       el('div', { class: 'card-title' }, title, agoEl),
       ingest, rungs, uploads, kv,
-      el('div', { class: 'card-links' }, watch, master, masterTs)));
-  const c = { root, img, placeholder, badge, duration, thumb, title, agoEl, ingest, rungs, uploads, kv, watch, master, masterTs, thumbKey: null };
+      el('div', { class: 'card-links' }, watch, master, masterTs, dash)));
+  const c = { root, img, placeholder, badge, duration, thumb, title, agoEl, ingest, rungs, uploads, kv, watch, master, masterTs, dash, thumbKey: null };
   img.addEventListener('error', () => { img.hidden = true; placeholder.hidden = false; });
   return c;
 }
@@ -128,6 +129,11 @@ function updateCard(c, s) {
   c.root.dataset.state = state;
   c.badge.textContent = state === 'live' ? 'Live' : state === 'ended' ? 'Ended' : state === 'waiting' ? 'Waiting' : state;
   c.badge.className = 'badge ' + (state === 'live' ? 'badge-live' : state === 'ended' ? 'badge-ended' : 'badge-waiting');
+  const rec = s.recording;  // a recording uploaded whole: not live, however it is published
+  if (rec) {
+    c.badge.textContent = rec.done ? 'Recording' : 'Transcoding ' + Math.floor(rec.percent) + '%';
+    c.badge.className = 'badge ' + (rec.done ? 'badge-ended' : 'badge-waiting');
+  }
   c.duration.textContent = fmtDuration(s.durationS);
   c.thumb.href = player;
   c.title.href = player;
@@ -136,9 +142,10 @@ function updateCard(c, s) {
   setLink(c.watch, player);
   setLink(c.master, s.links && s.links.master);
   setLink(c.masterTs, s.links && s.links.masterTs);
+  setLink(c.dash, s.links && s.links.dash);
   updateThumb(c, s);
 
-  updateIngest(c, s.ingest);
+  updateIngest(c, s.ingest, rec);
   const rungs = Array.isArray(s.rungs) ? s.rungs : [];
   c.rungs.replaceChildren(...(rungs.length
     ? rungs.map((r) => el('span', {
@@ -167,9 +174,19 @@ function updateCard(c, s) {
   c.kv.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
 }
 
-// A live session: its protocol, whether the publisher is connected, what it sends.
-function updateIngest(c, live) {
-  c.ingest.hidden = !live;
+// A live session: its protocol, whether the publisher is connected, what it sends. A
+// recording uploaded whole: how far its transcode is, and how fast.
+function updateIngest(c, live, rec) {
+  c.ingest.hidden = !live && !rec;
+  if (rec) {
+    const speed = rec.speed ? ' · ' + Number(rec.speed).toFixed(1) + '× realtime' : '';
+    c.ingest.replaceChildren(el('span', {
+      class: 'chip ' + (rec.done ? 'ok' : 'busy'),
+      title: rec.pieces + ' pieces transcoded at once',
+      text: 'VOD · ' + (rec.done ? 'done' : Math.floor(rec.percent) + '%') + speed,
+    }));
+    return;
+  }
   if (!live) return;
   const src = live.source || {};
   const chips = [el('span', {
