@@ -7,6 +7,8 @@ records and announces each segment (`store`, `manifests`), and `web` serves it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +50,7 @@ from streamd.streams import Publisher, Streams
 from streamd.web import connection, feed, ops
 from streamd.web.hls import HlsObjects
 from streamd.web.middleware import request_middleware
+from streamd.web.viewstream import EagerWebm
 
 log = logging.getLogger("streamd")
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -94,7 +97,9 @@ def create_app(
     app.add_routes(ingest.routes())
     app.add_routes(serving.routes())
     app.on_shutdown.append(feed.end_feeds)
-    app.cleanup_ctx.extend([_state, _workers, _streams, _listener(RTMP), _listener(SRT)])
+    app.cleanup_ctx.extend(
+        [_state, _workers, _streams, _listener(RTMP), _listener(SRT), _eager_webm]
+    )
     return app
 
 
@@ -121,6 +126,21 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[STREAMS].close()
+
+
+async def _eager_webm(app: web.Application) -> AsyncIterator[None]:
+    """`[transcode] webm = "eager"`: WebM files made as segments are published."""
+    if app[CONFIG].transcode.webm != "eager":
+        yield
+        return
+    eager = EagerWebm(app)
+    app[PUBLISHER].segment_listeners.add(eager.published)
+    task = asyncio.create_task(eager.run(), name="eager-webm")
+    yield
+    app[PUBLISHER].segment_listeners.discard(eager.published)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _listener(key: web.AppKey[RtmpServer] | web.AppKey[SrtIngest]) -> CleanupContext:

@@ -25,7 +25,7 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-WEBM_MODES = ("on_demand", "off")
+WEBM_MODES = ("on_demand", "eager", "off")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class TranscodeConfig:
     webm: str = setting(
         "on_demand",
         "WebM (VP9 + Opus) files from /viewstream: on_demand (a segment is encoded the first "
-        "time it is asked for, then kept) or off.",
+        "time it is asked for, then kept), eager (each segment as it is published, at the "
+        "lowest priority: twice the encoding work) or off.",
     )
     encoder_threads: int = setting(
         0, "Threads per x264 encoder; 0 means 2 for the tallest rung and 1 for the others."
@@ -70,7 +71,9 @@ class TranscodeConfig:
 
     def __post_init__(self) -> None:
         if self.webm not in WEBM_MODES:
-            raise ConfigError(f"bad value for transcode.webm: {self.webm!r}", "on_demand or off")
+            raise ConfigError(
+                f"bad value for transcode.webm: {self.webm!r}", "on_demand, eager or off"
+            )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -362,6 +364,38 @@ async def test_webm_is_encoded_once_then_kept(
     probe = ffprobe(tmp_path / "c.webm", "-show_streams", "-count_frames", "-select_streams", "v")
     assert int(probe["streams"][0]["nb_read_frames"]) == 120
     assert await encoded() == 2
+
+
+async def test_webm_made_eagerly_is_there_before_it_is_asked_for(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    """`webm = "eager"`: every rung's WebM of a segment is made as it is published; a viewer
+    then gets it from the store (the counter does not move)."""
+    client = await make_client(replace(config, transcode=replace(config.transcode, webm="eager")))
+    parts = media.split(media("mp4", duration_s=4, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "eager", part, number=i)
+    await wait_for(client, "eager", published(2))
+
+    async def encoded() -> float:
+        text = (await fetch(client, "/metrics")).decode()
+        found = re.search(r'^streamd_files_encoded_total\{format="webm"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    deadline = time.monotonic() + 30
+    for _ in range(300):  # 2 segments x 2 rungs, made in the background
+        if await encoded() >= 4 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert await encoded() == 4
+    for timestamp in ("0.5", "2.5"):
+        for rung in ("240p", "144p"):
+            resp = await client.get(
+                "/viewstream/eager",
+                params={"timestamp": timestamp, "format": "webm", "resolution": rung},
+            )
+            assert (resp.status, resp.headers["Content-Type"]) == (200, "video/webm")
+    assert await encoded() == 4
 
 
 async def test_webm_can_be_turned_off(

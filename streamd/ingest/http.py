@@ -270,7 +270,7 @@ async def resumable(request: web.Request) -> web.Response:
     if request.method == "OPTIONS":
         return recording.options()
     video_id = authorize(request)
-    directory = incoming_dir(request.app)
+    directory = recording.resumable_dir(request.app)
     if request.method == "HEAD":
         return await recording.offset(request, video_id, directory)
     if request.method == "DELETE":

@@ -11,7 +11,7 @@ tus: `POST /upload/{videoId}?mode=vod` with `Tus-Resumable: 1.0.0`, `Upload-Leng
 body creates the upload at `/upload/{videoId}/recording` (201, `Location`); `HEAD` there
 says how much has arrived (`Upload-Offset`), `PATCH` appends at that offset; the `PATCH`
 that completes it is answered once the recording is accepted. The bytes so far and the
-upload's length wait in the incoming directory.
+upload's length wait in `.resumable/` in the data dir.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ async def upload(
     """`POST /upload/{videoId}?mode=vod`: the whole file in this request, or (tus) the
     creation of a resumable upload."""
     if TUS_VERSION == request.headers.get("Tus-Resumable"):
-        return await _create(request, video_id, encryption, directory)
+        return await _create(request, video_id, encryption, resumable_dir(request.app))
     config = request.app[CONFIG]
     up = config.upload
     await ensure_space(directory, config.min_free_bytes)
@@ -137,6 +137,14 @@ async def accept(
 
 
 # -- tus -----------------------------------------------------------------------------------
+def resumable_dir(app: web.Application) -> Path:
+    """Where resumable uploads wait for their next bytes: kept across restarts (unlike the
+    incoming directory of bodies cut off)."""
+    path: Path = app[CONFIG].data_dir / ".resumable"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _paths(directory: Path, video_id: str) -> tuple[Path, Path]:
     """The bytes so far, and what the upload is (its length, name, encryption)."""
     return directory / f"tus-{video_id}.part", directory / f"tus-{video_id}.json"

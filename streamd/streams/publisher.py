@@ -43,6 +43,7 @@ class Publisher:
         self.target_duration_s = target_duration_s
         self.playlists: dict[str, StreamPlaylists] = {}
         self.listeners: set[Listener] = set()
+        self.segment_listeners: set[Callable[[Stream, Segment], None]] = set()  # once recorded
 
     def get(self, video_id: str) -> StreamPlaylists:
         """A stream's playlists (for serving); NotFound before its first segment."""
@@ -87,6 +88,8 @@ class Publisher:
             self._warm_cache(stream.video_id, seg),
         )
         await self._write(change)
+        for listener in list(self.segment_listeners):
+            listener(stream, segment)
         log.info(
             "%s segment %d published (%.3f s at %.3f s) %.0f ms after upload %d arrived",
             stream.video_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -18,16 +19,23 @@ from aiohttp import web
 
 from streamd.access import tokens
 from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, PUBLISHER, STORE, STREAMS
-from streamd.errors import BadRequest, Conflict, NotFound
+from streamd.errors import BadRequest, Conflict, NotFound, StreamdError
 from streamd.manifests.dash import MIME as DASH_MIME
 from streamd.manifests.dash import with_base_url
 from streamd.manifests.hls import MIME, absolute_master
 from streamd.metrics import client_id
 from streamd.model import layout
-from streamd.model.formats import FileFormat, Packaging, file_format_for, packaging_for
+from streamd.model.formats import (
+    FILE_FORMATS,
+    FileFormat,
+    Packaging,
+    file_format_for,
+    packaging_for,
+)
 from streamd.model.stream import Segment, Stream
 from streamd.web.hls import bytes_response
 
+log = logging.getLogger("streamd.web.viewstream")
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 MAX_CLIP_S = 600.0  # a clip is remuxed in memory: bounded
@@ -201,14 +209,20 @@ async def _file(
 ) -> bytes:
     """The segments of one rung as one file in `fmt`: remuxed, or (WebM) encoded."""
     if fmt.encoded:
-        return await _encoded(request, stream, fmt, rung, segments)
-    inputs = await _joined(request, stream, fmt.source, rung, segments)
+        if request.app[CONFIG].transcode.webm == "off":
+            raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
+        return await encoded_file(request.app, stream, fmt, rung, segments)
+    inputs = await _joined(request.app, stream, fmt.source, rung, segments)
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
     return await request.app[JOBS].remux(inputs, fmt.name, start_s, REMUX_TIMEOUT_S)
 
 
 async def _joined(
-    request: web.Request, stream: Stream, packaging: Packaging, rung: str, segments: list[Segment]
+    app: web.Application,
+    stream: Stream,
+    packaging: Packaging,
+    rung: str,
+    segments: list[Segment],
 ) -> tuple[bytes, ...]:
     """The segments of one rung in one packaging, after their init segment, joined (clear,
     if the stream is encrypted): one file for a muxed packaging, else the video's and the
@@ -216,14 +230,18 @@ async def _joined(
     renditions = [rung]
     if packaging.audio_apart and segments[0].audio:
         renditions.append(segments[0].audio[0].name)
-    return tuple([await _track(request, stream, packaging, name, segments) for name in renditions])
+    return tuple([await _track(app, stream, packaging, name, segments) for name in renditions])
 
 
 async def _track(
-    request: web.Request, stream: Stream, packaging: Packaging, rung: str, segments: list[Segment]
+    app: web.Application,
+    stream: Stream,
+    packaging: Packaging,
+    rung: str,
+    segments: list[Segment],
 ) -> bytes:
     vid, name = stream.video_id, packaging.name
-    hls = request.app[HLS]
+    hls = app[HLS]
     pieces = []
     first = segments[0].rung(rung)
     assert first is not None
@@ -247,27 +265,26 @@ async def _track(
     return b"".join(pieces)
 
 
-async def _encoded(
-    request: web.Request, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
+async def encoded_file(
+    app: web.Application, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
 ) -> bytes:
-    """WebM: made the first time a segment is asked for, then kept in the store (unless the
-    stream is encrypted: its clear pictures are not kept). A clip is encoded whole. A kept
-    file is looked for before any segment is read."""
-    if request.app[CONFIG].transcode.webm == "off":
-        raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
-    store = request.app[STORE]
+    """WebM: made the first time a segment is asked for (or as it is published, with
+    `webm = "eager"`), then kept in the store (unless the stream is encrypted: its clear
+    pictures are not kept). A clip is encoded whole. A kept file is looked for before any
+    segment is read."""
+    store = app[STORE]
     key = None
     if len(segments) == 1 and stream.protection is None:
         key = layout.file_key(stream.video_id, fmt.name, rung, segments[0].sequence)
         with contextlib.suppress(FileNotFoundError):
             return await store.get(key)
-    inputs = await _joined(request, stream, fmt.source, rung, segments)
+    inputs = await _joined(app, stream, fmt.source, rung, segments)
     spec = next(r for r in stream.rungs if r.name == rung)
     span_s = segments[-1].end_s - segments[0].start_s
-    body = await request.app[JOBS].encode_webm(
+    body = await app[JOBS].encode_webm(
         inputs, spec.video_bitrate_bps, spec.audio_bitrate_bps, REMUX_TIMEOUT_S + 4 * span_s
     )
-    request.app[METRICS].files_encoded.labels(fmt.name).inc()
+    app[METRICS].files_encoded.labels(fmt.name).inc()
     if key is not None:
         await store.put(key, body)
     return body
@@ -281,6 +298,37 @@ def _file_response(
     max_age = request.app[CONFIG].http.segment_max_age_s
     headers = {"Cache-Control": f"{scope}, max-age={max_age}", **headers}
     return bytes_response(request, body, fmt.content_type, headers)
+
+
+class EagerWebm:
+    """`[transcode] webm = "eager"`: each published segment's WebM files, rung by rung, made
+    as it is published (on the files process, at the lowest CPU priority: a live stream's
+    work goes first) and kept, so a viewer's first request finds them. One at a time: a
+    backlog waits here, not in the files process."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.queue: asyncio.Queue[tuple[Stream, Segment]] = asyncio.Queue()
+
+    def published(self, stream: Stream, segment: Segment) -> None:
+        if stream.protection is None and segment.rungs:
+            self.queue.put_nowait((stream, segment))
+
+    async def run(self) -> None:
+        webm = FILE_FORMATS["webm"]
+        while True:
+            stream, segment = await self.queue.get()
+            for out in segment.rungs:
+                try:
+                    await encoded_file(self.app, stream, webm, out.name, [segment])
+                except StreamdError as exc:  # the stream may be gone: nothing to keep
+                    log.warning(
+                        "%s segment %d %s: no WebM made: %s",
+                        stream.video_id,
+                        segment.sequence,
+                        out.name,
+                        exc.message,
+                    )
 
 
 def routes() -> list[web.RouteDef]:
