@@ -81,7 +81,13 @@ def create_app(
         config.transcode.worker_memory_bytes,
     )
     app[PUBLISHER] = Publisher(
-        app[STATE], store, app[CACHE], app[CLOCK], metrics, config.transcode.segment_duration_s
+        app[STATE],
+        store,
+        app[CACHE],
+        app[CLOCK],
+        metrics,
+        config.transcode.segment_duration_s,
+        dash_webm=config.transcode.webm != "off",
     )
     app[STREAMS] = Streams(
         config, app[STATE], store, app[PUBLISHER], app[JOBS], app[CLOCK], metrics

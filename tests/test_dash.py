@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -25,6 +27,7 @@ from tests.conftest import (
     MediaFactory,
     browser,
     fetch,
+    ffprobe,
     published,
     upload,
     wait_for,
@@ -46,14 +49,17 @@ def _segment(sequence: int, start_s: float, init: str = "init-a.mp4", **kw: obje
 
 
 def expand(mpd: bytes, url: str) -> dict[str, list[str]]:
-    """Every URL an MPD names, by representation, in order: its init segments and media
-    segments (SegmentTemplate with $RepresentationID$ and $Number$, SegmentTimeline)."""
+    """Every URL an MPD's CMAF adaptation sets name, by representation, in order: its init
+    segments and media segments (SegmentTemplate with $RepresentationID$ and $Number$,
+    SegmentTimeline). The WebM ones are made on demand, not published objects."""
     root = ET.fromstring(mpd)
     base = root.find("d:BaseURL", NS)
     url = urljoin(url, base.text or "") if base is not None else url
     out: dict[str, list[str]] = {}
     for period in root.findall("d:Period", NS):
         for adaptation in period.findall("d:AdaptationSet", NS):
+            if not adaptation.get("mimeType", "").endswith("/mp4"):
+                continue
             template = adaptation.find("d:SegmentTemplate", NS)
             assert template is not None
             number = int(template.get("startNumber", "1"))
@@ -171,7 +177,7 @@ async def test_a_recording_plays_in_dash_js_over_the_hls_segments(
     assert result["ok"], result
     assert result["dynamic"] is False
     assert sorted(result["heights"]) == [144, 240]  # type: ignore[type-var]
-    assert result["audioTracks"] == 1
+    assert result["audioTracks"] == 2  # AAC (CMAF), Opus (WebM)
     assert result["errors"] == []
     every = {u for urls in named.values() for u in urls}
     fetched = [str(client.make_url(u)) for u in result["requests"]]  # type: ignore[attr-defined]
@@ -222,7 +228,7 @@ async def test_a_live_stream_plays_in_dash_js_low_latency(
         assert result["ok"], result
         assert result["dynamic"] is True
         assert result["lowLatency"] is True
-        assert result["audioTracks"] == 1
+        assert result["audioTracks"] == 2  # AAC (CMAF), Opus (WebM)
         assert result["errors"] == []
         assert 0 < float(result["latency"]) < 2.5  # type: ignore[arg-type]
         assert ffmpeg.returncode is None, "played while the publisher was still sending"
@@ -234,3 +240,49 @@ async def test_a_live_stream_plays_in_dash_js_low_latency(
 
 async def fetch_json(client: TestClient, url: str) -> dict[str, Any]:
     return json.loads(await fetch(client, url))  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+async def test_webm_adaptation_sets_are_made_on_demand_and_play_in_dash_js(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
+    """The MPD also names VP9 and Opus adaptation sets (role alternate, below the CMAF
+    ones); their segments are encoded when first asked for, then kept; dash.js plays them."""
+    parts = media.split(media("mp4", duration_s=6, gop=30), 2.0)
+    for i, part in enumerate(parts):
+        await upload(client, "wd", part, number=i)
+    await wait_for(client, "wd", published(len(parts)))
+    await client.post("/upload/wd/end")
+    await wait_for(client, "wd", lambda v: v["state"] == "ended")
+    root = ET.fromstring(await fetch(client, "/hls/wd/fmp4/manifest.mpd"))
+    sets = root.findall("d:Period/d:AdaptationSet", NS)
+    kinds = [(a.get("mimeType"), a.get("codecs")) for a in sets]
+    assert kinds == [("video/mp4", None), ("audio/mp4", None), ("video/webm", "vp9"),
+                     ("audio/webm", "opus")]  # fmt: skip
+    roles = [a.find("d:Role", NS).get("value") for a in sets]  # type: ignore[union-attr]
+    assert roles == ["main", "main", "alternate", "alternate"]
+
+    async def encoded() -> float:
+        text = (await fetch(client, "/metrics")).decode()
+        found = re.search(r'^streamd_files_encoded_total\{format="webm-dash"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    init = await fetch(client, "/dash/wd/webm-144p/init.webm")
+    segment = await fetch(client, "/dash/wd/webm-144p/seg000001.webm")
+    made = await encoded()
+    assert await fetch(client, "/dash/wd/webm-144p/seg000001.webm") == segment
+    assert await encoded() == made  # kept, not encoded again
+    (tmp_path / "v.webm").write_bytes(init + segment)
+    (video,) = ffprobe(tmp_path / "v.webm", "-show_streams")["streams"]
+    assert (video["codec_name"], video["width"], video["height"]) == ("vp9", 192, 144)
+    assert (await client.get("/dash/wd/webm-144p/seg000009.webm")).status == 404
+
+    result = await _play(
+        str(client.make_url("/hls/wd/fmp4/manifest.mpd")),
+        "--min-time", "3", "--timeout", "60", "--role", "alternate",
+    )  # fmt: skip
+    assert result["ok"], result
+    assert result["errors"] == []
+    fetched = result["requests"]
+    assert any(u.startswith("/dash/wd/webm-audio/") for u in fetched)  # type: ignore[attr-defined]
+    assert all(u.endswith(".webm") for u in fetched)  # type: ignore[attr-defined]

@@ -51,7 +51,8 @@ def tokenized_playlist(body: bytes, token: str) -> bytes:
     for ext in [b".m3u8", *(f".{p.extension}".encode() for p in PACKAGINGS.values())]:
         body = body.replace(ext + b"\n", ext + suffix + b"\n")
     # EXT-X-MAP:URI="init-....mp4", EXT-X-KEY:...URI="....key", and LL-HLS parts, preload
-    # hints and rendition reports: URI="part....m4s", URI="../480p/index.m3u8".
-    for quoted in (b".mp4", b".key", b".m4s", b".m3u8"):
+    # hints and rendition reports: URI="part....m4s", URI="../480p/index.m3u8"; an MPD's
+    # SegmentTemplate media="...m4s" and initialization="....mp4", "....webm".
+    for quoted in (b".mp4", b".key", b".m4s", b".m3u8", b".webm"):
         body = body.replace(quoted + b'"', quoted + suffix + b'"')
     return body

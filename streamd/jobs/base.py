@@ -35,6 +35,22 @@ class JobQueue(Protocol):
     ) -> SourceInfo:
         """Inspect an upload in a worker, within `limits`; raises UnsupportedMedia."""
 
+    async def webm_video(
+        self, video: bytes, bitrate_bps: int, timeout_s: float
+    ) -> tuple[bytes, bytes]:
+        """A rung's segment (fMP4 init + media) as a VP9 WebM DASH segment: (init, media)."""
+
+    async def webm_audio(
+        self,
+        audio: bytes,
+        before: bytes | None,
+        after: bytes | None,
+        bitrate_bps: int,
+        last: bool,
+        timeout_s: float,
+    ) -> tuple[bytes, bytes]:
+        """A segment's audio (with its neighbours') as an Opus WebM DASH segment."""
+
     async def keyframes(self, source: Path, timeout_s: float) -> KeyframeIndex:
         """A recording's keyframes, from its packets, in a worker."""
 

@@ -243,6 +243,31 @@ class LocalJobQueue:
         assert isinstance(info, SourceInfo)
         return info
 
+    async def webm_video(
+        self, video: bytes, bitrate_bps: int, timeout_s: float
+    ) -> tuple[bytes, bytes]:
+        assert self._files is not None
+        out = await self._quick(
+            self._files, "encoding VP9", timeout_s, worker.webm_video, video, bitrate_bps
+        )
+        assert isinstance(out, tuple)
+        return out
+
+    async def webm_audio(
+        self,
+        audio: bytes,
+        before: bytes | None,
+        after: bytes | None,
+        bitrate_bps: int,
+        last: bool,
+        timeout_s: float,
+    ) -> tuple[bytes, bytes]:
+        assert self._files is not None
+        args = (audio, before, after, bitrate_bps, last)
+        out = await self._quick(self._files, "encoding Opus", timeout_s, worker.webm_audio, *args)
+        assert isinstance(out, tuple)
+        return out
+
     async def keyframes(self, source: Path, timeout_s: float) -> KeyframeIndex:
         assert self._prober is not None
         index = await self._quick(

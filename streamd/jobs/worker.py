@@ -109,6 +109,28 @@ def encode_webm(
     )
 
 
+def webm_video(video: bytes, bitrate_bps: int) -> Outcome:
+    from streamd.media.webm import vp9_segment
+
+    return _outcome("the segment could not be encoded as VP9", vp9_segment, video, bitrate_bps)
+
+
+def webm_audio(
+    audio: bytes, before: bytes | None, after: bytes | None, bitrate_bps: int, last: bool
+) -> Outcome:
+    from streamd.media.webm import opus_segment
+
+    return _outcome(
+        "the segment could not be encoded as Opus",
+        opus_segment,
+        audio,
+        before,
+        after,
+        bitrate_bps,
+        last,
+    )
+
+
 def _outcome(failure: str, fn: Callable[..., Any], *args: Any) -> Outcome:
     """A short job's result, or its failure as data: ours as they are, anything else (a bug,
     FFmpeg) logged and sent as UnsupportedMedia(`failure`)."""

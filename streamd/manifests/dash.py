@@ -23,6 +23,7 @@ from xml.sax.saxutils import quoteattr
 from streamd.clock import iso
 from streamd.model.formats import FMP4
 from streamd.model.jobs import RungOutput
+from streamd.model.ladder import Rung
 from streamd.model.pipeline import AUDIO_HZ, TIMELINE_ORIGIN_S, VIDEO_HZ
 from streamd.model.stream import Segment, Stream
 
@@ -30,6 +31,8 @@ MIME = "application/dash+xml"
 PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019"
 TIME_URL = "/api/time"  # UTCTiming: players set their clocks by the server's
 MEDIA = "$RepresentationID$/seg$Number%06d$.m4s"  # layout.segment_name, templated
+ROLE = '      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="{}"/>\n'
+MAIN, ALTERNATE = ROLE.format("main"), ROLE.format("alternate")
 LATENCY_TARGET_SEGMENTS = 0.75  # low-latency: how far behind live players keep
 
 
@@ -83,6 +86,7 @@ class Period:
     inits: dict[str, str]  # by rendition (a rung, or the audio)
     video: Timeline = field(default_factory=lambda: Timeline(VIDEO_HZ))
     audio: Timeline = field(default_factory=lambda: Timeline(AUDIO_HZ))
+    webm: Timeline = field(default_factory=lambda: Timeline(1000))  # Matroska's clock
     count: int = 0  # segments
 
     def takes(self, seg: Segment) -> bool:
@@ -94,6 +98,7 @@ class Period:
 
     def add(self, seg: Segment) -> None:
         self.video.add(seg.start_s, seg.end_s)
+        self.webm.add(seg.start_s, seg.end_s)
         if seg.audio:
             self.audio.add(seg.start_s, seg.end_s)
         self.count += 1
@@ -113,6 +118,7 @@ class DashManifest:
         # made, announced as soon as its first part is out.
         self.part_s = 0.0
         self.coming: tuple[int, float] | None = None  # (sequence, start_s)
+        self.webm = False  # WebM (VP9, Opus) adaptation sets, made on demand
 
     def begin(self, sequence: int, start_s: float, part_s: float, discontinuity: bool) -> bool:
         """A live segment's first part is out: announce the segment (with the duration it
@@ -199,6 +205,7 @@ class DashManifest:
                 f'maxWidth="{tallest.width}" maxHeight="{tallest.height}"'
                 + (f' frameRate="{frame_rate}"' if frame_rate else "")
                 + ">\n"
+                + MAIN
             )
             out.append(self._template(period, period.video, segment_s, chunked, coming))
             for rung in rungs:
@@ -219,8 +226,7 @@ class DashManifest:
             peak, _ = stream.rates(name, FMP4.name)
             out.append(
                 '    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" '
-                'segmentAlignment="true" startWithSAP="1" lang="und">\n'
-                '      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>\n'
+                'segmentAlignment="true" startWithSAP="1" lang="und">\n' + MAIN
             )
             out.append(self._template(period, period.audio, segment_s, chunked, coming))
             out.append(
@@ -233,7 +239,47 @@ class DashManifest:
                 "      </Representation>\n"
                 "    </AdaptationSet>\n"
             )
+        if self.webm and stream.protection is None:
+            out.append(self._webm(stream, period, rungs))
         out.append("  </Period>\n")
+        return "".join(out)
+
+    def _webm(self, stream: Stream, period: Period, rungs: list[Rung]) -> str:
+        """VP9 and Opus adaptation sets over the same timeline, for players that want open
+        codecs: `alternate`, so a player takes the CMAF ones unless asked (each WebM
+        segment is encoded when first asked for, streamd.web.dash)."""
+        base = f"/dash/{self.video_id}/$RepresentationID$/"
+        template = (
+            f'      <SegmentTemplate timescale="1000" media="{base}seg$Number%06d$.webm" '
+            f'initialization="{base}init.webm" startNumber="{period.first_sequence}" '
+            f'presentationTimeOffset="{period.webm.ticks(period.start_s)}">\n'
+            + period.webm.render("        ")
+            + "      </SegmentTemplate>\n"
+        )
+        out = [
+            '    <AdaptationSet id="2" contentType="video" mimeType="video/webm" codecs="vp9" '
+            'segmentAlignment="true" startWithSAP="1" selectionPriority="0">\n'
+            + ALTERNATE
+            + template
+        ]
+        for rung in rungs:
+            out.append(
+                f'      <Representation id="webm-{rung.name}" '
+                f'bandwidth="{rung.video_bitrate_bps}" width="{rung.width}" '
+                f'height="{rung.height}" sar="1:1"/>\n'
+            )
+        out.append("    </AdaptationSet>\n")
+        if stream.audio_codecs and rungs:
+            out.append(
+                '    <AdaptationSet id="3" contentType="audio" mimeType="audio/webm" '
+                'codecs="opus" segmentAlignment="true" startWithSAP="1" lang="und" '
+                'selectionPriority="0">\n'
+                + ALTERNATE
+                + template
+                + f'      <Representation id="webm-audio" bandwidth="{rungs[0].audio_bitrate_bps}" '
+                f'audioSamplingRate="{AUDIO_HZ}"/>\n'
+                "    </AdaptationSet>\n"
+            )
         return "".join(out)
 
     def _template(

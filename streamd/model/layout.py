@@ -101,6 +101,12 @@ def file_key(video_id: str, container: str, rung: str, sequence: int) -> str:
     return f"files/{video_id}/{container}/{rung}/seg{sequence:06d}.{container}"
 
 
+def dash_webm_key(video_id: str, representation: str, name: str) -> str:
+    """A WebM DASH object (init.webm, segNNNNNN.webm), made on demand: kept, not published
+    under hls/ (it is served at /dash/ID/REPRESENTATION/NAME)."""
+    return f"files/{video_id}/dash/{representation}/{name}"
+
+
 def thumbnail_key(video_id: str) -> str:
     return f"hls/{video_id}/thumb.jpg"
 

@@ -37,10 +37,12 @@ class Publisher:
         clock: Clock,
         metrics: Metrics,
         target_duration_s: float,
+        dash_webm: bool = False,
     ) -> None:
         self.state, self.store, self.cache = state, store, cache
         self.clock, self.metrics = clock, metrics
         self.target_duration_s = target_duration_s
+        self.dash_webm = dash_webm  # the MPDs name WebM renditions (made on demand)
         self.playlists: dict[str, StreamPlaylists] = {}
         self.listeners: set[Listener] = set()
         self.segment_listeners: set[Callable[[Stream, Segment], None]] = set()  # once recorded
@@ -58,7 +60,7 @@ class Publisher:
         so the disk agrees with the record even after a crash between the two."""
         if not stream.segments:
             return
-        playlists = StreamPlaylists.of(stream, self.target_duration_s)
+        playlists = StreamPlaylists.of(stream, self.target_duration_s, self.dash_webm)
         self.playlists[stream.video_id] = playlists
         for key, body in playlists.files().items():  # media playlists before masters
             await self.store.put(key, body)
@@ -116,7 +118,7 @@ class Publisher:
             stream.start_wall_s = self.clock.wall_s() - part.segment_start_s - part.duration_s
         playlists = self.playlists.get(stream.video_id)
         if playlists is None:
-            playlists = StreamPlaylists(stream.video_id, self.target_duration_s)
+            playlists = StreamPlaylists(stream.video_id, self.target_duration_s, self.dash_webm)
             self.playlists[stream.video_id] = playlists
         pdt_s = stream.start_wall_s + part.segment_start_s
         self._announce(playlists.add_part(stream, part, pdt_s))
@@ -152,7 +154,7 @@ class Publisher:
         stream.updated_wall_s = segment.published_wall_s
         playlists = self.playlists.get(stream.video_id)
         if playlists is None:
-            playlists = StreamPlaylists(stream.video_id, self.target_duration_s)
+            playlists = StreamPlaylists(stream.video_id, self.target_duration_s, self.dash_webm)
             self.playlists[stream.video_id] = playlists
         change = playlists.add(stream, segment)
         self._announce(change)

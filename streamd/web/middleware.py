@@ -9,7 +9,7 @@ from aiohttp import web
 from streamd.errors import Handler, error_response
 from streamd.metrics import Metrics
 
-CORS_PREFIXES = ("/hls/", "/viewstream/", "/api/", "/vendor/")
+CORS_PREFIXES = ("/hls/", "/dash/", "/viewstream/", "/api/", "/vendor/")
 # The Fetch standard reads these only on a preflight's answer, so only OPTIONS carries them;
 # every other answer carries just the origin and what a player may read (Content-Range).
 PREFLIGHT_HEADERS = {

@@ -44,7 +44,7 @@ REMUX_TIMEOUT_S = 30.0
 DASH_FORMATS = ("dash", "mpd")
 
 
-def _published(request: web.Request) -> tuple[Stream, str | None]:
+def published(request: web.Request) -> tuple[Stream, str | None]:
     """The stream a viewer asks for (counting the viewer), once it has a segment, and the
     viewer's token once checked (None when watching is open)."""
     token = request.app[HLS].authorize(request, request.match_info["video_id"])
@@ -61,7 +61,7 @@ def _published(request: web.Request) -> tuple[Stream, str | None]:
 async def master(request: web.Request) -> web.Response:
     """GET /viewstream/metadata/{videoId}: the HLS master playlist (fMP4, or ?format=ts),
     or (?format=dash) the DASH MPD over the fMP4 segments."""
-    stream, token = _published(request)
+    stream, token = published(request)
     kind = MIME
     if request.query.get("format", "").lower() in DASH_FORMATS:
         mpd = request.app[PUBLISHER].get(stream.video_id).get(layout.mpd_key(stream.video_id))
@@ -94,7 +94,7 @@ def _pick_rung(stream: Stream, resolution: str | None) -> str:
 async def view(request: web.Request) -> web.Response:
     """GET /viewstream/{videoId}?timestamp=T (or ?time=ISO 8601): the segment holding that
     moment, playable alone."""
-    stream, _ = _published(request)
+    stream, _ = published(request)
     q = request.query
     fmt = file_format_for(q.get("format"))
     lang = q.get("lang")
@@ -128,7 +128,7 @@ async def view(request: web.Request) -> web.Response:
 async def clip(request: web.Request) -> web.Response:
     """GET /viewstream/{videoId}/clip?from=T1&to=T2: the whole segments spanning T1 to T2 as
     one file (remuxed, never encoded), e.g. a highlight saved while the event is live."""
-    stream, _ = _published(request)
+    stream, _ = published(request)
     q = request.query
     fmt = file_format_for(q.get("format"))
     from_s, to_s = _seconds(q, "from", None), _seconds(q, "to", None)
@@ -230,10 +230,10 @@ async def _joined(
     renditions = [rung]
     if packaging.audio_apart and segments[0].audio:
         renditions.append(segments[0].audio[0].name)
-    return tuple([await _track(app, stream, packaging, name, segments) for name in renditions])
+    return tuple([await track(app, stream, packaging, name, segments) for name in renditions])
 
 
-async def _track(
+async def track(
     app: web.Application,
     stream: Stream,
     packaging: Packaging,

@@ -3,18 +3,19 @@
 // through playwright-core, on a bare page of the server's origin.
 //
 //   node tests/browser/dash.mjs --mpd http://127.0.0.1:PORT/hls/ID/fmp4/manifest.mpd \
-//        [--min-time 3] [--watch SECONDS] [--timeout 60]
+//        [--min-time 3] [--watch SECONDS] [--timeout 60] [--role alternate]
 //
 // Waits until the video has played --min-time seconds (of media), then --watch more
 // seconds of wall time, counting stalls. Prints one JSON line: what dash.js saw (dynamic or
 // static, low-latency mode, video heights, audio tracks, live latency), the segment URLs
-// the page fetched, errors. Exits 0 iff it played.
+// the page fetched, errors. Exits 0 iff it played. --role: the adaptation sets to take
+// (streamd's WebM ones are "alternate"; the CMAF ones "main").
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const opts = { mpd: null, minTime: 3, watch: 0, timeout: 60 };
+const opts = { mpd: null, minTime: 3, watch: 0, timeout: 60, role: null };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const value = () => argv[++i];
@@ -23,6 +24,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--min-time': opts.minTime = Number(value()); break;
     case '--watch': opts.watch = Number(value()); break;
     case '--timeout': opts.timeout = Number(value()); break;
+    case '--role': opts.role = value(); break;
     default: throw new Error('unknown argument ' + argv[i]);
   }
 }
@@ -56,13 +58,13 @@ const page = context.pages()[0] || await context.newPage();
 page.on('pageerror', (err) => result.errors.push('pageerror: ' + String(err.message || err)));
 page.on('request', (req) => {
   const url = new URL(req.url());
-  if (url.pathname.endsWith('.m4s') || url.pathname.endsWith('.mp4')) result.requests.push(url.pathname);
+  if (/\.(m4s|mp4|webm)$/.test(url.pathname)) result.requests.push(url.pathname);
 });
 const origin = new URL(opts.mpd).origin;
 await page.goto(origin + '/api/time');
 await page.setContent('<video id="v" muted playsinline></video>');
 await page.addScriptTag({ url: origin + '/vendor/dash.all.min.js' });
-await page.evaluate((mpd) => {
+await page.evaluate(([mpd, role]) => {
   const player = window.dashjs.MediaPlayer().create();
   window.player = player;
   window.stalls = 0;
@@ -72,8 +74,13 @@ await page.evaluate((mpd) => {
   });
   const video = document.getElementById('v');
   video.addEventListener('waiting', () => { if (video.currentTime > 0) window.stalls += 1; });
-  player.initialize(video, mpd, true);
-}, opts.mpd);
+  player.initialize(video, null, true);
+  if (role) {  // before the source: the tracks it starts with
+    player.setInitialMediaSettingsFor('video', { role });
+    player.setInitialMediaSettingsFor('audio', { role });
+  }
+  player.attachSource(mpd);
+}, [opts.mpd, opts.role]);
 
 const state = () => page.evaluate(() => {
   const p = window.player;

@@ -206,12 +206,13 @@ class _MediaPlaylist:
 class StreamPlaylists:
     """Every playlist of one stream by store key, as served (and as written to the store)."""
 
-    def __init__(self, video_id: str, target_duration_s: float) -> None:
+    def __init__(self, video_id: str, target_duration_s: float, dash_webm: bool = False) -> None:
         self.video_id = video_id
         self.ended = False
         self.target_s = math.ceil(target_duration_s)
         self.segment_s = target_duration_s
         self.dash = DashManifest(video_id)
+        self.dash.webm = dash_webm
         self.protection: Protection | None = None
         self.key_count = 0
         self._media: dict[str, _MediaPlaylist] = {}
@@ -350,9 +351,11 @@ class StreamPlaylists:
         return change
 
     @classmethod
-    def of(cls, stream: Stream, target_duration_s: float) -> StreamPlaylists:
+    def of(
+        cls, stream: Stream, target_duration_s: float, dash_webm: bool = False
+    ) -> StreamPlaylists:
         """Built from a stream's whole record (at start-up: the one walk over its history)."""
-        playlists = cls(stream.video_id, target_duration_s)
+        playlists = cls(stream.video_id, target_duration_s, dash_webm)
         for seg in stream.segments:
             playlists.add(stream, seg, refresh=False)
         playlists._refresh_masters(stream, playlists.change())
