@@ -47,6 +47,8 @@ def main() -> None:
     config = Config()
     # The rungs streamd makes of this source (taller ones are dropped), for ffmpeg too.
     ladder = [r for r in config.transcode.ladder if RungSpec.parse(r).lines <= args.height]
+    if not ladder:
+        raise SystemExit(f"no rung of the default ladder fits {args.height}p: use --height 360+")
     config = replace(config, transcode=replace(config.transcode, ladder=ladder))
     with tempfile.TemporaryDirectory(prefix="bench-vod-") as tmp:
         root = Path(tmp)

@@ -33,7 +33,7 @@ def test_transcode_bench_smoke() -> None:
 
 
 def test_vod_bench_smoke() -> None:
-    out = _bench("bench.vod", "--seconds", "8", "--height", "240")
+    out = _bench("bench.vod", "--seconds", "6", "--height", "360")
     assert "speed ratio = ffmpeg_time / streamd_time" in out
     assert "workers speed-up = 1 worker /" in out
 
