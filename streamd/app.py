@@ -37,6 +37,7 @@ from streamd.appkeys import (
 )
 from streamd.clock import Clock, SystemClock
 from streamd.config import Config
+from streamd.ingest import recording
 from streamd.ingest.http import UploadSlots
 from streamd.ingest.rtmp.server import RtmpServer
 from streamd.ingest.srt.ingest import SrtIngest
@@ -123,7 +124,16 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _streams(app: web.Application) -> AsyncIterator[None]:
-    shutil.rmtree(app[CONFIG].data_dir / ".incoming", ignore_errors=True)  # cut-off bodies
+    config = app[CONFIG]
+    shutil.rmtree(config.data_dir / ".incoming", ignore_errors=True)  # cut-off bodies
+    stale = await asyncio.to_thread(
+        recording.forget_stale,
+        recording.resumable_dir(app),
+        config.upload.resumable_keep_s,
+        app[CLOCK].wall_s(),
+    )
+    if stale:
+        log.info("removed %d unfinished resumable uploads: %s", len(stale), ", ".join(stale))
     await app[STREAMS].start()
     log.info(
         "streamd ready: data in %s, %d transcode workers",

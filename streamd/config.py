@@ -96,6 +96,9 @@ class UploadConfig:
     max_recording_s: float = setting(
         12 * 3600.0, "Longest recording uploaded whole (?mode=vod), in seconds of media."
     )
+    resumable_keep_s: float = setting(
+        7 * 86400.0, "A resumable recording upload (tus) left unfinished this long is removed."
+    )
     max_streams: int = setting(16, "Most streams (video, audio, data...) in one upload.")
     max_concurrent: int = setting(
         32, "Uploads received and checked at once; more get 503 with Retry-After."

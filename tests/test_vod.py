@@ -239,3 +239,40 @@ async def test_a_recording_does_not_slow_a_live_stream(
             ffmpeg.kill()
         await ffmpeg.wait()
     assert busy[len(busy) // 2] <= alone[len(alone) // 2] + work_s, (alone, busy, work_s)
+
+
+async def test_a_resumable_upload_survives_a_restart_and_a_stale_one_is_removed(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    data = media("mp4", duration_s=4, gop=30).read_bytes()
+    half = len(data) // 2
+    tus = {"Tus-Resumable": "1.0.0"}
+    patch = {**tus, "Content-Type": "application/offset+octet-stream"}
+    client = await make_client(config)
+    for video_id in ("kept", "stale"):
+        resp = await client.post(
+            f"/upload/{video_id}?mode=vod", headers={**tus, "Upload-Length": str(len(data))}
+        )
+        assert resp.status == 201
+        resp = await client.patch(
+            f"/upload/{video_id}/recording",
+            data=data[:half],
+            headers={**patch, "Upload-Offset": "0"},
+        )
+        assert resp.status == 204
+    await client.close()
+
+    client = await make_client(config)  # a restart: what arrived is still there
+    head = await client.head("/upload/kept/recording", headers=tus)
+    assert head.headers["Upload-Offset"] == str(half)
+    resp = await client.patch(
+        "/upload/kept/recording", data=data[half:], headers={**patch, "Upload-Offset": str(half)}
+    )
+    assert resp.status == 204, await resp.text()
+    await wait_for(client, "kept", lambda v: v["state"] == "ended")
+    await client.close()
+
+    # Left unfinished past upload.resumable_keep_s: removed at the next start.
+    forgetful = replace(config, upload=replace(config.upload, resumable_keep_s=0.0))
+    client = await make_client(forgetful)
+    assert (await client.head("/upload/stale/recording", headers=tus)).status == 404

@@ -145,6 +145,19 @@ def resumable_dir(app: web.Application) -> Path:
     return path
 
 
+def forget_stale(directory: Path, keep_s: float, now_s: float) -> list[str]:
+    """Remove resumable uploads untouched for `keep_s` (at start-up); their video ids."""
+    gone = []
+    for meta in directory.glob("tus-*.json"):
+        part = meta.with_suffix(".part")
+        touched = max((p.stat().st_mtime for p in (meta, part) if p.exists()), default=0.0)
+        if now_s - touched > keep_s:
+            part.unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+            gone.append(meta.stem.removeprefix("tus-"))
+    return gone
+
+
 def _paths(directory: Path, video_id: str) -> tuple[Path, Path]:
     """The bytes so far, and what the upload is (its length, name, encryption)."""
     return directory / f"tus-{video_id}.part", directory / f"tus-{video_id}.json"

@@ -22,6 +22,7 @@ from av.bitstream import BitStreamFilterContext
 from streamd.errors import UnsupportedMedia
 from streamd.media.codecs.h264 import has_sps
 from streamd.media.output import Report, SegmentWriter
+from streamd.media.pieces import PieceReader
 from streamd.media.pipeline import StreamPipeline
 from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
@@ -43,7 +44,6 @@ from streamd.store import Store, open_store
 log = logging.getLogger("streamd.media.transcode")
 # Live audio frames and video packets kept until the first picture decodes (a few seconds).
 EARLY_KEPT = 256
-PIECE_PREROLL_S = 1.0  # a recording's piece decodes this much before and after its span
 
 
 def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
@@ -229,44 +229,6 @@ class _Upload:
         ends = audio_sample_at(at_90k) + round(frame.samples * AUDIO_HZ / (frame.sample_rate or 1))
         return ends <= self.pipeline.audio.end
 
-    def _seek(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream) -> None:
-        """A piece starts decoding a little before its keyframe: the audio before it pre-rolls
-        the AAC encoder (its own packets start at the piece), the video is skipped."""
-        assert self.piece is not None
-        before = self.piece.from_s - PIECE_PREROLL_S
-        if before > 0 and vs.time_base is not None:
-            c.seek(int(before / vs.time_base), stream=vs, backward=True)
-
-    def _outside(self, packet: av.Packet[Any], vs: av.video.stream.VideoStream) -> bool:
-        """A packet that is not the piece's to decode: video outside its GOPs (they are
-        closed at its first keyframe and at the next piece's), or anything past its end."""
-        assert self.piece is not None
-        t = _time_s(packet.pts if packet.pts is not None else packet.dts, packet.time_base)
-        if t is None:
-            return False  # the demuxer's flush packet at the end: the decoders' last frames
-        if packet.stream is vs:
-            early = t < Fraction(self.piece.from_s) - Fraction(1, 1000)
-            late = not self.piece.last and t >= Fraction(self.piece.to_s) - Fraction(1, 1000)
-            if early or late:
-                return True
-        return self._past(packet)
-
-    def _past(self, packet: av.Packet[Any]) -> bool:
-        """Past the piece's end by enough that the audio that ends its AAC stream is in
-        (however the file interleaves): the rest of the file is the next pieces'."""
-        assert self.piece is not None
-        if self.piece.last:
-            return False
-        t = _time_s(packet.dts if packet.dts is not None else packet.pts, packet.time_base)
-        return t is not None and t > self.piece.to_s + PIECE_PREROLL_S
-
-    def _flush(self, vs: av.video.stream.VideoStream) -> None:
-        """A piece that stopped before the file's end: the pictures its decoder still holds."""
-        for frame in vs.codec_context.decode(None):
-            if frame.time_base is None:  # unset on a flushed picture
-                frame.time_base = vs.time_base
-            self.video(frame)
-
     def feed(self, source: Path | bytes | LiveSource, aac_tail: bytes) -> tuple[SourceInfo, bytes]:
         """Decode the upload into the pipeline; returns what it held and its last AAC packet
         (the next upload's decoder starts from it)."""
@@ -300,13 +262,14 @@ class _Upload:
                 assert a_s is not None
                 with contextlib.suppress(av.FFmpegError):
                     a_s.codec_context.decode(av.Packet(aac_tail))
-            if self.piece is not None:
-                self._seek(c, vs)
+            reader = None if self.piece is None else PieceReader(self.piece, vs)
+            if reader is not None:
+                reader.seek(c)
             try:
                 for packet in c.demux(*streams):
-                    if self.piece is not None and self._outside(packet, vs):
-                        if self._past(packet):
-                            break
+                    if reader is not None and reader.done(packet):
+                        break
+                    if reader is not None and reader.skip(packet):
                         continue
                     if aac and packet.stream is a_s and packet.size:
                         aac_tail = bytes(packet)
@@ -327,8 +290,9 @@ class _Upload:
                         # After decoding: the filter takes the packet's data for its own.
                         for annexb in self.passing.filter(packet):
                             self.source_packet(annexb)
-                if self.piece is not None and not self.piece.last and info is not None:
-                    self._flush(vs)
+                if reader is not None and not reader.piece.last and info is not None:
+                    for frame in reader.held():
+                        self.video(frame)
             except av.FFmpegError as exc:
                 raise UnsupportedMedia("the upload stopped decoding", str(exc)) from exc
         if info is None:
