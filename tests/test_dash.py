@@ -171,7 +171,7 @@ async def test_a_recording_plays_in_dash_js_over_the_hls_segments(
     ended = ET.fromstring(await fetch(client, mpd_url))
     assert ended.get("type") == "static"
     total = sum(s.duration for s in rung.segments)
-    assert ended.get("mediaPresentationDuration") == f"PT{round(total, 3):g}S"
+    assert float(ended.get("mediaPresentationDuration", "")[2:-1]) == pytest.approx(total)
 
     result = await _play(str(client.make_url(mpd_url)), "--min-time", "3", "--timeout", "60")
     assert result["ok"], result

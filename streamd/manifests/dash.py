@@ -12,7 +12,9 @@ stream's second 0, as EXT-X-PROGRAM-DATE-TIME); once the stream has ended, `stat
 
 The timeline is kept as segments come: a run of equal durations is one `S` with `@r`, so
 adding a segment changes one line, and a live stream's MPD (cut at one duration) stays a
-few lines long however long it runs.
+few lines long however long it runs. Live with parts, the segment being made is announced
+for low-latency DASH. Unless WebM is off, VP9 and Opus adaptation sets follow the CMAF ones
+over the same timeline (their segments made on demand, streamd.web.dash).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ LATENCY_TARGET_SEGMENTS = 0.75  # low-latency: how far behind live players keep
 
 
 def _duration(seconds: float) -> str:
-    """An xs:duration in seconds (PT2.5S)."""
-    return f"PT{round(seconds, 3):g}S"
+    """An xs:duration in seconds, to the millisecond (PT2.5S, PT43200.125S)."""
+    return "PT" + f"{seconds:.3f}".rstrip("0").rstrip(".") + "S"
 
 
 class Timeline:
