@@ -276,3 +276,23 @@ async def test_a_resumable_upload_survives_a_restart_and_a_stale_one_is_removed(
     forgetful = replace(config, upload=replace(config.upload, resumable_keep_s=0.0))
     client = await make_client(forgetful)
     assert (await client.head("/upload/stale/recording", headers=tus)).status == 404
+
+
+async def test_deleting_a_recording_while_it_transcodes_stops_it_and_leaves_nothing(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    admin = "admin-token-for-tests"
+    cfg = replace(config, auth=replace(config.auth, admin_token=admin))
+    client = await make_client(cfg)
+    source = media("mp4", duration_s=40, gop=60, size="640x360")
+    with source.open("rb") as body:
+        resp = await client.post("/upload/gone?mode=vod", data=body)
+    assert resp.status == 202, await resp.text()
+    await wait_for(client, "gone", lambda v: v["segments"] >= 1 and not v["recording"]["done"])
+    resp = await client.delete("/api/videos/gone", headers={"Authorization": f"Bearer {admin}"})
+    assert resp.status in (200, 204), await resp.text()
+    assert (await client.get("/api/videos/gone")).status == 404
+    await asyncio.sleep(3)  # a piece still running would write more by now
+    for prefix in ("hls", "files", "ingest"):
+        left = [p for p in (cfg.data_dir / prefix / "gone").rglob("*") if p.is_file()]
+        assert left == [], prefix

@@ -60,9 +60,11 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
 
     slots = asyncio.Semaphore(max(1, runner.jobs.transcoders))
 
-    async def run(upload: Upload) -> TranscodeResult | StreamdError:
+    async def run(upload: Upload) -> TranscodeResult | StreamdError | None:
         plan = plan_of(upload)
         async with slots:
+            if runner.stopping:  # the stream is being deleted: no more pieces
+                return None
             stream.set_state(upload, TRANSCODING)
             state = PipelineState(next_segment=plan.first_segment, video_pts_90k=plan.start_90k)
             job = TranscodeJob(
@@ -101,6 +103,8 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
 
     todo = [u for u in pieces if _unpublished(u, len(stream.segments))]
     results = await asyncio.gather(*(run(u) for u in todo))
+    if runner.stopping:
+        return
     async with runner.lock:
         for upload in pieces:
             if upload not in todo:  # published whole before a restart
