@@ -13,7 +13,7 @@ import re
 
 from aiohttp import web
 
-from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, STORE
+from streamd.appkeys import CACHE, CONFIG, HLS, JOBS, METRICS, STORE
 from streamd.errors import NotFound
 from streamd.model import layout
 from streamd.model.formats import FMP4
@@ -40,12 +40,10 @@ async def webm(request: web.Request) -> web.Response:
         raise NotFound(f"no representation {representation[:40]!r}")
     segment = _segment(stream, rendition, name)
     key = layout.dash_webm_key(stream.video_id, representation, name)
-    data = app[CACHE].get(key)
-    if data is None:
-        try:
-            data = await app[STORE].get(key)
-        except FileNotFoundError:
-            data = await _encode(app, stream, rendition, segment, name == INIT)
+    try:
+        data = await app[HLS].object_bytes(key)  # the RAM cache, else the store
+    except NotFound:
+        data = await _encode(app, stream, rendition, segment, name == INIT)
         app[CACHE].put(key, data)
     kind = CONTENT_TYPES.get(rendition, "video/webm")
     max_age = app[CONFIG].http.segment_max_age_s
