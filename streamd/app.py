@@ -48,6 +48,7 @@ from streamd.model import layout
 from streamd.store import AsyncStore, FileStore, SegmentCache
 from streamd.store.sqlite import SqliteState
 from streamd.streams import Publisher, Streams
+from streamd.streams.retention import Retention
 from streamd.web import connection, feed, ops
 from streamd.web.hls import HlsObjects
 from streamd.web.middleware import request_middleware
@@ -89,6 +90,7 @@ def create_app(
         metrics,
         config.transcode.segment_duration_s,
         dash_webm=config.transcode.webm != "off",
+        sliding=config.retention.sliding,
     )
     app[STREAMS] = Streams(
         config, app[STATE], store, app[PUBLISHER], app[JOBS], app[CLOCK], metrics
@@ -105,7 +107,7 @@ def create_app(
     app.add_routes(serving.routes())
     app.on_shutdown.append(feed.end_feeds)
     app.cleanup_ctx.extend(
-        [_state, _workers, _streams, _listener(RTMP), _listener(SRT), _eager_webm]
+        [_state, _workers, _streams, _retention, _listener(RTMP), _listener(SRT), _eager_webm]
     )
     return app
 
@@ -142,6 +144,19 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[STREAMS].close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """`[retention]`: DVR windows and disk budgets, applied after each publish."""
+    config = app[CONFIG]
+    retention = Retention(config.retention, app[STREAMS], config.transcode.segment_duration_s)
+    app[PUBLISHER].segment_listeners.add(retention.published)
+    task = asyncio.create_task(retention.run(), name="retention")
+    yield
+    app[PUBLISHER].segment_listeners.discard(retention.published)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _eager_webm(app: web.Application) -> AsyncIterator[None]:

@@ -192,6 +192,32 @@ class ProtectionConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    dvr_window_min: float = setting(
+        0.0,
+        "Minutes of a live stream its playlists and MPD keep (a sliding window: older segments"
+        " leave them and are deleted); 0: keep everything (EVENT playlists). Not recordings.",
+    )
+    max_stream_bytes: int = setting(
+        0, "Segment bytes one live stream keeps; its oldest go first. 0: no limit."
+    )
+    max_total_bytes: int = setting(
+        0,
+        "Segment bytes of all streams; over it, the oldest ended streams are deleted, then the"
+        " live streams with the most lose their oldest segments. 0: no limit.",
+    )
+
+    @property
+    def window_s(self) -> float:
+        return 60 * self.dvr_window_min
+
+    @property
+    def sliding(self) -> bool:
+        """Whether live playlists may lose their oldest segments: then they are not EVENT."""
+        return bool(self.dvr_window_min or self.max_stream_bytes or self.max_total_bytes)
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = setting("0.0.0.0", "Address to listen on.")
     port: int = setting(8080, "TCP port to listen on.")
@@ -209,6 +235,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     protection: ProtectionConfig = field(default_factory=ProtectionConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def worker_count(self) -> int:

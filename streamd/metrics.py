@@ -93,6 +93,11 @@ class Metrics:
             ["format"],
             registry=r,
         )
+        self.segments_deleted = Counter(
+            "streamd_segments_deleted",
+            "Segments deleted by retention (DVR window, disk limits), every rung at once.",
+            registry=r,
+        )
         self.parts_published = Counter(
             "streamd_parts_published", "LL-HLS parts published (every rung at once).", registry=r
         )

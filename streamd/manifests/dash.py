@@ -19,6 +19,7 @@ over the same timeline (their segments made on demand, streamd.web.dash).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
@@ -44,12 +45,12 @@ def _duration(seconds: float) -> str:
 
 
 class Timeline:
-    """A SegmentTimeline's `S` elements in one timescale, kept as segments are added."""
+    """A SegmentTimeline's `S` elements in one timescale, kept as segments are added (and,
+    sliding, removed from the front): runs of [start, duration, repeat]."""
 
     def __init__(self, timescale: int) -> None:
         self.timescale = timescale
-        self.lines: list[str] = []
-        self.start = self.duration = self.repeat = 0  # the last run
+        self.runs: deque[list[int]] = deque()
         self.end: int | None = None  # where the last segment ends
 
     def ticks(self, seconds: float) -> int:
@@ -57,21 +58,29 @@ class Timeline:
 
     def add(self, start_s: float, end_s: float) -> None:
         start, end = self.ticks(start_s), self.ticks(end_s)
-        if start == self.end and end - start == self.duration:
-            self.repeat += 1
-            self.lines[-1] = self._run()
+        last = self.runs[-1] if self.runs else None
+        if last is not None and start == self.end and end - start == last[1]:
+            last[2] += 1
         else:
-            self.start, self.duration, self.repeat = start, end - start, 0
-            self.lines.append(self._run())
+            self.runs.append([start, end - start, 0])
         self.end = end
 
-    def _run(self) -> str:
-        repeat = f' r="{self.repeat}"' if self.repeat else ""
-        return f'<S t="{self.start}" d="{self.duration}"{repeat}/>'
+    def drop_before(self, start_s: float) -> None:
+        """The segments that start before `start_s` leave."""
+        tick = self.ticks(start_s)
+        while self.runs and self.runs[0][0] < tick:
+            run = self.runs[0]
+            if run[2]:
+                run[0], run[2] = run[0] + run[1], run[2] - 1
+            else:
+                self.runs.popleft()
 
     def render(self, indent: str, coming: tuple[float, float] | None = None) -> str:
         """Its S elements, and (`coming`: start and expected end) the segment being made."""
-        lines = [*self.lines]
+        lines = [
+            f'<S t="{start}" d="{duration}"' + (f' r="{repeat}"/>' if repeat else "/>")
+            for start, duration, repeat in self.runs
+        ]
         if coming is not None:
             start, end = self.ticks(coming[0]), self.ticks(coming[1])
             lines.append(f'<S t="{start}" d="{end - start}"/>')
@@ -90,6 +99,10 @@ class Period:
     audio: Timeline = field(default_factory=lambda: Timeline(AUDIO_HZ))
     webm: Timeline = field(default_factory=lambda: Timeline(1000))  # Matroska's clock
     count: int = 0  # segments
+    id: str = ""  # stays while its first segments leave (a sliding window)
+
+    def __post_init__(self) -> None:
+        self.id = self.id or f"p{self.first_sequence}"
 
     def takes(self, seg: Segment) -> bool:
         """Whether `seg` goes on in this period: the next sequence, on the same timeline,
@@ -97,6 +110,13 @@ class Period:
         if seg.discontinuity or seg.sequence != self.first_sequence + self.count:
             return False
         return all(self.inits.get(o.name) == _init(o) for o in (*seg.rungs, *seg.audio))
+
+    def trim(self, first_sequence: int, start_s: float) -> None:
+        """Its segments before `first_sequence` (which starts at `start_s`) leave."""
+        self.count -= first_sequence - self.first_sequence
+        self.first_sequence = first_sequence
+        for timeline in (self.video, self.audio, self.webm):
+            timeline.drop_before(start_s)
 
     def add(self, seg: Segment) -> None:
         self.video.add(seg.start_s, seg.end_s)
@@ -121,6 +141,17 @@ class DashManifest:
         self.part_s = 0.0
         self.coming: tuple[int, float] | None = None  # (sequence, start_s)
         self.webm = False  # WebM (VP9, Opus) adaptation sets, made on demand
+        self.sliding = False  # a live window: its oldest segments leave (timeShiftBufferDepth)
+
+    def trim(self, first_sequence: int, start_s: float) -> None:
+        """Segments before `first_sequence` (the first kept, at `start_s`) leave the
+        timeline; a Period left empty goes."""
+        while self.periods and self.periods[0].first_sequence + self.periods[0].count <= (
+            first_sequence
+        ):
+            self.periods.pop(0)
+        if self.periods and self.periods[0].first_sequence < first_sequence:
+            self.periods[0].trim(first_sequence, start_s)
 
     def begin(self, sequence: int, start_s: float, part_s: float, discontinuity: bool) -> bool:
         """A live segment's first part is out: announce the segment (with the duration it
@@ -164,6 +195,9 @@ class DashManifest:
                 f'minimumUpdatePeriod="{_duration(segment_s)}"',
                 f'suggestedPresentationDelay="{_duration(3 * segment_s)}"',
             ]
+            if self.sliding and stream.segments:
+                depth_s = stream.segments[-1].end_s - stream.segments[0].start_s
+                attrs.append(f'timeShiftBufferDepth="{_duration(depth_s)}"')
         out = ['<?xml version="1.0" encoding="UTF-8"?>\n', f"<MPD {' '.join(attrs)}>\n"]
         low_latency = self.part_s > 0 and not stream.ended
         if low_latency:  # DASH-IF IOP, low-latency modes: where players should keep to
@@ -196,7 +230,7 @@ class DashManifest:
         chunked: bool,
         coming: tuple[float, float] | None,
     ) -> str:
-        out = [f'  <Period id="p{period.first_sequence}" start="{_duration(period.start_s)}">\n']
+        out = [f'  <Period id="{period.id}" start="{_duration(period.start_s)}">\n']
         rungs = [r for r in stream.rungs if r.name in period.inits]
         if rungs:
             tallest = rungs[0]

@@ -51,7 +51,11 @@ class SegmentWriter:
         self.chunks: defaultdict[str, list[bytes]] = defaultdict(list)  # by rendition
         self.part_inits: dict[str, bytes] = {}
         # Seek-bar previews: not of an encrypted stream (its pictures are not kept in clear).
-        self.thumbs = None if job.protection else ThumbnailTrack(store, job.video_id)
+        self.thumbs = (
+            None
+            if job.protection
+            else ThumbnailTrack(store, job.video_id, job.settings.previews_window_s)
+        )
 
     def __call__(self, seg: SegmentMedia) -> None:
         self.count += 1

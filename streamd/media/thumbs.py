@@ -8,6 +8,7 @@ The work per segment stays the same however long the stream: one small JPEG, its
 from __future__ import annotations
 
 import io
+import re
 from fractions import Fraction
 
 import av
@@ -19,7 +20,10 @@ from streamd.store import Store
 TILE_WIDTH = 160
 SHEET_COLUMNS = 5
 SHEET_ROWS = 5
-PER_SHEET = SHEET_COLUMNS * SHEET_ROWS
+PER_SHEET = layout.THUMBS_PER_SHEET
+assert SHEET_COLUMNS * SHEET_ROWS == PER_SHEET
+TRIM_EVERY_S = 60.0  # a windowed track is written again when this much has left it
+_CUE_TIMES = re.compile(r"(\d+:\d\d:\d\d\.\d+) --> (\d+:\d\d:\d\d\.\d+)")
 
 
 def _jpeg(frame: av.VideoFrame) -> bytes:
@@ -37,6 +41,11 @@ def _pixels(jpeg: bytes) -> np.ndarray:
         return frame.to_ndarray(format="rgb24")
 
 
+def _seconds(timestamp: str) -> float:
+    hours, minutes, seconds = timestamp.split(":")
+    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+
+
 def _timestamp(s: float) -> str:
     ms = round(s * 1000)
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
@@ -45,8 +54,10 @@ def _timestamp(s: float) -> str:
 class ThumbnailTrack:
     """One stream's previews, written to the store as its segments are made."""
 
-    def __init__(self, store: Store, video_id: str) -> None:
+    def __init__(self, store: Store, video_id: str, window_s: float = 0.0) -> None:
         self.store, self.video_id = store, video_id
+        self.window_s = window_s  # retention: cues older than this leave the track
+        self.first_cue_s: float | None = None
         self.tiles: dict[int, np.ndarray] = {}  # the current sheet's, by segment
         self.made: dict[int, int] = {}  # tile height, by segment: the last few made
 
@@ -104,3 +115,23 @@ class ThumbnailTrack:
             f"{sheet}#xywh={x},{y},{TILE_WIDTH},{height}\n\n"
         )
         self.store.append(key, cue.encode())
+        if self.window_s:
+            self._trim(key, start_s + duration_s - self.window_s)
+
+    def _trim(self, key: str, keep_from_s: float) -> None:
+        """Cues that end before `keep_from_s` leave the track, once a minute's worth has
+        gathered (the track is written again whole: as long as the window, not the stream;
+        a live stream's jobs run one at a time, so nothing appends meanwhile)."""
+        if self.first_cue_s is None:
+            head = self.store.get(key, 0, 200).decode(errors="replace")
+            match = _CUE_TIMES.search(head)
+            self.first_cue_s = _seconds(match.group(1)) if match else keep_from_s
+        if self.first_cue_s > keep_from_s - TRIM_EVERY_S:
+            return
+        header, *cues = self.store.get(key).decode().split("\n\n")
+        kept = [
+            c for c in cues if (m := _CUE_TIMES.match(c)) and _seconds(m.group(2)) > keep_from_s
+        ]
+        self.store.put(key, "\n\n".join([header, *kept, ""]).encode())
+        first = _CUE_TIMES.match(kept[0]) if kept else None
+        self.first_cue_s = _seconds(first.group(1)) if first else keep_from_s

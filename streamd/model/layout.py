@@ -116,6 +116,9 @@ def thumbnail_tile_key(video_id: str, sequence: int) -> str:
     return f"hls/{video_id}/thumbs/seg{sequence:06d}.jpg"
 
 
+THUMBS_PER_SHEET = 25  # previews per sprite sheet: segment N's is on sheet N // 25
+
+
 def thumbnail_sheet_name(index: int) -> str:
     """A sprite sheet of previews, as the track beside it names it."""
     return f"thumbs/sheet{index:05d}.jpg"

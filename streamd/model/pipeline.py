@@ -26,6 +26,7 @@ class EncodeSettings:
     passthrough: bool = False  # live H.264 at the top rung's size: published as it came
     part_duration_s: float = 0.0  # live: LL-HLS parts about this long (0: none)
     live_preset: str = ""  # x264's for live sessions ("": `preset`)
+    previews_window_s: float = 0.0  # retention: older previews leave the thumbnails track
 
     def x264_preset(self, live: bool) -> str:
         return self.live_preset if live and self.live_preset else self.preset

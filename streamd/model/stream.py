@@ -92,6 +92,11 @@ class Segment:
     def end_s(self) -> float:
         return self.start_s + self.duration_s
 
+    @property
+    def size_bytes(self) -> int:
+        """Its media's bytes on disk, every rung and packaging (what retention counts)."""
+        return sum(sum(o.size_bytes.values()) for o in (*self.rungs, *self.audio))
+
 
 @dataclass(frozen=True)
 class StreamKey:
@@ -140,7 +145,10 @@ class Stream:
     created_wall_s: float
     next_upload: int | None = None  # the upload number to transcode next
     uploads: dict[int, Upload] = field(default_factory=dict)
+    # The segments its playlists name, from `first_sequence` on (retention moves it on).
     segments: list[Segment] = field(default_factory=list)
+    first_sequence: int = 0
+    discontinuity_sequence: int = 0  # new timelines among the segments before it
     pipeline: PipelineState = field(default_factory=PipelineState)
     ending: bool = False
     ended: bool = False
@@ -176,6 +184,10 @@ class Stream:
     arrivals: deque[tuple[float, float]] = field(  # (received_wall_s, duration_s), latest few
         default_factory=lambda: deque(maxlen=6), repr=False
     )
+    # Retention: bytes of `segments`; segments that left the playlists, each with the time
+    # its files may go (RFC 8216 6.2.2: they stay available a while), oldest first.
+    kept_bytes: int = 0
+    retired: deque[tuple[float, Segment]] = field(default_factory=deque, repr=False)
 
     @property
     def state(self) -> str:
@@ -203,6 +215,16 @@ class Stream:
     def duration_s(self) -> float:
         return round(self.segments[-1].end_s, 3) if self.segments else 0.0
 
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number the next published segment gets."""
+        return self.first_sequence + len(self.segments)
+
+    def segment(self, sequence: int) -> Segment | None:
+        """A segment the playlists name, by its sequence number."""
+        i = sequence - self.first_sequence
+        return self.segments[i] if 0 <= i < len(self.segments) else None
+
     # -- uploads ---------------------------------------------------------------------------
     def add_upload(self, upload: Upload) -> None:
         """A new upload (or one loaded back from the store)."""
@@ -221,6 +243,12 @@ class Stream:
             self.pending.pop(upload.number, None)
         else:
             self.pending[upload.number] = upload
+
+    def drop_upload(self, number: int) -> None:
+        """Forget a done upload (retention deleted what it made)."""
+        upload = self.uploads.pop(number)
+        self.counts[upload.state] -= 1
+        self.pending.pop(number, None)
 
     def next_number(self) -> int:
         """The number of an upload that came without one: the one after the highest seen."""
@@ -284,7 +312,10 @@ class Stream:
 
     # -- segments --------------------------------------------------------------------------
     def add_segment(self, seg: Segment) -> None:
+        if not self.segments:  # the first, or the first kept (loaded back)
+            self.first_sequence = seg.sequence
         self.segments.append(seg)
+        self.kept_bytes += seg.size_bytes
         for out in seg.rungs:
             self.codecs[out.name] = out.codecs
         for out in seg.audio:
@@ -296,6 +327,20 @@ class Stream:
             for packaging, (_, length) in out.iframes.items():
                 tally = self.bandwidth.setdefault((out.name, f"{packaging}-iframes"), Bandwidth())
                 tally.add(length, seg.duration_s)
+
+    def retire(self, first_sequence: int, due_wall_s: float) -> list[Segment]:
+        """Segments before `first_sequence` leave the playlists; their files may go at
+        `due_wall_s`. The last segment always stays."""
+        count = min(first_sequence - self.first_sequence, len(self.segments) - 1)
+        if count <= 0:
+            return []
+        gone, self.segments = self.segments[:count], self.segments[count:]
+        self.first_sequence += count
+        for seg in gone:
+            self.kept_bytes -= seg.size_bytes
+            self.discontinuity_sequence += seg.discontinuity
+            self.retired.append((due_wall_s, seg))
+        return gone
 
     def segment_at(self, time_s: float) -> Segment | None:
         i = bisect.bisect_right(self.segments, time_s, key=lambda s: s.start_s) - 1

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS streams (
     key_rotation_segments INTEGER,
     session TEXT,
     session_base INTEGER NOT NULL DEFAULT 0,
-    session_first INTEGER
+    session_first INTEGER,
+    first_sequence INTEGER NOT NULL DEFAULT 0,
+    discontinuity_sequence INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS pipelines (
     video_id TEXT PRIMARY KEY REFERENCES streams,
@@ -93,6 +95,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     5: (  # I-frame playlists (issue 13): where each segment's first picture is
         "ALTER TABLE rung_outputs ADD COLUMN iframes TEXT NOT NULL DEFAULT '{}'",
+    ),
+    6: (  # retention (issue 13): the first segment the playlists name (rows before it go)
+        "ALTER TABLE streams ADD COLUMN first_sequence INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE streams ADD COLUMN discontinuity_sequence INTEGER NOT NULL DEFAULT 0",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -46,6 +46,8 @@ STREAM_COLUMNS = (
     "session",
     "session_base",
     "session_first",
+    "first_sequence",
+    "discontinuity_sequence",
 )
 UPSERT_STREAM = (
     f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)})"
@@ -150,6 +152,8 @@ class SqliteState:
                 session=row[14],
                 session_base=row[15],
                 session_first=row[16],
+                first_sequence=row[17],
+                discontinuity_sequence=row[18],
             )
         for vid, state in db.execute("SELECT video_id, state FROM pipelines"):
             streams[vid].pipeline = pipeline_from_json(json.loads(state))
@@ -189,7 +193,11 @@ class SqliteState:
                 bool(row[6]),
                 tuple(audio.get((vid, seq), ())),
             )
-            streams[vid].add_segment(segment)
+            stream = streams[vid]
+            if seq < stream.first_sequence:  # retired before a restart: its files go now
+                stream.retired.append((0.0, segment))
+            else:
+                stream.add_segment(segment)
         return list(streams.values())
 
     # -- writing -----------------------------------------------------------------------------
@@ -222,6 +230,28 @@ class SqliteState:
             )
             db.executemany("INSERT INTO segments VALUES (?,?,?,?,?,?,?)", rows.segments)
             db.executemany("INSERT INTO rung_outputs VALUES (?,?,?,?,?,?,?,?)", rows.outputs)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def forget(self, video_id: str, segments: Sequence[int], uploads: Sequence[int]) -> None:
+        await self._run(self._forget, video_id, list(segments), list(uploads))
+
+    def _forget(self, video_id: str, segments: list[int], uploads: list[int]) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for table in ("rung_outputs", "segments"):
+                db.executemany(
+                    f"DELETE FROM {table} WHERE video_id = ? AND sequence = ?",
+                    [(video_id, n) for n in segments],
+                )
+            db.executemany(
+                "DELETE FROM uploads WHERE video_id = ? AND number = ?",
+                [(video_id, n) for n in uploads],
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -304,6 +334,8 @@ class _Rows:
             s.session,
             s.session_base,
             s.session_first,
+            s.first_sequence,
+            s.discontinuity_sequence,
         )
         self.pipeline = (vid, _json(pipeline_json(s.pipeline))) if pipeline else None
         self.uploads = [

@@ -29,8 +29,12 @@ class StateStore(Protocol):
         segments: Sequence[Segment] = (),
         pipeline: bool = False,
     ) -> None:
-        """One transaction: the stream's own fields, these uploads (inserted or updated),
-        these new segments, and its pipeline state when `pipeline` is set."""
+        """One transaction: the stream's own fields (where its playlists start among
+        them), these uploads (inserted or updated), these new segments, and its pipeline
+        state when `pipeline` is set."""
+
+    async def forget(self, video_id: str, segments: Sequence[int], uploads: Sequence[int]) -> None:
+        """One transaction: these segments and uploads are gone (retention deleted them)."""
 
     async def delete_stream(self, video_id: str) -> None:
         """Forget a stream: its record, uploads, segments and keys."""

@@ -38,11 +38,13 @@ class Publisher:
         metrics: Metrics,
         target_duration_s: float,
         dash_webm: bool = False,
+        sliding: bool = False,
     ) -> None:
         self.state, self.store, self.cache = state, store, cache
         self.clock, self.metrics = clock, metrics
         self.target_duration_s = target_duration_s
         self.dash_webm = dash_webm  # the MPDs name WebM renditions (made on demand)
+        self.sliding = sliding  # retention may trim live streams: their playlists slide
         self.playlists: dict[str, StreamPlaylists] = {}
         self.listeners: set[Listener] = set()
         self.segment_listeners: set[Callable[[Stream, Segment], None]] = set()  # once recorded
@@ -60,14 +62,16 @@ class Publisher:
         so the disk agrees with the record even after a crash between the two."""
         if not stream.segments:
             return
-        playlists = StreamPlaylists.of(stream, self.target_duration_s, self.dash_webm)
+        playlists = StreamPlaylists.of(
+            stream, self.target_duration_s, self.dash_webm, self.sliding and not stream.vod
+        )
         self.playlists[stream.video_id] = playlists
         for key, body in playlists.files().items():  # media playlists before masters
             await self.store.put(key, body)
 
     async def publish(self, stream: Stream, upload: Upload, seg: PublishedSegment) -> None:
         """Make one segment visible: recorded, in every playlist, in the cache, announced."""
-        if seg.sequence < len(stream.segments):
+        if seg.sequence < stream.next_sequence:
             return  # published before a restart
         now = self.clock.wall_s()
         if stream.start_wall_s is None and seg.ready_wall_s:  # live: when its frames came
@@ -112,14 +116,11 @@ class Publisher:
         """Make an LL-HLS part visible: in every fMP4 playlist, its bytes in RAM (here and,
         through the announcement, on every edge), its blocked requests answered. Nothing is
         written: a part lives only until its segment has been whole for a while."""
-        if part.sequence < len(stream.segments):
+        if part.sequence < stream.next_sequence:
             return  # its segment is published already (a restart)
         if stream.start_wall_s is None:  # the stream's first frames: its wall-clock origin
             stream.start_wall_s = self.clock.wall_s() - part.segment_start_s - part.duration_s
-        playlists = self.playlists.get(stream.video_id)
-        if playlists is None:
-            playlists = StreamPlaylists(stream.video_id, self.target_duration_s, self.dash_webm)
-            self.playlists[stream.video_id] = playlists
+        playlists = self._playlists(stream)
         pdt_s = stream.start_wall_s + part.segment_start_s
         self._announce(playlists.add_part(stream, part, pdt_s))
         self.metrics.parts_published.inc()
@@ -133,7 +134,7 @@ class Publisher:
         for number in uploads:
             last = stream.segments[-1]
             gap = Segment(
-                len(stream.segments), last.end_s, duration_s, number, self.clock.wall_s(), ()
+                stream.next_sequence, last.end_s, duration_s, number, self.clock.wall_s(), ()
             )
             await self._write(self._add(stream, gap))
             gaps.append(gap)
@@ -152,13 +153,35 @@ class Publisher:
         it now (playlists are served from RAM); the state store and the disk follow."""
         stream.add_segment(segment)
         stream.updated_wall_s = segment.published_wall_s
-        playlists = self.playlists.get(stream.video_id)
-        if playlists is None:
-            playlists = StreamPlaylists(stream.video_id, self.target_duration_s, self.dash_webm)
-            self.playlists[stream.video_id] = playlists
+        playlists = self._playlists(stream)
         change = playlists.add(stream, segment)
         self._announce(change)
         return change
+
+    def _playlists(self, stream: Stream) -> StreamPlaylists:
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            sliding = self.sliding and not stream.vod  # a recording keeps every segment
+            playlists = StreamPlaylists(
+                stream.video_id, self.target_duration_s, self.dash_webm, sliding
+            )
+            self.playlists[stream.video_id] = playlists
+        return playlists
+
+    async def retire(self, stream: Stream, first_sequence: int, due_wall_s: float) -> int:
+        """Retention: the segments before `first_sequence` leave the record and every
+        playlist (their files go at `due_wall_s`). How many left."""
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None or not playlists.sliding or stream.ended:
+            return 0  # EVENT and VOD playlists only ever grow; ended ones never change
+        gone = stream.retire(first_sequence, due_wall_s)
+        if not gone:
+            return 0
+        change = playlists.trim(stream)
+        self._announce(change)
+        await self.state.record(stream)  # where the playlists start, before they are written
+        await self._write(change)
+        return len(gone)
 
     async def end(self, stream: Stream) -> None:
         """EXT-X-ENDLIST on every media playlist (the record says `ended` already)."""

@@ -48,7 +48,7 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
 
     async def publish_ready() -> None:
         async with runner.lock:
-            while (ready := waiting.pop(len(stream.segments), None)) is not None:
+            while (ready := waiting.pop(stream.next_sequence, None)) is not None:
                 if isinstance(ready, _Gap):
                     await runner.publisher.publish_gap(stream, [ready.upload], ready.duration_s)
                 else:
@@ -71,9 +71,9 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
                 stream.video_id,
                 (JobInput(upload.number, upload.keys, upload.received_wall_s, piece=plan.piece),),
                 state,
-                runner.settings,
+                replace(runner.settings, previews_window_s=0.0),  # a recording keeps all
                 runner.store_spec,
-                publish_from=max(plan.first_segment, len(stream.segments)),
+                publish_from=max(plan.first_segment, stream.next_sequence),
                 limits=runner.limits,
                 timeout_s=runner.upload_timeout_s * plan.piece.segments,
                 background=True,  # below every live stream's work
@@ -93,7 +93,7 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
             published = {s for s, w in waiting.items() if not isinstance(w, _Gap)}
             each_s = plan.duration_s / plan.piece.segments
             for sequence in range(plan.first_segment, plan.first_segment + plan.piece.segments):
-                if sequence >= len(stream.segments) and sequence not in published:
+                if sequence >= stream.next_sequence and sequence not in published:
                     waiting[sequence] = _Gap(upload.number, each_s)
         else:
             stream.set_state(upload, PUBLISHED)
@@ -101,7 +101,7 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
         await publish_ready()
         return result
 
-    todo = [u for u in pieces if _unpublished(u, len(stream.segments))]
+    todo = [u for u in pieces if _unpublished(u, stream.next_sequence)]
     results = await asyncio.gather(*(run(u) for u in todo))
     if runner.stopping:
         return
@@ -112,7 +112,7 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
         done = [r for r in results if isinstance(r, TranscodeResult)]
         if done:
             last = done[-1]
-            stream.pipeline = replace(last.state, next_segment=len(stream.segments))
+            stream.pipeline = replace(last.state, next_segment=stream.next_sequence)
             media_s = sum(r.media_duration_s for r in done)
             elapsed_s = runner.clock.wall_s() - now
             stream.realtime_factor = round(media_s / elapsed_s, 3) if elapsed_s else None
@@ -126,7 +126,7 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
         "%s: recording transcoded, %d pieces, %d segments, %.1f s",
         stream.video_id,
         len(pieces),
-        len(stream.segments),
+        stream.next_sequence,
         stream.duration_s,
     )
 

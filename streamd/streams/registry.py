@@ -47,6 +47,7 @@ def encode_settings(config: Config) -> EncodeSettings:
         tc.passthrough,
         config.hls.part_duration_s,
         tc.live_preset,
+        config.retention.window_s,
     )
 
 
@@ -100,7 +101,7 @@ class Streams:
             log.info(
                 "loaded %s: %d segments published, %d uploads to do, %s",
                 stream.video_id,
-                len(stream.segments),
+                stream.next_sequence,
                 pending,
                 stream.state,
             )

@@ -252,7 +252,7 @@ class StreamRunner:
                 log.info(
                     "%s ended: %d segments, %.1f s",
                     stream.video_id,
-                    len(stream.segments),
+                    stream.next_sequence,
                     stream.duration_s,
                 )
                 return
@@ -301,7 +301,7 @@ class StreamRunner:
             stream.pipeline,
             self.settings,
             self.store_spec,
-            publish_from=len(stream.segments),
+            publish_from=stream.next_sequence,
             limits=self.limits,
             timeout_s=None if live else self.upload_timeout_s * len(batch),
             skip_rungs=0 if background else stream.dropped_rungs,
@@ -397,7 +397,7 @@ class StreamRunner:
         async with self.lock:
             await self.timeline.worker_lost(upload)
         stream = self.stream
-        return replace(job, state=stream.pipeline, publish_from=len(stream.segments))
+        return replace(job, state=stream.pipeline, publish_from=stream.next_sequence)
 
     def _advance(self, uploads: int = 1) -> None:
         stream = self.stream
@@ -431,7 +431,7 @@ class StreamRunner:
         upload.error = f"{exc.message}: {exc.detail or ''}"
         for rung in stream.rungs or self.settings.ladder:
             self.metrics.segments_failed.labels(rung.name).inc()
-        if len(stream.segments) > stream.pipeline.next_segment:
+        if stream.next_sequence > stream.pipeline.next_segment:
             last = stream.segments[-1]
-            stream.pipeline = stream.pipeline.resumed_at(len(stream.segments), last.end_s)
+            stream.pipeline = stream.pipeline.resumed_at(stream.next_sequence, last.end_s)
         self._advance()

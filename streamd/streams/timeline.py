@@ -46,9 +46,9 @@ class Timeline:
         assert stream.next_upload is not None
         missing = range(missing_from, min(stream.next_upload, missing_from + MAX_GAP_UPLOADS))
         await self.publisher.publish_gap(stream, missing, self._upload_duration_s())
-        if stream.segments and len(stream.segments) > stream.pipeline.next_segment:
+        if stream.segments and stream.next_sequence > stream.pipeline.next_segment:
             stream.pipeline = stream.pipeline.resumed_at(
-                len(stream.segments), stream.segments[-1].end_s
+                stream.next_sequence, stream.segments[-1].end_s
             )
         await self.state.record(stream, pipeline=True)
         return True
@@ -71,7 +71,7 @@ class Timeline:
         last_end_s = stream.segments[-1].end_s
         source_s = (upload.source or {}).get("durationS") or 0.0
         began_s = upload.received_wall_s - source_s - (stream.start_wall_s or 0.0)
-        stream.pipeline = stream.pipeline.resumed_at(len(stream.segments), max(last_end_s, began_s))
+        stream.pipeline = stream.pipeline.resumed_at(stream.next_sequence, max(last_end_s, began_s))
         stream.discontinuity_due = True
         await self.state.record(stream, pipeline=True)
 
@@ -85,6 +85,6 @@ class Timeline:
         if stream.segments and lost_s > 0.001:  # at most a target duration each
             count = math.ceil(lost_s / self.segment_duration_s)
             await self.publisher.publish_gap(stream, [upload.number] * count, lost_s / count)
-        stream.pipeline = stream.pipeline.resumed_at(len(stream.segments), max(now_s, last_end_s))
+        stream.pipeline = stream.pipeline.resumed_at(stream.next_sequence, max(now_s, last_end_s))
         stream.discontinuity_due = bool(stream.segments)
         await self.state.record(stream, pipeline=True)

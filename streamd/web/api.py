@@ -80,8 +80,12 @@ def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
         "state": stream.state,
         "createdAt": iso(stream.created_wall_s),
         "updatedAt": iso(stream.updated_wall_s or stream.created_wall_s),
+        "startedAt": None if stream.start_wall_s is None else iso(stream.start_wall_s),
         "durationS": stream.duration_s,
+        # Where the playlists start (retention keeps a live window) and what they hold.
+        "firstS": round(stream.segments[0].start_s, 3) if stream.segments else 0.0,
         "segments": len(stream.segments),
+        "keptBytes": stream.kept_bytes,
         "encryption": method_of(stream.protection),
         "frameRate": stream.frame_rate or None,
         "realtimeFactor": stream.realtime_factor,

@@ -55,8 +55,8 @@ def _segment(stream: Stream, rendition: str, name: str) -> Segment:
     """The published segment a WebM object is made from (its init: the newest one)."""
     if name == INIT:
         found = next((s for s in reversed(stream.segments) if s.rung(rendition)), None)
-    elif (m := _SEGMENT.match(name)) is not None and int(m.group(1)) < len(stream.segments):
-        found = stream.segments[int(m.group(1))]
+    elif (m := _SEGMENT.match(name)) is not None:
+        found = stream.segment(int(m.group(1)))
     else:
         found = None
     if found is None or found.rung(rendition) is None:
@@ -100,9 +100,9 @@ async def _audio_of(
 ) -> bytes | None:
     """A neighbour's audio track file, if it is published, on the same timeline (no
     restart between them) and with the same init segment."""
-    if not 0 <= sequence < len(stream.segments):
+    neighbour = stream.segment(sequence)
+    if neighbour is None:
         return None
-    neighbour = stream.segments[sequence]
     later = neighbour if sequence > segment.sequence else segment
     ours, theirs = segment.rung(rendition), neighbour.rung(rendition)
     if theirs is None or ours is None or later.discontinuity or theirs.inits != ours.inits:

@@ -48,6 +48,12 @@ def gauges(app: web.Application) -> Iterator[Metric]:
         },
         ("stream",),
     )
+    yield gauge(
+        "streamd_stream_bytes",
+        "Bytes of the segments each stream's playlists name (what retention limits).",
+        {(s.video_id,): s.kept_bytes for s in streams.records.values()},
+        ("stream",),
+    )
     feeds = [(vid, r.live.current()) for vid, r in streams.runners.items()]
     live = [(vid, f) for vid, f in feeds if f is not None]
     yield gauge(

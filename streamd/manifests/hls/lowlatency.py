@@ -225,15 +225,21 @@ class LivePlaylistTail:
         self.current, self.head = [p for p in self.current if p.msn > msn], None
         self.last_msn = msn
 
-    def leaving(self) -> list[MediaSegment]:
-        """Segments now beyond the skip boundary, oldest first: they go to the body."""
+    def leaving(self) -> list[tuple[int, MediaSegment]]:
+        """Segments now beyond the skip boundary, oldest first, with their media sequence
+        numbers: they go to the body."""
         out = []
         while len(self.window) > 1:
             later = sum(e.duration_s for e, _ in list(self.window)[1:])
             if later < SKIP_TD * self.target_s:
                 break
-            out.append(self.window.popleft()[0])
+            out.append((self.last_msn - len(self.window) + 1, self.window.popleft()[0]))
         return out
+
+    def segments(self) -> list[tuple[int, MediaSegment]]:
+        """Every whole segment in the tail, with its media sequence number."""
+        first = self.last_msn - len(self.window) + 1
+        return [(first + i, entry) for i, (entry, _) in enumerate(self.window)]
 
     def add_part(self, part: Part, head: MediaSegment, next_begins_segment: bool) -> None:
         if not self.current:

@@ -10,6 +10,7 @@ Masters are a few lines per rung; they are rendered again and replaced only when
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from streamd.manifests.dash import DashManifest
@@ -78,7 +79,13 @@ class _MediaPlaylist:
     same segments, each as the byte range of its first picture."""
 
     def __init__(
-        self, key: str, packaging: Packaging, rung: str, target_s: int, iframes: bool = False
+        self,
+        key: str,
+        packaging: Packaging,
+        rung: str,
+        target_s: int,
+        iframes: bool = False,
+        sliding: bool = False,
     ) -> None:
         self.key, self.packaging, self.rung = key, packaging, rung
         self.iframes = iframes
@@ -91,6 +98,12 @@ class _MediaPlaylist:
         self.body_segments = 0  # in the body (the rest are in the tail)
         self.vod = False
         self.tail: LivePlaylistTail | None = None  # LL-HLS, once the first part came
+        # Sliding (retention): the body's segments by media sequence number, so the oldest
+        # can leave and the body be written again from the new first one.
+        self.sliding = sliding
+        self.media_sequence: int | None = None  # the first segment's
+        self.discontinuity_sequence = 0
+        self.body: deque[tuple[int, MediaSegment]] = deque()
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
         out = seg.rung(self.rung)
@@ -125,23 +138,28 @@ class _MediaPlaylist:
         """The header as MediaPlaylist.render would write it for every segment so far (all
         segments of a packaging carry a map, or none does); a changed header (the first
         segment, a longer one, parts) writes the playlist whole."""
-        control = ""
-        if self.tail is not None:
-            control = server_control(self.target_duration_s, self.tail.part_target_s)
-        playlist = MediaPlaylist(
-            (entry,),
-            self.target_duration_s,
-            server_control=control,
-            iframes_only=self.iframes,
-            vod=self.vod,
-        )
-        header = playlist.header()
+        header = self._header(entry)
         if header == self.header:
             return
         old_header, self.header = self.header, header
         self.text.set(header.encode() + self.text.body()[len(old_header) :])
         change.replaced[self.key] = self.text.body()
         change.appended.pop(self.key, None)
+
+    def _header(self, entry: MediaSegment) -> str:
+        control = ""
+        if self.tail is not None:
+            control = server_control(self.target_duration_s, self.tail.part_target_s)
+        return MediaPlaylist(
+            (entry,),
+            self.target_duration_s,
+            media_sequence=self.media_sequence or 0,
+            discontinuity_sequence=self.discontinuity_sequence,
+            sliding=self.sliding,
+            server_control=control,
+            iframes_only=self.iframes,
+            vod=self.vod,
+        ).header()
 
     def _append(self, lines: bytes, change: PlaylistChange) -> None:
         self.text.append(lines)
@@ -150,23 +168,50 @@ class _MediaPlaylist:
         else:
             change.appended[self.key] = change.appended.get(self.key, b"") + lines
 
-    def _append_segment(self, entry: MediaSegment, change: PlaylistChange) -> None:
+    def _append_segment(self, msn: int, entry: MediaSegment, change: PlaylistChange) -> None:
         lines = entry.render(self.current_map, self.current_key).encode()
         self.current_map = entry.map_uri or self.current_map
         self.current_key = entry.key_uri
         self.body_segments += 1
+        if self.sliding:
+            self.body.append((msn, entry))
         self._append(lines, change)
 
-    def add(self, entry: MediaSegment, msn: int, change: PlaylistChange) -> None:
+    def add(self, stream: Stream, seg: Segment, change: PlaylistChange) -> None:
+        entry, msn = self.entry(stream, seg), seg.sequence
         self.longest = max(self.longest, round_half_up(entry.duration_s))
+        if self.media_sequence is None:  # the first (or, restarted, where a window stood)
+            self.media_sequence = msn
+            self.discontinuity_sequence = stream.discontinuity_sequence
         self._set_header(entry, change)
         if self.tail is None:
-            self._append_segment(entry, change)
+            self._append_segment(msn, entry, change)
             return
         self.tail.target_s = self.target_duration_s
         self.tail.add_segment(entry, msn)
-        for old in self.tail.leaving():
-            self._append_segment(old, change)
+        for number, old in self.tail.leaving():
+            self._append_segment(number, old, change)
+
+    def trim(self, first_msn: int, discontinuity_sequence: int, change: PlaylistChange) -> None:
+        """Sliding: the body's segments before `first_msn` leave (6.2.2), and the body is
+        written again, its new first segment with the EXT-X-MAP and EXT-X-KEY it needs.
+        The LL-HLS tail is never cut into (retention keeps more than it holds)."""
+        if not self.sliding or not self.body or self.body[0][0] >= first_msn:
+            return
+        while self.body and self.body[0][0] < first_msn:
+            self.body.popleft()
+        self.body_segments = len(self.body)
+        self.media_sequence = self.body[0][0] if self.body else first_msn
+        self.discontinuity_sequence = discontinuity_sequence
+        head = self.body[0][1] if self.body else MediaSegment("", 0.0, map_uri=self.current_map)
+        self.header = self._header(head)
+        lines, current_map, current_key = [self.header], None, None
+        for _, entry in self.body:
+            lines.append(entry.render(current_map, current_key))
+            current_map, current_key = entry.map_uri or current_map, entry.key_uri
+        self.text.set("".join(lines).encode())
+        change.replaced[self.key] = self.text.body()
+        change.appended.pop(self.key, None)
 
     def add_part(
         self, part: PublishedPart, init: str, head: MediaSegment, change: PlaylistChange
@@ -193,8 +238,8 @@ class _MediaPlaylist:
             return
         if self.tail is not None:  # whole segments only, and no blocking (6.2.5.2)
             tail, self.tail = self.tail, None
-            for entry, _ in tail.window:
-                self._append_segment(entry, change)
+            for msn, entry in tail.segments():
+                self._append_segment(msn, entry, change)
         self.vod = vod
         self._set_header(MediaSegment("", 0.0, map_uri=self.current_map), change)
         self._append(ENDLIST.encode(), change)
@@ -203,13 +248,21 @@ class _MediaPlaylist:
 class StreamPlaylists:
     """Every playlist of one stream by store key, as served (and as written to the store)."""
 
-    def __init__(self, video_id: str, target_duration_s: float, dash_webm: bool = False) -> None:
+    def __init__(
+        self,
+        video_id: str,
+        target_duration_s: float,
+        dash_webm: bool = False,
+        sliding: bool = False,
+    ) -> None:
         self.video_id = video_id
+        self.sliding = sliding  # a live window (retention): media playlists lose old segments
         self.ended = False
         self.target_s = math.ceil(target_duration_s)
         self.segment_s = target_duration_s
         self.dash = DashManifest(video_id)
         self.dash.webm = dash_webm
+        self.dash.sliding = sliding
         self.protection: Protection | None = None
         self.key_count = 0
         self._media: dict[str, _MediaPlaylist] = {}
@@ -259,14 +312,14 @@ class StreamPlaylists:
         change = self.change()
         for packaging in PACKAGINGS.values():
             for media in self._renditions(stream, packaging):
-                media.add(media.entry(stream, seg), seg.sequence, change)
+                media.add(stream, seg, change)
             for rung in stream.rungs:
                 out = seg.rung(rung.name)
                 iframes = self._iframes_for(
                     packaging, rung.name, out is not None and packaging.name in out.iframes
                 )
                 if iframes is not None:
-                    iframes.add(iframes.entry(stream, seg), seg.sequence, change)
+                    iframes.add(stream, seg, change)
         self.dash.add(seg)
         if refresh:
             self._refresh_masters(stream, change)
@@ -299,6 +352,19 @@ class StreamPlaylists:
         self._refresh_live(change)
         return change
 
+    def trim(self, stream: Stream) -> PlaylistChange:
+        """The stream's oldest segments left its record (retention): they leave every media
+        playlist and the MPD too."""
+        change = self.change()
+        for media in self._media.values():
+            media.trim(stream.first_sequence, stream.discontinuity_sequence, change)
+        if stream.segments:
+            self.dash.trim(stream.first_sequence, stream.segments[0].start_s)
+        self._refresh_masters(stream, change)
+        if not self.ended:
+            self._refresh_live(change)  # delta updates skip what the body holds now
+        return change
+
     def _renditions(self, stream: Stream, packaging: Packaging) -> list[_MediaPlaylist]:
         """The media playlists of a packaging: a rung's each, and the audio's if apart."""
         names = [r.name for r in stream.rungs]
@@ -310,7 +376,9 @@ class StreamPlaylists:
         key = layout.media_playlist_key(self.video_id, packaging.name, rung)
         media = self._media.get(key)
         if media is None:
-            media = self._media[key] = _MediaPlaylist(key, packaging, rung, self.target_s)
+            media = self._media[key] = _MediaPlaylist(
+                key, packaging, rung, self.target_s, sliding=self.sliding
+            )
         return media
 
     def _iframes_for(self, packaging: Packaging, rung: str, start: bool) -> _MediaPlaylist | None:
@@ -320,7 +388,7 @@ class StreamPlaylists:
         media = self._media.get(key)
         if media is None and start:
             media = self._media[key] = _MediaPlaylist(
-                key, packaging, rung, self.target_s, iframes=True
+                key, packaging, rung, self.target_s, iframes=True, sliding=self.sliding
             )
         return media
 
@@ -349,10 +417,14 @@ class StreamPlaylists:
 
     @classmethod
     def of(
-        cls, stream: Stream, target_duration_s: float, dash_webm: bool = False
+        cls,
+        stream: Stream,
+        target_duration_s: float,
+        dash_webm: bool = False,
+        sliding: bool = False,
     ) -> StreamPlaylists:
         """Built from a stream's whole record (at start-up: the one walk over its history)."""
-        playlists = cls(stream.video_id, target_duration_s, dash_webm)
+        playlists = cls(stream.video_id, target_duration_s, dash_webm, sliding)
         for seg in stream.segments:
             playlists.add(stream, seg, refresh=False)
         playlists._refresh_masters(stream, playlists.change())

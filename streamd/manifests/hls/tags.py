@@ -79,12 +79,15 @@ class MediaSegment:
 @dataclass(frozen=True)
 class MediaPlaylist:
     """A rung's media playlist: EVENT while live (only ever appended), ENDLIST when ended;
-    VOD once a recording uploaded whole is done (it will never change again)."""
+    VOD once a recording uploaded whole is done (it will never change again). `sliding`:
+    a live window that loses its oldest segments (RFC 8216 6.2.2), so not EVENT."""
 
     segments: tuple[MediaSegment, ...]
     target_duration_s: int
     ended: bool = False
     media_sequence: int = 0
+    discontinuity_sequence: int = 0  # EXT-X-DISCONTINUITY tags removed with old segments
+    sliding: bool = False
     server_control: str = ""  # LL-HLS: EXT-X-SERVER-CONTROL and EXT-X-PART-INF lines
     iframes_only: bool = False  # each segment's first picture (EXT-X-BYTERANGE), for trick play
     vod: bool = False
@@ -108,16 +111,23 @@ class MediaPlaylist:
 
     def header(self) -> str:
         """Everything before the first segment."""
-        return (
-            "#EXTM3U\n"
-            f"#EXT-X-VERSION:{self.version}\n"
-            f"#EXT-X-TARGETDURATION:{self.target_duration}\n"
-            f"{self.server_control}"
-            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
-            f"#EXT-X-PLAYLIST-TYPE:{'VOD' if self.vod else 'EVENT'}\n"
-            + ("#EXT-X-I-FRAMES-ONLY\n" if self.iframes_only else "")
-            + "#EXT-X-INDEPENDENT-SEGMENTS\n"
-        )
+        lines = [
+            "#EXTM3U\n",
+            f"#EXT-X-VERSION:{self.version}\n",
+            f"#EXT-X-TARGETDURATION:{self.target_duration}\n",
+            self.server_control,
+            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n",
+        ]
+        if self.sliding:
+            lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}\n")
+        elif self.vod:
+            lines.append("#EXT-X-PLAYLIST-TYPE:VOD\n")
+        else:
+            lines.append("#EXT-X-PLAYLIST-TYPE:EVENT\n")
+        if self.iframes_only:
+            lines.append("#EXT-X-I-FRAMES-ONLY\n")
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS\n")
+        return "".join(lines)
 
     def render(self) -> str:
         out = [self.header()]
