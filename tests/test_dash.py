@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from streamd.config import Config
+from streamd.config import Config, RetentionConfig
 from streamd.manifests.dash import DashManifest
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
@@ -191,10 +192,13 @@ async def test_a_live_stream_plays_in_dash_js_low_latency(
 ) -> None:
     """Live with parts: the MPD announces the segment being made (availabilityTimeOffset),
     which is sent chunk by chunk as its parts come, byte for byte the segment it becomes;
-    dash.js plays it in its low-latency mode."""
-    client = await live_client(make_client, config, reconnect_window_s=30.0)
+    dash.js plays it in its low-latency mode, over a 16 s DVR window that slides."""
+    window = RetentionConfig(dvr_window_min=0.27)
+    client = await live_client(
+        make_client, replace(config, retention=window), reconnect_window_s=30.0
+    )
     url = f"{client.rtmp_url}/dl?key={TEST_KEY}"  # type: ignore[attr-defined]
-    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 30))
+    ffmpeg = await start_ffmpeg(ffmpeg_rtmp(url, 60))
     try:
         await until(client, "dl", lambda v: v["segments"] >= 2)
         mpd_url = "/hls/dl/fmp4/manifest.mpd"
@@ -222,9 +226,11 @@ async def test_a_live_stream_plays_in_dash_js_low_latency(
         await until(client, "dl", lambda v: v["segments"] > coming)
         assert body == await fetch(client, f"/hls/dl/fmp4/240p/seg{coming:06d}.m4s")
 
+        await until(client, "dl", lambda v: v["firstS"] > 0)  # the window slides
         result = await _play(
             str(client.make_url(mpd_url)), "--min-time", "2", "--watch", "6", "--timeout", "40"
         )
+        slid = ET.fromstring(await fetch(client, mpd_url))
         assert result["ok"], result
         assert result["dynamic"] is True
         assert result["lowLatency"] is True
@@ -232,6 +238,10 @@ async def test_a_live_stream_plays_in_dash_js_low_latency(
         assert result["errors"] == []
         assert 0 < float(result["latency"]) < 2.5  # type: ignore[arg-type]
         assert ffmpeg.returncode is None, "played while the publisher was still sending"
+        assert slid.get("timeShiftBufferDepth")
+        template = slid.find("d:Period/d:AdaptationSet/d:SegmentTemplate", NS)
+        assert template is not None
+        assert int(template.get("startNumber", "0")) > 0  # its first segments left
     finally:
         if ffmpeg.returncode is None:
             ffmpeg.kill()

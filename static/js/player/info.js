@@ -51,6 +51,7 @@ async function refreshInfo() {
     }
     const s = await res.json();
     if (s.state === 'ended') player.ended = true;
+    if (s.startedAt) player.startedAtMs = Date.parse(s.startedAt);
     const rows = [
       ['State', s.state || '?'],
       ['Duration', s.durationS != null ? clock(s.durationS) + ' (' + Number(s.durationS).toFixed(1) + ' s)' : '?'],

@@ -22,6 +22,7 @@ export const player = {
   hls: null,          // the hls.js instance (null in native mode / before start)
   started: false,     // player attached to a source
   ended: false,       // stream has EXT-X-ENDLIST (or the API says "ended")
+  startedAtMs: null,  // wall-clock time of stream second 0 (the API's startedAt)
 };
 
 // The one place that swaps the hls.js instance, so window.streamd.hls follows it.
@@ -48,12 +49,16 @@ function currentDetails() {
   return (lvl && lvl.details) || hls.latestLevelDetails || null;
 }
 
-// Stream seconds (what /viewstream and the thumbnails track count) at media time `t`: the
-// first segment of an EVENT playlist is segment 0, at stream time 0.
+// Stream seconds (what /viewstream, clips and the thumbnails track count) at media time
+// `t`. The playlist's first segment is stream second 0 only until a DVR window slides
+// (retention): its EXT-X-PROGRAM-DATE-TIME against the stream's start says where it is.
 export function streamTime(t) {
   const d = player.hls && player.hls.latestLevelDetails;
   const first = d && d.fragments && d.fragments[0];
-  return first ? t - first.start : t;
+  if (!first) return t;
+  const offset = first.programDateTime && player.startedAtMs !== null
+    ? (first.programDateTime - player.startedAtMs) / 1000 : 0;
+  return offset + t - first.start;
 }
 
 export function isLive() {
