@@ -175,7 +175,7 @@ async def test_player_plays_low_latency_hls_without_stalls(
     make_client: AppClient, config: Config
 ) -> None:
     """An RTMP-fed live stream in hls.js's low-latency mode: parts, blocking reloads, and
-    40 s of playback with no stall and every frame, about a second behind real time, caught
+    60 s of playback (issue 12) with no stall and every frame, about a second behind real time, caught
     up with the live edge, while an 18 s DVR window slides under it (retention)."""
     from tests.test_rtmp_live import ffmpeg_rtmp, live_client, start_ffmpeg, until
 
@@ -186,7 +186,7 @@ async def test_player_plays_low_latency_hls_without_stalls(
     try:
         await until(client, "llplay", lambda v: v["segments"] >= 1)
         page = str(client.make_url("/player.html?v=llplay"))
-        result = await _play(page, "--min-time", "2", "--watch", "40", "--timeout", "90")
+        result = await _play(page, "--min-time", "2", "--watch", "60", "--timeout", "110")
         playlist = m3u8.loads((await fetch(client, "/hls/llplay/fmp4/240p/index.m3u8")).decode())
     finally:
         if ffmpeg.returncode is None:
@@ -198,7 +198,7 @@ async def test_player_plays_low_latency_hls_without_stalls(
     assert watch["lowLatency"], watch
     assert watch["partTarget"] == pytest.approx(0.102), watch
     assert watch["stalls"] == 0, watch
-    assert watch["advanced"] >= 39, watch
+    assert watch["advanced"] >= 59, watch
     assert playlist.media_sequence > 0
     assert playlist.playlist_type is None
     assert watch["partsLoaded"] >= 100, watch  # it plays parts, not whole segments

@@ -12,7 +12,8 @@ stream's second 0, as EXT-X-PROGRAM-DATE-TIME); once the stream has ended, `stat
 
 The timeline is kept as segments come: a run of equal durations is one `S` with `@r`, so
 adding a segment changes one line, and a live stream's MPD (cut at one duration) stays a
-few lines long however long it runs. Live with parts, the segment being made is announced
+few lines long however long it runs; with a DVR window, its head leaves as the playlists'
+does (`timeShiftBufferDepth`). Live with parts, the segment being made is announced
 for low-latency DASH. Unless WebM is off, VP9 and Opus adaptation sets follow the CMAF ones
 over the same timeline (their segments made on demand, streamd.web.dash).
 """

@@ -5,6 +5,8 @@ Media playlists are EVENT playlists, which only ever gain lines at the end (RFC 
 does not grow with the stream. A playlist is rendered whole only when it starts, when its
 header changes (a segment longer than EXT-X-TARGETDURATION allowed), and once at start-up.
 Masters are a few lines per rung; they are rendered again and replaced only when different.
+With a DVR window (retention), live playlists slide instead: not EVENT, and when their
+oldest segments leave, the body (as long as the window, not the stream) is written again.
 """
 
 from __future__ import annotations
