@@ -175,8 +175,8 @@ async def test_player_plays_low_latency_hls_without_stalls(
     make_client: AppClient, config: Config
 ) -> None:
     """An RTMP-fed live stream in hls.js's low-latency mode: parts, blocking reloads, and
-    60 s of playback (issue 12) with no stall and every frame, about a second behind real time, caught
-    up with the live edge, while an 18 s DVR window slides under it (retention)."""
+    60 s of playback (issue 12) with no stall and every frame, about a second behind real
+    time, caught up with the live edge, while an 18 s DVR window slides under it."""
     from tests.test_rtmp_live import ffmpeg_rtmp, live_client, start_ffmpeg, until
 
     window = RetentionConfig(dvr_window_min=0.3)
