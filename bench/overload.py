@@ -1,6 +1,6 @@
 """Overload: three live 1080p30 streams on a box that cannot transcode them all in real time.
 
-    .venv/bin/python -m bench.overload [--seconds 60] [--streams 3] [--recording]
+    .venv/bin/python -m bench.overload [--seconds 60] [--streams 3] [--recording] [--height 1080]
 
 Each stream is `streamd push --realtime` of the same 1080p30 recording (2 s segments, paced
 as a live event) into `streamd serve` on its defaults (ladder 1080p/720p/480p/360p, one
@@ -94,7 +94,7 @@ async def _run(
         return delays, await _ladder_changes(server), drain_s
 
 
-async def main_async(seconds: int, streams: int, recording: bool) -> None:
+async def main_async(seconds: int, streams: int, recording: bool, height: int = 1080) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
         root = Path(tmp)
         source = root / "event.mp4"
@@ -102,13 +102,13 @@ async def main_async(seconds: int, streams: int, recording: bool) -> None:
             FFMPEG,
             "-v",
             "error",
-            *lavfi_source(1920, 1080, seconds, noise=8),
+            *lavfi_source(height * 16 // 9 // 2 * 2, height, seconds, noise=8),
             *h264_aac("veryfast", "-b:v", "6M"),
             str(source),
         )
         await make.wait()
         print(
-            f"{streams} live 1080p30 streams, {seconds} s each, 2 s segments, streamd defaults"
+            f"{streams} live {height}p30 streams, {seconds} s each, 2 s segments, streamd defaults"
             f"{' + a recording pushed at full speed' if recording else ''}"
         )
         results = {}
@@ -141,8 +141,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--streams", type=int, default=3)
     parser.add_argument("--recording", action="store_true")
+    parser.add_argument("--height", type=int, default=1080, help="of the source (smoke: 360)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.seconds, args.streams, args.recording))
+    asyncio.run(main_async(args.seconds, args.streams, args.recording, args.height))
 
 
 if __name__ == "__main__":

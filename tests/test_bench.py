@@ -33,7 +33,7 @@ def test_transcode_bench_smoke() -> None:
 
 
 def test_vod_bench_smoke() -> None:
-    out = _bench("bench.vod", "--seconds", "6", "--height", "360")
+    out = _bench("bench.vod", "--seconds", "4", "--height", "360")
     assert "speed ratio = ffmpeg_time / streamd_time" in out
     assert "workers speed-up = 1 worker /" in out
 
@@ -67,7 +67,7 @@ def test_serve_bench_smoke() -> None:
 
 
 def test_overload_bench_smoke() -> None:
-    out = _bench("bench.overload", "--seconds", "4", "--streams", "1")
+    out = _bench("bench.overload", "--seconds", "4", "--streams", "1", "--height", "360")
     assert "no degrading (reference): transcode.overload_delay_s = 0" in out
     assert "live0: publish delay p50" in out
     assert "worst publish delay:" in out

@@ -132,6 +132,26 @@ def test_timeline_runs_and_periods() -> None:
     ]
 
 
+def test_a_rung_left_out_under_overload_is_not_in_the_periods_without_it() -> None:
+    rungs = (Rung("240p", 320, 240, 400_000, 128_000), Rung("144p", 192, 144, 150_000, 128_000))
+    stream = Stream("t", 0.0, rungs=rungs)
+    dash = DashManifest("t")
+    for i in range(6):
+        seg = _segment(i, 2.0 * i)
+        low = RungOutput("144p", {"fmp4": 500}, "avc1.64000d", {"fmp4": "init-l.mp4"})
+        # 240p is dropped for segments 2 and 3 (the stream fell behind), then comes back.
+        seg = replace(seg, rungs=(low,) if i in (2, 3) else (*seg.rungs, low))
+        stream.add_segment(seg)
+        dash.add(seg)
+    root = ET.fromstring(dash.render(stream, 0.0, 2.0))
+    periods = root.findall("d:Period", NS)
+    named = [
+        [r.get("id") for r in p.findall("d:AdaptationSet/d:Representation", NS)] for p in periods
+    ]
+    assert named == [["240p", "144p", "audio"], ["144p", "audio"], ["240p", "144p", "audio"]]
+    assert [p.get("start") for p in periods] == ["PT0S", "PT4S", "PT8S"]
+
+
 async def _play(mpd_url: str, *args: str) -> dict[str, Any]:
     return await browser("dash.mjs", "--mpd", mpd_url, *args)
 

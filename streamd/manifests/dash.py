@@ -1,9 +1,10 @@
 """MPEG-DASH (ISO/IEC 23009-1): a stream's MPD, over the CMAF segments the fMP4 HLS
 playlists name (one encode, two manifests).
 
-One Period per stretch with the same init segments and an unbroken timeline (a restarted
-encoder, a changed init segment or a gap starts a new one, as HLS's EXT-X-DISCONTINUITY
-and EXT-X-MAP do). Each Period has an AdaptationSet for the rungs' video and one for the
+One Period per stretch with the same renditions, init segments and an unbroken timeline (a
+restarted encoder, a changed init segment or a gap starts a new one, as HLS's
+EXT-X-DISCONTINUITY and EXT-X-MAP do; so does a rung left out under overload, which HLS
+marks EXT-X-GAP). Each Period has an AdaptationSet for the rungs' video and one for the
 audio, each with a `SegmentTemplate` over `$Number$` (the segment's sequence, as in the
 files' names) and a `SegmentTimeline` in the tracks' own timescales, whose times are the
 segments' presentation times (`presentationTimeOffset` removes the internal timeline's
@@ -107,10 +108,14 @@ class Period:
 
     def takes(self, seg: Segment) -> bool:
         """Whether `seg` goes on in this period: the next sequence, on the same timeline,
-        with the same init segments."""
+        with the same renditions (overload leaves rungs out: a period must not name a
+        segment that does not exist) and init segments."""
         if seg.discontinuity or seg.sequence != self.first_sequence + self.count:
             return False
-        return all(self.inits.get(o.name) == _init(o) for o in (*seg.rungs, *seg.audio))
+        outputs = (*seg.rungs, *seg.audio)
+        return len(outputs) == len(self.inits) and all(
+            self.inits.get(o.name) == _init(o) for o in outputs
+        )
 
     def trim(self, first_sequence: int, start_s: float) -> None:
         """Its segments before `first_sequence` (which starts at `start_s`) leave."""
