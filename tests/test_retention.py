@@ -241,7 +241,7 @@ async def test_over_the_disk_budget_ended_streams_go_whole_then_live_ones_slide(
     await wait_for(client, "old", published(2))
     assert (await client.post("/upload/old/end")).status == 202
     await _until_gone(client, "/api/videos/old")
-    assert not _files(cfg.data_dir, "old/")
+    await _until(lambda: not _files(cfg.data_dir, "old/"))  # its files go after its record
     for i, piece in enumerate(pieces):
         await upload(client, "new", piece, number=i)
     await wait_for(client, "new", published(len(pieces)))

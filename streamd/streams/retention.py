@@ -6,10 +6,11 @@ After each publish (and every few seconds) the limits in `[retention]` are appli
 - while all streams keep more than `max_total_bytes`, the ended streams go whole (the oldest
   first: an ended playlist never changes, RFC 8216 6.2.1), then the live streams that keep
   the most lose their oldest segments.
-A segment that left the playlists stays on disk for its duration plus the playlist's (6.2.2:
-a player that loaded the playlist just before may still ask for it), then its files, its
-previews, the WebM files made from it, its upload and its rows go. Recordings uploaded
-whole are never trimmed (a VOD playlist is whole). Each step costs what it removes.
+Trimming waits until 5% of the limit is due at once, since it writes each playlist's body
+again. A segment that left the playlists stays on disk for its duration plus the
+playlist's (6.2.2: a player that loaded the playlist just before may still ask for it),
+then its files, its previews, the WebM files made from it, its upload and its rows go.
+Recordings uploaded whole are never trimmed (a VOD playlist is whole).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamd.streams.retention")
 MIN_KEEP_TD = 8  # never fewer seconds than this many target durations (6.2.2 asks 3; the
 # LL-HLS tail holds 6, and only the body before it is trimmed)
+# Trimming writes a playlist's body whole, as long as the window: it waits until a batch is
+# due (5% of a limit, at least 2 segments), so its cost per segment stays constant.
+BATCH = 0.05
 SWEEP_S = 2.0  # due files are looked for at least this often
 
 
@@ -41,6 +45,7 @@ class Retention:
         self.config, self.streams = config, streams
         self.min_keep_s = MIN_KEEP_TD * target_duration_s
         self.keep_s = max(config.window_s, self.min_keep_s) if config.window_s else 0.0
+        self.batch_s = max(2 * target_duration_s, BATCH * self.keep_s)
         self._wake = asyncio.Event()
         self._over = False  # over max_total_bytes with nothing left to remove
 
@@ -77,12 +82,12 @@ class Retention:
         """The first segment within the window and the stream's byte budget."""
         segments, end_s = stream.segments, stream.segments[-1].end_s
         first = 0
-        if self.keep_s:
+        if self.keep_s and end_s - segments[0].start_s >= self.keep_s + self.batch_s:
             first = bisect.bisect_right(segments, end_s - self.keep_s, key=lambda s: s.end_s)
         budget = self.config.max_stream_bytes
-        if budget:
-            kept = stream.kept_bytes - sum(s.size_bytes for s in segments[:first])
-            first = self._drop_bytes(stream, first, kept - budget)
+        kept = stream.kept_bytes - sum(s.size_bytes for s in segments[:first])
+        if budget and kept > budget:
+            first = self._drop_bytes(stream, first, kept - budget + int(BATCH * budget))
         return stream.first_sequence + first
 
     def _drop_bytes(self, stream: Stream, first: int, excess: int) -> int:
@@ -117,7 +122,10 @@ class Retention:
         streams that keep the most lose their oldest segments."""
         records = self.streams.records
         total = sum(s.kept_bytes for s in records.values())
-        excess = total - self.config.max_total_bytes
+        if total <= self.config.max_total_bytes:
+            self._over = False
+            return
+        excess = total - int((1 - BATCH) * self.config.max_total_bytes)
         ended = sorted((s for s in records.values() if s.ended), key=lambda s: s.updated_wall_s)
         for stream in ended:
             if excess <= 0:

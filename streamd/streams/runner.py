@@ -164,13 +164,13 @@ class StreamRunner:
     async def end_after(self, last: int) -> None:
         """End once upload `last` has arrived: a pushed ENDLIST can overtake its segments."""
         stream = self.stream
-        if stream.ending:
-            return
-        if last in stream.uploads or (stream.next_upload or 0) > last:
-            await self.end()
-            return
-        async with self.lock:
-            stream.end_after = last
+        async with self.lock:  # the check and the mark at once: the upload may be arriving
+            if stream.ending:
+                return
+            if last in stream.uploads or (stream.next_upload or 0) > last:
+                stream.ending = True
+            else:
+                stream.end_after = last
             await self.state.record(stream)
         self.wake.set()
 

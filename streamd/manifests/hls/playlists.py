@@ -11,6 +11,7 @@ oldest segments leave, the body (as long as the window, not the stream) is writt
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -105,7 +106,7 @@ class _MediaPlaylist:
         self.sliding = sliding
         self.media_sequence: int | None = None  # the first segment's
         self.discontinuity_sequence = 0
-        self.body: deque[tuple[int, MediaSegment]] = deque()
+        self.body: deque[tuple[int, MediaSegment, bytes]] = deque()  # and its lines
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
         out = seg.rung(self.rung)
@@ -176,7 +177,7 @@ class _MediaPlaylist:
         self.current_key = entry.key_uri
         self.body_segments += 1
         if self.sliding:
-            self.body.append((msn, entry))
+            self.body.append((msn, entry, lines))
         self._append(lines, change)
 
     def add(self, stream: Stream, seg: Segment, change: PlaylistChange) -> None:
@@ -207,11 +208,11 @@ class _MediaPlaylist:
         self.discontinuity_sequence = discontinuity_sequence
         head = self.body[0][1] if self.body else MediaSegment("", 0.0, map_uri=self.current_map)
         self.header = self._header(head)
-        lines, current_map, current_key = [self.header], None, None
-        for _, entry in self.body:
-            lines.append(entry.render(current_map, current_key))
-            current_map, current_key = entry.map_uri or current_map, entry.key_uri
-        self.text.set("".join(lines).encode())
+        # Only the new first segment's lines change (its map and key written out); the
+        # others follow the same segments as before.
+        lines = [self.header.encode(), head.render(None, None).encode() if self.body else b""]
+        lines += [rendered for _, _, rendered in itertools.islice(self.body, 1, None)]
+        self.text.set(b"".join(lines))
         change.replaced[self.key] = self.text.body()
         change.appended.pop(self.key, None)
 
