@@ -71,3 +71,9 @@ def test_overload_bench_smoke() -> None:
     assert "no degrading (reference): transcode.overload_delay_s = 0" in out
     assert "live0: publish delay p50" in out
     assert "worst publish delay:" in out
+
+
+def test_retention_bench_smoke() -> None:
+    out = _bench("bench.retention", "--segments", "1300", "--window-min", "10")
+    assert "ratio sliding/EVENT = " in out
+    assert "trims: " in out
