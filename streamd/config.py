@@ -218,6 +218,33 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class LanguagesConfig:
+    geo_header: str = setting(
+        "",
+        "A header a CDN sets to the viewer's country (e.g. CloudFront-Viewer-Country), used"
+        " when the viewer's Accept-Language matches none of a stream's languages.",
+    )
+    region_languages: list[str] = setting(
+        [], "Countries mapped to the language their viewers get by default, as CC:lang (MX:es)."
+    )
+
+    def __post_init__(self) -> None:
+        for item in self.region_languages:
+            country, _, lang = item.partition(":")
+            if len(country) != 2 or not lang:
+                raise ConfigError(
+                    f"bad languages.region_languages entry {item!r}", "use CC:lang, e.g. MX:es"
+                )
+
+    def region_language(self, country: str) -> str | None:
+        for item in self.region_languages:
+            code, _, lang = item.partition(":")
+            if code.upper() == country.strip().upper():
+                return lang
+        return None
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = setting("0.0.0.0", "Address to listen on.")
     port: int = setting(8080, "TCP port to listen on.")
@@ -236,6 +263,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     protection: ProtectionConfig = field(default_factory=ProtectionConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    languages: LanguagesConfig = field(default_factory=LanguagesConfig)
 
     @property
     def worker_count(self) -> int:

@@ -1,11 +1,11 @@
-"""Ingest: how media comes in. Segment uploads (`http`), ffmpeg's HLS PUT (`ffmpeg`), and
-live sessions over RTMP (`rtmp`) and chunked HTTP (`chunked`), all handing their media to
-`streamd.streams` (a live session to its stream's `LiveFeed`)."""
+"""Ingest: how media comes in. Segment uploads (`http`), ffmpeg's HLS PUT (`ffmpeg`), live
+sessions over RTMP (`rtmp`) and chunked HTTP (`chunked`), and captions (`captions`), all
+handing their media to `streamd.streams` (a live session to its stream's `LiveFeed`)."""
 
 from aiohttp import web
 
-from streamd.ingest import chunked, ffmpeg, http
+from streamd.ingest import captions, chunked, ffmpeg, http
 
 
 def routes() -> list[web.RouteDef]:
-    return [*http.routes(), *ffmpeg.routes(), *chunked.routes()]
+    return [*http.routes(), *captions.routes(), *ffmpeg.routes(), *chunked.routes()]

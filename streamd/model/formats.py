@@ -46,6 +46,18 @@ TS = Packaging(
     hls_version=3,  # decimal EXTINF
 )
 
+# Subtitles: segmented WebVTT beside the video, one playlist per language, named by the
+# masters of every packaging (written by the server from cues, not by the workers).
+SUBTITLES = Packaging(
+    name="subs",
+    extension="vtt",
+    content_type="text/vtt",
+    file_extension="vtt",
+    file_content_type="text/vtt",
+    has_init=False,
+    hls_version=3,
+)
+
 # In the order playlists are written and listed; the first is the default.
 PACKAGINGS: dict[str, Packaging] = {p.name: p for p in (FMP4, TS)}
 _BY_ALIAS = {alias: p for p in PACKAGINGS.values() for alias in (p.name, *p.aliases)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from streamd.errors import InvalidVideoId
-from streamd.model.formats import PACKAGINGS
+from streamd.model.formats import PACKAGINGS, SUBTITLES
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 AUDIO = "audio"  # the audio rendition's folder, beside the rungs' (hls/ID/fmp4/audio/)
@@ -60,7 +60,8 @@ def iframe_playlist_key(video_id: str, packaging: str, rung: str) -> str:
 
 
 def segment_name(sequence: int, packaging: str) -> str:
-    return f"seg{sequence:06d}.{PACKAGINGS[packaging].extension}"
+    found = PACKAGINGS.get(packaging) or SUBTITLES
+    return f"seg{sequence:06d}.{found.extension}"
 
 
 def segment_key(video_id: str, packaging: str, rung: str, sequence: int) -> str:

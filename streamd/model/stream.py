@@ -15,6 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamd.model.captions import CaptionTrack
 from streamd.model.jobs import PublishedSegment, RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
@@ -188,6 +189,7 @@ class Stream:
     # its files may go (RFC 8216 6.2.2: they stay available a while), oldest first.
     kept_bytes: int = 0
     retired: deque[tuple[float, Segment]] = field(default_factory=deque, repr=False)
+    captions: dict[str, CaptionTrack] = field(default_factory=dict, repr=False)  # by language
 
     @property
     def state(self) -> str:

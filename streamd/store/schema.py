@@ -67,6 +67,22 @@ CREATE TABLE IF NOT EXISTS rung_outputs (
     iframes TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (video_id, sequence, position)
 );
+CREATE TABLE IF NOT EXISTS caption_tracks (
+    video_id TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (video_id, lang)
+);
+CREATE TABLE IF NOT EXISTS cues (
+    video_id TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    text TEXT NOT NULL,
+    settings TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cues_by_track ON cues (video_id, lang, start_s);
 CREATE TABLE IF NOT EXISTS stream_keys (
     key_id TEXT PRIMARY KEY,
     video_id TEXT NOT NULL,
@@ -99,6 +115,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     6: (  # retention (issue 13): the first segment the playlists name (rows before it go)
         "ALTER TABLE streams ADD COLUMN first_sequence INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE streams ADD COLUMN discontinuity_sequence INTEGER NOT NULL DEFAULT 0",
+    ),
+    7: (  # captions (issue 14): subtitle tracks by language, and their cues
+        "CREATE TABLE caption_tracks (video_id TEXT NOT NULL, lang TEXT NOT NULL,"
+        " name TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (video_id, lang))",
+        "CREATE TABLE cues (video_id TEXT NOT NULL, lang TEXT NOT NULL, start_s REAL NOT NULL,"
+        " end_s REAL NOT NULL, text TEXT NOT NULL, settings TEXT NOT NULL)",
+        "CREATE INDEX cues_by_track ON cues (video_id, lang, start_s)",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamd.model.captions import CaptionTrack, Cue
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import PipelineState
@@ -198,6 +199,14 @@ class SqliteState:
                 stream.retired.append((0.0, segment))
             else:
                 stream.add_segment(segment)
+        for vid, lang, name, _ in db.execute("SELECT * FROM caption_tracks ORDER BY position"):
+            streams[vid].captions[lang] = CaptionTrack(lang, name)
+        for vid, lang, start, end, text, settings in db.execute(
+            "SELECT * FROM cues ORDER BY video_id, lang, start_s, end_s"
+        ):
+            track = streams[vid].captions[lang]
+            track.cues.append(Cue(start, end, text, settings))
+            track.longest_s = max(track.longest_s, end - start)
         return list(streams.values())
 
     # -- writing -----------------------------------------------------------------------------
@@ -235,10 +244,18 @@ class SqliteState:
             db.execute("ROLLBACK")
             raise
 
-    async def forget(self, video_id: str, segments: Sequence[int], uploads: Sequence[int]) -> None:
-        await self._run(self._forget, video_id, list(segments), list(uploads))
+    async def forget(
+        self,
+        video_id: str,
+        segments: Sequence[int],
+        uploads: Sequence[int],
+        cues_before_s: float = 0.0,
+    ) -> None:
+        await self._run(self._forget, video_id, list(segments), list(uploads), cues_before_s)
 
-    def _forget(self, video_id: str, segments: list[int], uploads: list[int]) -> None:
+    def _forget(
+        self, video_id: str, segments: list[int], uploads: list[int], cues_before_s: float
+    ) -> None:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
@@ -252,6 +269,29 @@ class SqliteState:
                 "DELETE FROM uploads WHERE video_id = ? AND number = ?",
                 [(video_id, n) for n in uploads],
             )
+            db.execute(
+                "DELETE FROM cues WHERE video_id = ? AND end_s <= ?", (video_id, cues_before_s)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def add_cues(self, video_id: str, track: CaptionTrack, cues: Sequence[Cue]) -> None:
+        rows = [(video_id, track.lang, c.start_s, c.end_s, c.text, c.settings) for c in cues]
+        await self._run(self._add_cues, (video_id, track.lang, track.name), rows)
+
+    def _add_cues(self, track: tuple[str, str, str], rows: list[tuple[Any, ...]]) -> None:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute(
+                "INSERT OR IGNORE INTO caption_tracks VALUES (?,?,?,"
+                " (SELECT COUNT(*) FROM caption_tracks))",
+                track,
+            )
+            db.executemany("INSERT INTO cues VALUES (?,?,?,?,?,?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -266,7 +306,15 @@ class SqliteState:
         db.execute("BEGIN")
         try:
             # Children before the stream row they point at.
-            for table in ("rung_outputs", "segments", "uploads", "pipelines", "stream_keys"):
+            for table in (
+                "rung_outputs",
+                "segments",
+                "uploads",
+                "pipelines",
+                "stream_keys",
+                "cues",
+                "caption_tracks",
+            ):
                 db.execute(f"DELETE FROM {table} WHERE video_id = ?", (video_id,))
             db.execute("DELETE FROM streams WHERE video_id = ?", (video_id,))
             db.execute("COMMIT")

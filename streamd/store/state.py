@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from streamd.model.captions import CaptionTrack, Cue
 from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 
@@ -33,8 +34,18 @@ class StateStore(Protocol):
         them), these uploads (inserted or updated), these new segments, and its pipeline
         state when `pipeline` is set."""
 
-    async def forget(self, video_id: str, segments: Sequence[int], uploads: Sequence[int]) -> None:
-        """One transaction: these segments and uploads are gone (retention deleted them)."""
+    async def forget(
+        self,
+        video_id: str,
+        segments: Sequence[int],
+        uploads: Sequence[int],
+        cues_before_s: float = 0.0,
+    ) -> None:
+        """One transaction: these segments and uploads are gone, and the cues that ended
+        before `cues_before_s` (retention deleted them)."""
+
+    async def add_cues(self, video_id: str, track: CaptionTrack, cues: Sequence[Cue]) -> None:
+        """One transaction: a caption track (made if new, in the stream's order) and cues."""
 
     async def delete_stream(self, video_id: str) -> None:
         """Forget a stream: its record, uploads, segments and keys."""

@@ -17,6 +17,8 @@ from streamd.errors import NotFound
 from streamd.manifests.hls import PlaylistChange, StreamPlaylists
 from streamd.metrics import Metrics
 from streamd.model import layout
+from streamd.model.captions import CaptionTrack, webvtt_segment
+from streamd.model.formats import SUBTITLES
 from streamd.model.jobs import PublishedPart, PublishedSegment
 from streamd.model.stream import Segment, Stream, Upload
 from streamd.store import AsyncStore, SegmentCache
@@ -82,6 +84,9 @@ class Publisher:
         if not stream.rungs:
             stream.rungs, stream.frame_rate = seg.ladder, seg.frame_rate
         segment = Segment.published(seg, now, stream.discontinuity_due)
+        await asyncio.gather(
+            *(self.write_subtitles(stream, [segment], t) for t in stream.captions.values())
+        )
         stream.discontinuity_due = False
         change = self._add(stream, segment)
         delay_s = now - (seg.ready_wall_s or upload.received_wall_s)
@@ -167,6 +172,32 @@ class Publisher:
             )
             self.playlists[stream.video_id] = playlists
         return playlists
+
+    async def write_subtitles(
+        self, stream: Stream, segments: Sequence[Segment], track: CaptionTrack
+    ) -> None:
+        """Each segment's WebVTT file in the track's language: the cues shown during it
+        (written before a playlist names it, and again when late cues come for it)."""
+        await asyncio.gather(
+            *(
+                self.store.put(
+                    layout.segment_key(stream.video_id, SUBTITLES.name, track.lang, seg.sequence),
+                    webvtt_segment(track.between(seg.start_s, seg.end_s)),
+                )
+                for seg in segments
+                if not seg.gap
+            )
+        )
+
+    async def add_track(self, stream: Stream, lang: str) -> None:
+        """A new subtitle language (its segments' files written): its playlist, and the
+        masters that name it."""
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            return  # nothing published yet: the first segment makes the playlists
+        change = playlists.add_track(stream, lang)
+        self._announce(change)
+        await self._write(change)
 
     async def retire(self, stream: Stream, first_sequence: int, due_wall_s: float) -> int:
         """Retention: the segments before `first_sequence` leave the record and every

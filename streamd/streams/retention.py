@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from streamd.config import RetentionConfig
 from streamd.model import layout
-from streamd.model.formats import FILE_FORMATS
+from streamd.model.formats import FILE_FORMATS, SUBTITLES
 from streamd.model.stream import DONE, Segment, Stream
 
 if TYPE_CHECKING:
@@ -174,7 +174,11 @@ class Retention:
         for key in keys:
             cache.discard(key)  # (an edge's own RAM cache lets them age out)
         await asyncio.gather(*(store.delete(k) for k in keys))
-        await self.streams.state.forget(stream.video_id, [s.sequence for s in due], uploads)
+        window_s = stream.segments[0].start_s if stream.segments else 0.0
+        for track in stream.captions.values():  # cues shown only before the window
+            track.drop_before(window_s)
+        sequences = [s.sequence for s in due]
+        await self.streams.state.forget(stream.video_id, sequences, uploads, window_s)
         self.streams.metrics.segments_deleted.inc(len(due))
         log.info(
             "%s: deleted segments %d-%d and %d uploads",
@@ -202,6 +206,8 @@ class Retention:
             keys.append(layout.dash_webm_key(vid, f"webm-{out.name}", name))
             for fmt in FILE_FORMATS:
                 keys.append(layout.file_key(vid, fmt, out.name, seg.sequence))
+        for lang in stream.captions:
+            keys.append(layout.segment_key(vid, SUBTITLES.name, lang, seg.sequence))
         keys.append(layout.thumbnail_tile_key(vid, seg.sequence))
         if seg.sequence % layout.THUMBS_PER_SHEET == layout.THUMBS_PER_SHEET - 1:
             keys.append(layout.thumbnail_sheet_key(vid, seg.sequence // layout.THUMBS_PER_SHEET))

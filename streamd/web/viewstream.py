@@ -33,6 +33,7 @@ from streamd.model.formats import (
     packaging_for,
 )
 from streamd.model.stream import Segment, Stream
+from streamd.web import language
 from streamd.web.hls import bytes_response
 
 log = logging.getLogger("streamd.web.viewstream")
@@ -69,10 +70,15 @@ async def master(request: web.Request) -> web.Response:
         base = layout.url_for(layout.mpd_key(stream.video_id)).rsplit("/", 1)[0] + "/"
         body, kind = with_base_url(mpd, base), DASH_MIME
     else:
-        body = absolute_master(stream, packaging_for(request.query.get("format"))).encode()
+        languages = request.app[CONFIG].languages
+        lang = language.preferred(request, list(stream.captions), languages)
+        body = absolute_master(stream, packaging_for(request.query.get("format")), lang).encode()
     if token is not None:  # handed on to every variant, or every segment
         body = tokens.tokenized_playlist(body, token)
-    return request.app[HLS].playlist_response(stream.ended, body, content_type=kind)
+    response = request.app[HLS].playlist_response(stream.ended, body, content_type=kind)
+    if kind == MIME:
+        response.headers["Vary"] = language.vary(request.app[CONFIG].languages)
+    return response
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:

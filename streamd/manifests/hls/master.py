@@ -1,21 +1,42 @@
 """The multivariant (master) playlist of a stream in one packaging: a variant per rung with
-its measured bandwidth, the audio rendition where the packaging keeps audio apart, and the
-I-frame playlists (RFC 8216 4.3.4)."""
+its measured bandwidth, the audio rendition where the packaging keeps audio apart, the
+subtitles in every language, and the I-frame playlists (RFC 8216 4.3.4)."""
 
 from __future__ import annotations
 
-from streamd.manifests.hls.tags import AudioRendition, IFrameVariant, MasterPlaylist, Variant
+from streamd.manifests.hls.tags import (
+    AudioRendition,
+    IFrameVariant,
+    MasterPlaylist,
+    SubtitleRendition,
+    Variant,
+)
 from streamd.model import layout
-from streamd.model.formats import Packaging
+from streamd.model.formats import SUBTITLES, Packaging
 from streamd.model.stream import Stream
 
 AUDIO_GROUP = "aac"
+SUBTITLES_GROUP = "subs"
 
 
-def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") -> MasterPlaylist:
+def master_playlist(
+    stream: Stream, packaging: Packaging, base_uri: str = "", lang: str | None = None
+) -> MasterPlaylist:
     """Variants relative to the master's own folder, or under `base_uri` when given. Where
     the audio is apart, every variant names its group, and its BANDWIDTH includes the
-    audio's (4.3.4.2: the rates of every rendition that may play with it)."""
+    audio's (4.3.4.2: the rates of every rendition that may play with it). Subtitles in
+    `lang` (else the first language) are the DEFAULT."""
+    default = lang if lang in stream.captions else next(iter(stream.captions), None)
+    subtitles = tuple(
+        SubtitleRendition(
+            f"{base_uri}../{SUBTITLES.name}/{track.lang}/index.m3u8",
+            SUBTITLES_GROUP,
+            track.name,
+            track.lang,
+            track.lang == default,
+        )
+        for track in stream.captions.values()
+    )
     audio = []
     audio_peak = audio_average = 0
     if packaging.audio_apart:
@@ -38,6 +59,7 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
                 frame_rate=stream.frame_rate,
                 codecs=stream.codecs[rung.name],
                 audio_group=AUDIO_GROUP if audio else None,
+                subtitles_group=SUBTITLES_GROUP if subtitles else None,
             )
         )
     # Players start with the first variant: a middle rung starts fast and looks decent.
@@ -61,10 +83,12 @@ def master_playlist(stream: Stream, packaging: Packaging, base_uri: str = "") ->
         version=packaging.hls_version,
         iframe_variants=tuple(iframes),
         audio=tuple(audio),
+        subtitles=subtitles,
     )
 
 
-def absolute_master(stream: Stream, packaging: Packaging) -> str:
-    """The master as served at /viewstream/metadata/ID, whose URL is not beside the media."""
+def absolute_master(stream: Stream, packaging: Packaging, lang: str | None = None) -> str:
+    """The master as served at /viewstream/metadata/ID, whose URL is not beside the media,
+    with the viewer's language as the default."""
     base = layout.url_for(layout.master_key(stream.video_id, packaging.name)).rsplit("/", 1)[0]
-    return master_playlist(stream, packaging, base + "/").render()
+    return master_playlist(stream, packaging, base + "/", lang).render()

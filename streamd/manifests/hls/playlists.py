@@ -33,7 +33,7 @@ from streamd.manifests.hls.tags import (
     round_half_up,
 )
 from streamd.model import layout
-from streamd.model.formats import FMP4, PACKAGINGS, Packaging
+from streamd.model.formats import FMP4, PACKAGINGS, SUBTITLES, Packaging
 from streamd.model.jobs import PublishedPart
 from streamd.model.protection import Protection, published_key
 from streamd.model.stream import Segment, Stream
@@ -109,8 +109,16 @@ class _MediaPlaylist:
         self.body: deque[tuple[int, MediaSegment, bytes]] = deque()  # and its lines
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
-        out = seg.rung(self.rung)
         pdt = None if stream.start_wall_s is None else stream.start_wall_s + seg.start_s
+        if self.packaging is SUBTITLES:  # a WebVTT segment for every video segment, in clear
+            return MediaSegment(
+                uri=layout.segment_name(seg.sequence, SUBTITLES.name),
+                duration_s=seg.duration_s,
+                program_date_time_s=pdt,
+                gap=seg.gap,
+                discontinuity=seg.discontinuity,
+            )
+        out = seg.rung(self.rung)
         if out is None:  # a missing upload, or a rung dropped under overload
             map_uri = self.current_map
         else:
@@ -323,6 +331,8 @@ class StreamPlaylists:
                 )
                 if iframes is not None:
                     iframes.add(stream, seg, change)
+        for lang in stream.captions:
+            self._media_for(SUBTITLES, lang).add(stream, seg, change)
         self.dash.add(seg)
         if refresh:
             self._refresh_masters(stream, change)
@@ -353,6 +363,18 @@ class StreamPlaylists:
             # The MPD announces the segment, when its first part came (its media's wall time).
             self._refresh_masters(stream, change, pdt_s and pdt_s + part.duration_s)
         self._refresh_live(change)
+        return change
+
+    def add_track(self, stream: Stream, lang: str) -> PlaylistChange:
+        """A new subtitle language: its playlist over every segment so far (their WebVTT
+        files are written), and the masters that name it."""
+        change = self.change()
+        media = self._media_for(SUBTITLES, lang)
+        for seg in stream.segments:
+            media.add(stream, seg, change)
+        if self.ended:
+            media.end(change, stream.vod)
+        self._refresh_masters(stream, change)
         return change
 
     def trim(self, stream: Stream) -> PlaylistChange:

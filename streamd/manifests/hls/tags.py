@@ -152,6 +152,7 @@ class Variant:
     frame_rate: float
     codecs: str  # the video's and the audio's
     audio_group: str | None = None  # the EXT-X-MEDIA audio renditions played with it
+    subtitles_group: str | None = None  # and the subtitles
 
     def render(self) -> str:
         attrs = [
@@ -164,6 +165,8 @@ class Variant:
         attrs.append(f'CODECS="{self.codecs}"')
         if self.audio_group is not None:
             attrs.append(f'AUDIO="{self.audio_group}"')
+        if self.subtitles_group is not None:
+            attrs.append(f'SUBTITLES="{self.subtitles_group}"')
         return f"#EXT-X-STREAM-INF:{','.join(attrs)}\n{self.uri}"
 
 
@@ -186,6 +189,24 @@ class AudioRendition:
         attrs += [f"DEFAULT={yes_no},AUTOSELECT=YES", f'CHANNELS="{self.channels}"']
         attrs.append(f'URI="{self.uri}"')
         return f"#EXT-X-MEDIA:{','.join(attrs)}"
+
+
+@dataclass(frozen=True)
+class SubtitleRendition:
+    """#EXT-X-MEDIA:TYPE=SUBTITLES: one language's segmented WebVTT (RFC 8216 4.3.4.1)."""
+
+    uri: str
+    group_id: str
+    name: str
+    language: str
+    default: bool
+
+    def render(self) -> str:
+        yes_no = "YES" if self.default else "NO"
+        return (
+            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{self.group_id}",NAME="{self.name}",'
+            f'LANGUAGE="{self.language}",DEFAULT={yes_no},AUTOSELECT=YES,URI="{self.uri}"'
+        )
 
 
 @dataclass(frozen=True)
@@ -213,11 +234,13 @@ class MasterPlaylist:
     version: int
     iframe_variants: tuple[IFrameVariant, ...] = ()
     audio: tuple[AudioRendition, ...] = ()
+    subtitles: tuple[SubtitleRendition, ...] = ()
 
     def render(self) -> str:
         version = max(self.version, 4) if self.iframe_variants else self.version
         lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
         lines += [a.render() for a in self.audio]
+        lines += [s.render() for s in self.subtitles]
         lines += [v.render() for v in self.variants]
         lines += [v.render() for v in self.iframe_variants]
         return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""Captions (issue 14): WebVTT and SRT cues uploaded for a stream become segmented WebVTT
+subtitle playlists in every language, named by the masters; the viewer's language is the
+default."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Any
+
+import m3u8
+import pytest
+import webvtt
+from aiohttp.test_utils import TestClient
+
+from streamd.config import Config, LanguagesConfig
+from streamd.errors import BadRequest
+from streamd.ingest.captions import parse_captions
+from streamd.model.captions import Cue
+from tests.conftest import AppClient, MediaFactory, fetch, published, upload, wait_for
+
+ENGLISH = """WEBVTT
+
+NOTE made by the test
+
+1
+00:00:01.000 --> 00:00:02.500 line:90%
+Hello
+
+00:00:03.500 --> 00:00:04.500
+Across two
+segments
+
+00:00:06.200 --> 00:00:07.000
+The end
+"""
+SPANISH_SRT = """1
+00:00:01,000 --> 00:00:02,500
+Hola
+
+2
+00:00:06,200 --> 00:00:07,000
+Fin
+"""
+
+
+def test_webvtt_and_srt_are_read_and_bad_files_name_their_line() -> None:
+    cues = parse_captions(ENGLISH)
+    assert cues[0] == Cue(1.0, 2.5, "Hello", "line:90%")
+    assert cues[1].text == "Across two\nsegments"
+    assert [c.text for c in parse_captions(SPANISH_SRT)] == ["Hola", "Fin"]
+    # X-TIMESTAMP-MAP: the media's 90 kHz clock, whose stream second 0 is at 10 s.
+    mapped = (
+        "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:1080000,LOCAL:00:00:00.000\n\n00:00.500 --> 00:01.000\nx\n"
+    )
+    assert parse_captions(mapped) == [Cue(2.5, 3.0, "x")]
+    with pytest.raises(BadRequest, match="line 6: expected a cue timing"):
+        parse_captions("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nok\n\nnot a cue\n")
+    with pytest.raises(BadRequest, match="line 3: the cue ends before it starts"):
+        parse_captions("WEBVTT\n\n00:00:05.000 --> 00:00:02.000\nbackwards\n")
+
+
+async def _stream(client: TestClient, media: MediaFactory, video_id: str, seconds: int) -> None:
+    pieces = media.split(media("mp4", duration_s=seconds, gop=30), 2.0)
+    for i, piece in enumerate(pieces):
+        await upload(client, video_id, piece, number=i)
+    await wait_for(client, video_id, published(len(pieces)))
+
+
+def _secs(timestamp: str) -> float:
+    hours, minutes, seconds = timestamp.split(":")
+    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+
+
+def _vtt(body: bytes) -> list[Any]:
+    return list(webvtt.from_buffer(io.StringIO(body.decode())).captions)
+
+
+async def test_captions_become_subtitle_playlists_in_every_master(
+    client: TestClient, media: MediaFactory
+) -> None:
+    await _stream(client, media, "subs", 8)
+    resp = await client.post("/upload/subs/captions?lang=en&name=English", data=ENGLISH)
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["cues"] == 3
+    resp = await client.post("/upload/subs/captions?lang=es&name=Español", data=SPANISH_SRT)
+    assert resp.status == 202
+    bad = await client.post("/upload/subs/captions?lang=fr", data="WEBVTT\n\nnonsense\n")
+    assert bad.status == 400
+    assert "line 3" in (await bad.json())["message"]
+    for packaging in ("fmp4", "ts"):
+        master = m3u8.loads((await fetch(client, f"/hls/subs/{packaging}/master.m3u8")).decode())
+        subs = [m for m in master.media if m.type == "SUBTITLES"]
+        assert [(m.language, m.name, m.default) for m in subs] == [
+            ("en", "English", "YES"),
+            ("es", "Español", "NO"),
+        ]
+        assert {p.stream_info.subtitles for p in master.playlists} == {"subs"}
+    video = m3u8.loads((await fetch(client, "/hls/subs/ts/240p/index.m3u8")).decode())
+    english = m3u8.loads((await fetch(client, "/hls/subs/subs/en/index.m3u8")).decode())
+    assert [s.duration for s in english.segments] == [s.duration for s in video.segments]
+    assert [s.current_program_date_time for s in english.segments] == [
+        s.current_program_date_time for s in video.segments
+    ]
+    # Every segment is WebVTT, with the cues shown during it (one over two is in both).
+    shown: dict[str, list[int]] = {}
+    start = 0.0
+    for i, seg in enumerate(english.segments):
+        body = await fetch(client, f"/hls/subs/subs/en/{seg.uri}")
+        assert b"X-TIMESTAMP-MAP=MPEGTS:900000,LOCAL:00:00:00.000" in body
+        for cue in _vtt(body):
+            assert _secs(cue.start) < start + seg.duration
+            assert _secs(cue.end) > start
+            shown.setdefault(cue.text, []).append(i)
+        start += seg.duration
+    assert shown == {"Hello": [0, 1], "Across two\nsegments": [1, 2], "The end": [3]}
+    # Late cues for published segments are written into them.
+    resp = await client.post(
+        "/upload/subs/captions?lang=en", data="WEBVTT\n\n00:00:00.200 --> 00:00:00.900\nLate\n"
+    )
+    assert resp.status == 202
+    first = _vtt(await fetch(client, f"/hls/subs/subs/en/{english.segments[0].uri}"))
+    assert [c.text for c in first] == ["Late", "Hello"]
+
+
+async def test_the_viewers_language_is_the_default(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    languages = LanguagesConfig(geo_header="CloudFront-Viewer-Country", region_languages=["MX:es"])
+    client = await make_client(replace(config, languages=languages))
+    await _stream(client, media, "lang", 2)
+    for lang, data in (("en", ENGLISH), ("es", SPANISH_SRT)):
+        assert (await client.post(f"/upload/lang/captions?lang={lang}", data=data)).status == 202
+
+    async def default(**headers: str) -> tuple[str, str]:
+        resp = await client.get("/viewstream/metadata/lang", headers=headers)
+        master = m3u8.loads(await resp.text())
+        chosen = [m.language for m in master.media if m.type == "SUBTITLES" and m.default == "YES"]
+        return chosen[0], resp.headers["Vary"]
+
+    assert await default() == ("en", "Accept-Language, CloudFront-Viewer-Country")
+    assert (await default(**{"Accept-Language": "es-MX,es;q=0.9"}))[0] == "es"
+    assert (await default(**{"Accept-Language": "fr, en;q=0.5"}))[0] == "en"
+    assert (await default(**{"CloudFront-Viewer-Country": "MX"}))[0] == "es"
+    assert (await default(**{"Accept-Language": "de", "CloudFront-Viewer-Country": "US"}))[
+        0
+    ] == "en"
+    resp = await client.get("/viewstream/metadata/lang?lang=es")
+    assert 'LANGUAGE="es",DEFAULT=YES' in await resp.text()
+
+
+async def test_live_captions_show_in_the_next_segment_and_survive_a_restart(
+    make_client: AppClient, config: Config, media: MediaFactory
+) -> None:
+    client = await make_client()
+    pieces = media.split(media("mp4", duration_s=6, gop=30), 2.0)
+    await upload(client, "live", pieces[0], number=0)
+    await wait_for(client, "live", published(1))
+    # A captioner sends what is said now: the cue is in the segment that holds its time.
+    cue = "WEBVTT\n\n00:00:02.500 --> 00:00:03.500\nLive words\n"
+    assert (await client.post("/upload/live/captions?lang=en", data=cue)).status == 202
+    playlist = m3u8.loads((await fetch(client, "/hls/live/subs/en/index.m3u8")).decode())
+    assert len(playlist.segments) == 1
+    assert playlist.playlist_type == "event"
+    for i, piece in enumerate(pieces[1:], 1):
+        await upload(client, "live", piece, number=i)
+    await wait_for(client, "live", published(3))
+    playlist = m3u8.loads((await fetch(client, "/hls/live/subs/en/index.m3u8")).decode())
+    texts = [
+        [c.text for c in _vtt(await fetch(client, f"/hls/live/subs/en/{s.uri}"))]
+        for s in playlist.segments
+    ]
+    assert texts == [[], ["Live words"], []]
+    body = await fetch(client, "/hls/live/subs/en/index.m3u8")
+    await client.close()
+    again = await make_client()
+    assert await fetch(again, "/hls/live/subs/en/index.m3u8") == body
+    master = m3u8.loads((await fetch(again, "/viewstream/metadata/live")).decode())
+    assert [m.language for m in master.media if m.type == "SUBTITLES"] == ["en"]
