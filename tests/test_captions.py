@@ -17,7 +17,7 @@ from streamd.config import Config, LanguagesConfig
 from streamd.errors import BadRequest
 from streamd.ingest.captions import parse_captions
 from streamd.model.captions import Cue
-from tests.conftest import AppClient, MediaFactory, fetch, published, upload, wait_for
+from tests.conftest import AppClient, MediaFactory, browser, fetch, published, upload, wait_for
 
 ENGLISH = """WEBVTT
 
@@ -177,3 +177,34 @@ async def test_live_captions_show_in_the_next_segment_and_survive_a_restart(
     assert await fetch(again, "/hls/live/subs/en/index.m3u8") == body
     master = m3u8.loads((await fetch(again, "/viewstream/metadata/live")).decode())
     assert [m.language for m in master.media if m.type == "SUBTITLES"] == ["en"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packaging", ["fmp4", "ts"])
+async def test_hls_js_shows_the_chosen_subtitles_at_their_time(
+    client: TestClient, media: MediaFactory, packaging: str
+) -> None:
+    """The player's menu lists both languages; the chosen one's cue is on the video's text
+    track while its time plays, in both packagings (X-TIMESTAMP-MAP against TS PTS and the
+    fMP4 tfdt alike)."""
+    await _stream(client, media, "cc", 8)
+    for lang, data in (("en", ENGLISH), ("es", SPANISH_SRT)):
+        assert (await client.post(f"/upload/cc/captions?lang={lang}", data=data)).status == 202
+    await client.post("/upload/cc/end")
+    await wait_for(client, "cc", lambda v: v["state"] == "ended")
+    url = str(client.make_url(f"/player.html?v=cc&format={packaging}"))
+    result = await browser("play.mjs", "--url", url, "--subtitles", "es", "--min-time", "3")
+    assert result["ok"], result
+    assert result["subtitleTracks"] == ["en", "es"]
+    spanish = next(t for t in result["textTracks"] if t["language"] == "es")  # type: ignore[union-attr]
+    assert spanish["mode"] == "showing"
+    # Media time 0 is where hls.js puts the first decode time: the first picture (stream
+    # second 0) shows a B-frame delay later in fMP4, at once in TS. Cues go with it.
+    zero = float(result["bufferedStart"])  # type: ignore[arg-type]
+    assert 0 <= zero < 0.1
+    hola = next(c for c in spanish["cues"] if c["text"] == "Hola")
+    assert hola["start"] - zero == pytest.approx(1.0, abs=0.01)
+    assert hola["end"] - zero == pytest.approx(2.5, abs=0.01)
+    shown = [s for s in result["activeCues"] if "Hola" in s["texts"]]  # type: ignore[union-attr]
+    assert shown, result["activeCues"]
+    assert all(0.95 <= s["time"] - zero <= 2.55 for s in shown), shown

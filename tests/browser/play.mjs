@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot FILE]';
+const USAGE = 'usage: node tests/browser/play.mjs --url URL [--min-time 3] [--switch] [--watch SECONDS] [--timeout 60] [--screenshot FILE] [--subtitles LANG]';
 
 function parseArgs(argv) {
   const opts = { url: null, minTime: 3, switch: false, watch: 0, timeout: 60, screenshot: null, hover: null, clip: null, mark: null };
@@ -33,6 +33,7 @@ function parseArgs(argv) {
       case '--hover': opts.hover = Number(value()); break;
       case '--clip': opts.clip = value(); break;
       case '--mark': opts.mark = value().split(',').map(Number); break;  // IN,AT: media times
+      case '--subtitles': opts.subtitles = value(); break;  // chosen in the menu first
       case '-h': case '--help': opts.help = true; break;
       default: throw new Error('unknown argument ' + a);
     }
@@ -124,6 +125,14 @@ function snapshotInPage() {
     status: statusEl ? statusEl.textContent : '',
     currentRung: rungEl ? rungEl.textContent : '',
     mediaError: video && video.error ? video.error.code + ' ' + (video.error.message || '') : null,
+    bufferedStart: video && video.buffered.length ? video.buffered.start(0) : null,
+    subtitleTracks: hls && hls.subtitleTracks ? hls.subtitleTracks.map((t) => t.lang) : [],
+    subtitleMenu: document.getElementById('subtitles') ? [...document.getElementById('subtitles').options].map((o) => o.textContent) : [],
+    textTracks: video ? [...video.textTracks].map((t) => ({
+      language: t.language, label: t.label, mode: t.mode,
+      cues: t.cues ? [...t.cues].map((c) => ({ start: c.startTime, end: c.endTime, text: c.text })) : [],
+      active: t.activeCues ? [...t.activeCues].map((c) => c.text) : [],
+    })) : [],
   };
 }
 
@@ -135,6 +144,13 @@ function absorb(snap) {
   result.live = snap.live;
   result.videoHeight = snap.videoHeight;
   result.latency = snap.latency == null ? null : Math.round(snap.latency * 1000) / 1000;
+  if (result.bufferedStart == null && snap.bufferedStart != null) result.bufferedStart = snap.bufferedStart;
+  result.subtitleTracks = snap.subtitleTracks;
+  result.subtitleMenu = snap.subtitleMenu;
+  result.textTracks = snap.textTracks.map((t) => ({ ...t, active: undefined }));
+  // What was on screen when: the showing tracks' active cues at each snapshot.
+  const active = snap.textTracks.filter((t) => t.mode === 'showing').flatMap((t) => t.active);
+  if (active.length) (result.activeCues ??= []).push({ time: snap.currentTime, texts: active });
 }
 
 function describe(snap) {
@@ -207,6 +223,20 @@ async function main() {
     }
     return false;
   };
+
+  // ---- 0. optional: pick a subtitle language in the player's menu ----
+  if (opts.subtitles) {
+    phase = `waiting for the subtitles menu to offer ${opts.subtitles}`;
+    await page.waitForFunction((lang) => {
+      const menu = document.getElementById('subtitles');
+      return menu && [...menu.options].some((o) => o.lang === lang);
+    }, opts.subtitles, { timeout: Math.max(1000, deadline - Date.now()) });
+    await page.evaluate((lang) => {
+      const menu = document.getElementById('subtitles');
+      menu.value = [...menu.options].find((o) => o.lang === lang).value;
+      menu.dispatchEvent(new Event('change'));
+    }, opts.subtitles);
+  }
 
   // ---- 1. playback starts and reaches --min-time ----
   phase = `waiting for currentTime >= ${opts.minTime}`;

@@ -6,6 +6,7 @@
 //   source.js   hls.js / native HLS attach, error recovery, Retry, waiting for the stream
 //   controls.js seek bar, play/pause, volume, fullscreen, go-live, latency readout, keys
 //   quality.js  quality menu and current-rung readout
+//   tracks.js   subtitles and audio-language menus, remembered
 //   info.js     Stream panel (/api/videos/{id}) and Playback stats panel
 //   previews.js seek-bar previews from the stream's WebVTT thumbnails track
 //   icons.js    inline SVG button icons
@@ -13,12 +14,14 @@ import { ui, setBadge, setStatus, showOverlay } from './page.js';
 import { videoId } from './state.js';
 import { wireControls, startUiRefresh } from './controls.js';
 import { wireQuality } from './quality.js';
+import { wireTracks } from './tracks.js';
 import { wireSource, waitForStream } from './source.js';
 import { startInfo } from './info.js';
 import { startPreviews } from './previews.js';
 
 wireControls();
 wireQuality();
+wireTracks();
 wireSource();
 
 if (!videoId) {

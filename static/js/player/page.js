@@ -10,6 +10,8 @@ export const ui = {
   seek: $('seek'), timePos: $('time-pos'), timeEnd: $('time-end'), wall: $('time-wall'),
   playpause: $('playpause'), mute: $('mute'), volume: $('volume'),
   golive: $('golive'), latency: $('latency'), quality: $('quality'),
+  subtitles: $('subtitles'), subtitlesLabel: $('subtitles-label'),
+  audio: $('audio'), audioLabel: $('audio-label'),
   currentRung: $('current-rung'), fullscreen: $('fullscreen'),
   back10: $('back10'), fwd10: $('fwd10'), markIn: $('markin'), saveClip: $('saveclip'),
   info: $('info'), links: $('links'), stats: $('stats'), stage: $('stage'),

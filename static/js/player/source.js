@@ -6,6 +6,7 @@ import Hls from '/vendor/hls.mjs';
 import { video, ui, setStatus, showOverlay, clearOverlay, fail, setBadge } from './page.js';
 import { streamd, player, setHls, videoId, masterUrl } from './state.js';
 import { buildQualityMenu, levelSwitched, resetQuality } from './quality.js';
+import { buildAudioMenu, buildSubtitlesMenu } from './tracks.js';
 import { installCatchUp } from '../catchup.js';
 
 const RETRY_MS = 2000;        // poll interval while the stream does not exist yet
@@ -64,6 +65,8 @@ function attachHls() {
     setStatus('Loading ' + hls.levels.length + ' rendition' + (hls.levels.length === 1 ? '' : 's') + '…', 'info');
     tryPlay();
   });
+  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, buildSubtitlesMenu);
+  hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, buildAudioMenu);
   hls.on(Hls.Events.LEVEL_SWITCHED, levelSwitched);
   hls.on(Hls.Events.LEVEL_UPDATED, (_e, data) => {
     if (data && data.details && !data.details.live) player.ended = true;

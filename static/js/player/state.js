@@ -12,7 +12,11 @@ const enc = encodeURIComponent(videoId);
 // A signed link (?token=, when the server has a viewer secret) is handed to the master
 // playlist, which hands it on to every URL it names.
 export const token = params.get('token');
-export const masterUrl = '/viewstream/metadata/' + enc + (token ? '?token=' + encodeURIComponent(token) : '');
+// ?format=ts plays the MPEG-TS master (fMP4 by default).
+const query = new URLSearchParams();
+if (token) query.set('token', token);
+if (params.get('format')) query.set('format', params.get('format'));
+export const masterUrl = '/viewstream/metadata/' + enc + (query.size ? '?' + query : '');
 export const apiUrl = '/api/videos/' + enc;
 
 export const streamd = { hls: null, video: video, errors: [], mode: null, videoId: videoId };
