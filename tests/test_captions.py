@@ -147,6 +147,11 @@ async def test_the_viewers_language_is_the_default(
     ] == "en"
     resp = await client.get("/viewstream/metadata/lang?lang=es")
     assert 'LANGUAGE="es",DEFAULT=YES' in await resp.text()
+    # /viewstream: a language the stream has (es-MX finds es), or a 404 naming them.
+    assert (await client.get("/viewstream/lang?timestamp=1&lang=es-MX")).status == 200
+    resp = await client.get("/viewstream/lang?timestamp=1&lang=de")
+    assert resp.status == 404
+    assert (await resp.json())["detail"] == "available: en, es"
 
 
 async def test_live_captions_show_in_the_next_segment_and_survive_a_restart(

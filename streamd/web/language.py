@@ -10,7 +10,7 @@ from aiohttp import web
 from streamd.config import LanguagesConfig
 
 
-def _match(tag: str, available: list[str]) -> str | None:
+def match(tag: str, available: list[str]) -> str | None:
     """The available language a tag asks for: the same tag, else the same primary language
     (es-MX finds es, es finds es-MX)."""
     tag = tag.strip().lower()
@@ -47,14 +47,14 @@ def preferred(request: web.Request, available: list[str], config: LanguagesConfi
     if not available:
         return None
     asked = request.query.get("lang")
-    if asked and (found := _match(asked, available)):
+    if asked and (found := match(asked, available)):
         return found
     for tag in accept_language(request.headers.get("Accept-Language", "")):
-        if found := _match(tag, available):
+        if found := match(tag, available):
             return found
     if config.geo_header and (country := request.headers.get(config.geo_header)):
         lang = config.region_language(country)
-        if lang and (found := _match(lang, available)):
+        if lang and (found := match(lang, available)):
             return found
     return available[0]
 

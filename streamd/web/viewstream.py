@@ -106,6 +106,11 @@ async def view(request: web.Request) -> web.Response:
     lang = q.get("lang")
     if lang and not _LANG.match(lang):
         raise BadRequest(f"bad lang {lang!r}", "use a BCP 47 tag such as en or pt-BR")
+    languages = list(stream.captions)
+    if lang and languages and language.match(lang, languages) is None:
+        raise NotFound(
+            f"no language {lang!r} in {stream.video_id!r}", "available: " + ", ".join(languages)
+        )
     time_s = _wall_clock(stream, q["time"]) if "time" in q else _seconds(q, "timestamp", "0")
     rung = _pick_rung(stream, q.get("resolution"))
     seg = stream.segment_at(time_s)
