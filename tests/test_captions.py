@@ -213,3 +213,26 @@ async def test_hls_js_shows_the_chosen_subtitles_at_their_time(
     shown = [s for s in result["activeCues"] if "Hola" in s["texts"]]  # type: ignore[union-attr]
     assert shown, result["activeCues"]
     assert all(0.95 <= s["time"] - zero <= 2.55 for s in shown), shown
+
+
+@pytest.mark.slow
+async def test_dash_js_lists_the_subtitles_and_shows_a_cue_at_its_time(
+    client: TestClient, media: MediaFactory
+) -> None:
+    await _stream(client, media, "dsub", 8)
+    for lang, data in (("en", ENGLISH), ("es", SPANISH_SRT)):
+        assert (await client.post(f"/upload/dsub/captions?lang={lang}", data=data)).status == 202
+    await client.post("/upload/dsub/end")
+    await wait_for(client, "dsub", lambda v: v["state"] == "ended")
+    mpd = await fetch(client, "/hls/dsub/fmp4/manifest.mpd")
+    assert b'mimeType="text/vtt" lang="es"' in mpd
+    url = str(client.make_url("/hls/dsub/fmp4/manifest.mpd"))
+    result = await browser("dash.mjs", "--mpd", url, "--text", "es", "--min-time", "3")
+    assert result["ok"], result
+    assert result["textLangs"] == ["en", "es"]
+    spanish = next(t for t in result["textTracks"] if t["language"] == "es")  # type: ignore[union-attr]
+    hola = next(c for c in spanish["cues"] if c["text"] == "Hola")
+    zero = float(result["bufferedStart"])  # type: ignore[arg-type]
+    assert hola["start"] - zero == pytest.approx(1.0, abs=0.1), (hola, zero)
+    shown = [s for s in result.get("activeCues") or [] if "Hola" in s["texts"]]  # type: ignore[union-attr]
+    assert shown, result

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
 from streamd.clock import iso
-from streamd.model.formats import FMP4
+from streamd.model.formats import FMP4, SUBTITLES
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import AUDIO_HZ, TIMELINE_ORIGIN_S, VIDEO_HZ
@@ -283,6 +283,7 @@ class DashManifest:
             )
         if self.webm and stream.protection is None:
             out.append(self._webm(stream, period, rungs))
+        out.append(self._subtitles(stream, period))
         out.append("  </Period>\n")
         return "".join(out)
 
@@ -320,6 +321,27 @@ class DashManifest:
                 + template
                 + f'      <Representation id="webm-audio" bandwidth="{rungs[0].audio_bitrate_bps}" '
                 f'audioSamplingRate="{AUDIO_HZ}"/>\n'
+                "    </AdaptationSet>\n"
+            )
+        return "".join(out)
+
+    def _subtitles(self, stream: Stream, period: Period) -> str:
+        """A text adaptation set per caption language, over the HLS subtitle segments
+        (WebVTT, one per segment, beside the fMP4 folder)."""
+        out = []
+        for i, lang in enumerate(stream.captions, 4):
+            name = quoteattr(stream.captions[lang].name)
+            out.append(
+                f'    <AdaptationSet id="{i}" contentType="text" mimeType="text/vtt" '
+                f'lang="{lang}" label={name}>\n'
+                + ROLE.format("subtitle")
+                + '      <SegmentTemplate timescale="1000" '
+                f'media="../{SUBTITLES.name}/{lang}/seg$Number%06d$.vtt" '
+                f'startNumber="{period.first_sequence}" '
+                f'presentationTimeOffset="{period.webm.ticks(period.start_s)}">\n'
+                + period.webm.render("        ")
+                + "      </SegmentTemplate>\n"
+                f'      <Representation id="subs-{lang}" bandwidth="256"/>\n'
                 "    </AdaptationSet>\n"
             )
         return "".join(out)

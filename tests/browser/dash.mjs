@@ -3,13 +3,14 @@
 // through playwright-core, on a bare page of the server's origin.
 //
 //   node tests/browser/dash.mjs --mpd http://127.0.0.1:PORT/hls/ID/fmp4/manifest.mpd \
-//        [--min-time 3] [--watch SECONDS] [--timeout 60] [--role alternate]
+//        [--min-time 3] [--watch SECONDS] [--timeout 60] [--role alternate] [--text LANG]
 //
 // Waits until the video has played --min-time seconds (of media), then --watch more
 // seconds of wall time, counting stalls. Prints one JSON line: what dash.js saw (dynamic or
 // static, low-latency mode, video heights, audio tracks, live latency), the segment URLs
 // the page fetched, errors. Exits 0 iff it played. --role: the adaptation sets to take
-// (streamd's WebM ones are "alternate"; the CMAF ones "main").
+// (streamd's WebM ones are "alternate"; the CMAF ones "main"). --text: the subtitle language
+// to show; the text tracks' cues, and the cues active at each look, are in the report.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +26,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--watch': opts.watch = Number(value()); break;
     case '--timeout': opts.timeout = Number(value()); break;
     case '--role': opts.role = value(); break;
+    case '--text': opts.text = value(); break;  // a subtitle language to show
     default: throw new Error('unknown argument ' + argv[i]);
   }
 }
@@ -64,7 +66,7 @@ const origin = new URL(opts.mpd).origin;
 await page.goto(origin + '/api/time');
 await page.setContent('<video id="v" muted playsinline></video>');
 await page.addScriptTag({ url: origin + '/vendor/dash.all.min.js' });
-await page.evaluate(([mpd, role]) => {
+await page.evaluate(([mpd, role, text]) => {
   const player = window.dashjs.MediaPlayer().create();
   window.player = player;
   window.stalls = 0;
@@ -79,21 +81,33 @@ await page.evaluate(([mpd, role]) => {
     player.setInitialMediaSettingsFor('video', { role });
     player.setInitialMediaSettingsFor('audio', { role });
   }
+  if (text) {
+    player.updateSettings({ streaming: { text: { defaultEnabled: true } } });
+    player.setInitialMediaSettingsFor('text', { lang: text });
+  }
   player.attachSource(mpd);
-}, [opts.mpd, opts.role]);
+}, [opts.mpd, opts.role, opts.text]);
 
 const state = () => page.evaluate(() => {
   const p = window.player;
   const video = document.getElementById('v');
   let dynamic = null; let lowLatency = null; let heights = []; let audioTracks = 0; let latency = null;
+  let textLangs = [];
   try {
     dynamic = p.isDynamic();
     lowLatency = p.getLowLatencyModeEnabled();
     heights = p.getRepresentationsByType('video').map((r) => r.height);
     audioTracks = p.getTracksFor('audio').length;
     latency = dynamic ? p.getCurrentLiveLatency() : null;
+    textLangs = p.getTracksFor('text').map((t) => t.lang);
   } catch { /* not initialised yet */ }
+  const textTracks = [...video.textTracks].map((t) => ({
+    language: t.language, mode: t.mode,
+    cues: t.cues ? [...t.cues].map((c) => ({ start: c.startTime, end: c.endTime, text: c.text })) : [],
+    active: t.activeCues ? [...t.activeCues].map((c) => c.text) : [],
+  }));
   return { currentTime: video.currentTime, dynamic, lowLatency, heights, audioTracks, latency,
+    textLangs, textTracks, bufferedStart: video.buffered.length ? video.buffered.start(0) : null,
     stalls: window.stalls, errors: window.dashErrors, videoHeight: video.videoHeight,
     error: video.error ? video.error.code : null };
 });
@@ -104,6 +118,11 @@ for (;;) {
   Object.assign(result, { currentTime: s.currentTime, dynamic: s.dynamic, lowLatency: s.lowLatency,
     heights: s.heights, audioTracks: s.audioTracks, latency: s.latency, stalls: s.stalls });
   result.errors = [...result.errors.filter((e) => e.startsWith('pageerror')), ...s.errors];
+  result.textLangs = s.textLangs;
+  result.textTracks = s.textTracks.map((t) => ({ ...t, active: undefined }));
+  if (result.bufferedStart == null && s.bufferedStart != null) result.bufferedStart = s.bufferedStart;
+  const active = s.textTracks.filter((t) => t.mode === 'showing').flatMap((t) => t.active);
+  if (active.length) (result.activeCues ??= []).push({ time: s.currentTime, texts: active });
   if (s.error) await finish(false, 'media error ' + s.error);
   if (played === null && s.currentTime >= opts.minTime && s.videoHeight > 0) played = Date.now();
   if (played !== null && Date.now() - played >= opts.watch * 1000) break;
