@@ -4,8 +4,10 @@ default."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import m3u8
@@ -17,7 +19,17 @@ from streamd.config import Config, LanguagesConfig
 from streamd.errors import BadRequest
 from streamd.ingest.captions import parse_captions
 from streamd.model.captions import Cue
-from tests.conftest import AppClient, MediaFactory, browser, fetch, published, upload, wait_for
+from tests.conftest import (
+    FFMPEG,
+    AppClient,
+    MediaFactory,
+    browser,
+    fetch,
+    published,
+    run,
+    upload,
+    wait_for,
+)
 
 ENGLISH = """WEBVTT
 
@@ -236,3 +248,56 @@ async def test_dash_js_lists_the_subtitles_and_shows_a_cue_at_its_time(
     assert hola["start"] - zero == pytest.approx(1.0, abs=0.1), (hola, zero)
     shown = [s for s in result.get("activeCues") or [] if "Hola" in s["texts"]]  # type: ignore[union-attr]
     assert shown, result
+
+
+SRT_IN_MKV = """1
+00:00:00,500 --> 00:00:01,500
+Hello <i>there</i>
+
+2
+00:00:04,500 --> 00:00:05,500
+Second {\\\\an8}line
+"""
+
+
+@pytest.mark.parametrize("mode", ["segment", "vod"])
+async def test_subtitles_in_an_mkv_upload_become_a_subtitle_track(
+    client: TestClient, media: MediaFactory, tmp_path: Path, mode: str
+) -> None:
+    """Text subtitles inside an upload (here SubRip in Matroska, tagged eng) are read as
+    they are transcoded, on the stream's timeline, into a track in their language."""
+    srt = tmp_path / "in.srt"
+    srt.write_text(SRT_IN_MKV)
+    source = media("mp4", duration_s=6, gop=30)
+    mkv = tmp_path / "with-subs.mkv"
+    run([FFMPEG, "-v", "error", "-i", str(source), "-i", str(srt), "-map", "0", "-map", "1",
+         "-c:v", "copy", "-c:a", "copy", "-c:s", "srt", "-metadata:s:s:0", "language=eng",
+         str(mkv)])  # fmt: skip
+    vid = f"mkv{mode}"
+    if mode == "vod":
+        resp = await client.post(f"/upload/{vid}?mode=vod", data=mkv.read_bytes())
+        assert resp.status == 202, await resp.text()
+        await wait_for(client, vid, lambda v: v["state"] == "ended")
+    else:
+        await upload(client, vid, mkv, number=0)
+        await wait_for(client, vid, published(1))
+    await _until_subtitles(client, vid)
+    master = m3u8.loads((await fetch(client, f"/hls/{vid}/fmp4/master.m3u8")).decode())
+    assert [(m.type, m.language) for m in master.media if m.type == "SUBTITLES"] == [
+        ("SUBTITLES", "en")
+    ]
+    playlist = m3u8.loads((await fetch(client, f"/hls/{vid}/subs/en/index.m3u8")).decode())
+    cues = {}
+    for seg in playlist.segments:
+        for cue in _vtt(await fetch(client, f"/hls/{vid}/subs/en/{seg.uri}")):
+            cues[cue.text] = (_secs(cue.start), _secs(cue.end))
+    assert cues["Hello there"] == pytest.approx((0.5, 1.5), abs=0.05)
+    assert cues["Second line"] == pytest.approx((4.5, 5.5), abs=0.05)
+
+
+async def _until_subtitles(client: TestClient, video_id: str) -> None:
+    for _ in range(200):
+        if (await client.get(f"/hls/{video_id}/subs/en/index.m3u8")).status == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no subtitle playlist")

@@ -26,6 +26,7 @@ from streamd.media.pieces import PieceReader
 from streamd.media.pipeline import StreamPipeline
 from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
+from streamd.media.subtitles import Cue, SubtitleReader, text_streams
 from streamd.model import layout
 from streamd.model.jobs import (
     LAG,
@@ -37,7 +38,7 @@ from streamd.model.jobs import (
     TranscodeJob,
     TranscodeResult,
 )
-from streamd.model.pipeline import AUDIO_HZ, VIDEO_HZ, audio_sample_at
+from streamd.model.pipeline import AUDIO_HZ, TIMELINE_ORIGIN_S, VIDEO_HZ, audio_sample_at
 from streamd.package import EncodedPacket
 from streamd.store import Store, open_store
 
@@ -117,6 +118,16 @@ class _Upload:
         self.audio_started = False
         self.frames = 0
         publisher.upload, publisher.progress = number, 0.0
+        self.subtitles = SubtitleReader(self._stream_s, self._ours)
+
+    def _stream_s(self, t: Fraction) -> float:
+        """A source time on the stream's timeline (seconds from its start)."""
+        return (self.start_90k + float(t - self.first_s) * VIDEO_HZ) / VIDEO_HZ - TIMELINE_ORIGIN_S
+
+    def _ours(self, t: Fraction) -> bool:
+        """Whether a subtitle at source time `t` is this upload's (a piece's own stretch)."""
+        piece = self.piece
+        return piece is None or (piece.from_s <= t and (piece.last or t < piece.to_s))
 
     def _at_90k(self, frame: av.VideoFrame | av.AudioFrame) -> int | None:
         t = _time_s(frame.pts, frame.time_base)
@@ -265,10 +276,14 @@ class _Upload:
             reader = None if self.piece is None else PieceReader(self.piece, vs)
             if reader is not None:
                 reader.seek(c)
+            subtitles = [] if self.live else text_streams(c)
             try:
-                for packet in c.demux(*streams):
+                for packet in c.demux(*streams, *subtitles):
                     if reader is not None and reader.done(packet):
                         break
+                    if packet.stream in subtitles:
+                        self.subtitles.packet(packet)
+                        continue
                     if reader is not None and reader.skip(packet):
                         continue
                     if aac and packet.stream is a_s and packet.size:
@@ -323,6 +338,7 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     )
     aac_tail, media_s = job.state.input_audio_tail, 0.0
     live_upload: _Upload | None = None
+    cues: list[Cue] = []
     for inp in job.inputs:
         source = inp.live or _source(store, inp.keys)
         if inp.piece is not None:
@@ -339,6 +355,7 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         )
         live_upload = upload if span is None else None
         info, aac_tail = upload.feed(source, aac_tail)
+        cues += upload.subtitles.cues
         if span is None:  # a live session: as long as its frames went
             upload.duration_s = (pipeline.upload_end_90k - upload.start_90k) / VIDEO_HZ
         media_s += upload.duration_s
@@ -373,5 +390,5 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         if i >= job.skip_rungs
     }
     return TranscodeResult(
-        state, media_s, elapsed, publisher.count, rung_seconds, pipeline.skip_rungs
+        state, media_s, elapsed, publisher.count, rung_seconds, pipeline.skip_rungs, tuple(cues)
     )

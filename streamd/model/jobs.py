@@ -214,6 +214,8 @@ class TranscodeResult:
     segments: int
     rung_seconds: dict[str, float]  # worker time per rung: scale + encode + mux
     skip_rungs: int = 0  # the tallest rungs left out at the end (more than asked: it fell behind)
+    # Text subtitles the uploads carried: (language, start_s, end_s, text), stream time.
+    captions: tuple[tuple[str, float, float, str], ...] = ()
 
 
 @dataclass(frozen=True)

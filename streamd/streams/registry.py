@@ -14,7 +14,7 @@ from streamd.errors import Conflict, NotFound, StreamdError, StreamEnded
 from streamd.jobs import JobQueue
 from streamd.metrics import Metrics
 from streamd.model import layout
-from streamd.model.captions import CaptionTrack, Cue
+from streamd.model.captions import Cue
 from streamd.model.jobs import MediaLimits
 from streamd.model.ladder import parse_ladder
 from streamd.model.pipeline import EncodeSettings
@@ -30,6 +30,7 @@ from streamd.model.stream import DONE, HELD, TRANSCODING, Stream
 from streamd.store import AsyncStore
 from streamd.store.migrate import migrate_v1
 from streamd.store.state import StateStore
+from streamd.streams import captions
 from streamd.streams.live import LiveFeed
 from streamd.streams.publisher import Publisher
 from streamd.streams.runner import StreamRunner
@@ -221,36 +222,8 @@ class Streams:
         log.warning("deleted stream %s", video_id)
 
     async def add_captions(self, video_id: str, lang: str, name: str, cues: list[Cue]) -> None:
-        """Cues for a stream's subtitles in `lang` (a new track at the first): recorded,
-        and the published segments they fall in written again; a new language gets its
-        playlist over the whole stream. Under the runner's lock, so no segment is
-        published meanwhile."""
-        runner = self.runners[video_id]
-        async with runner.lock:
-            stream = runner.stream
-            track = stream.captions.get(lang)
-            new = track is None
-            if track is None:
-                track = CaptionTrack(lang, name)
-            track.add(cues)
-            await self.state.add_cues(video_id, track, cues)
-            if new:
-                await self.publisher.write_subtitles(stream, stream.segments, track)
-                stream.captions[lang] = track
-                await self.publisher.add_track(stream, lang)
-            elif cues:
-                start_s = min(c.start_s for c in cues)
-                end_s = max(c.end_s for c in cues)
-                late = stream.segments_between(start_s, end_s)
-                await self.publisher.write_subtitles(stream, late, track)
-        log.info(
-            "%s: %d cues in %s (%s)",
-            video_id,
-            len(cues),
-            lang,
-            "a new subtitle track" if new else f"{len(track.cues)} in all",
-            extra={"stream": video_id},
-        )
+        """Cues for a stream's subtitles in `lang` (streamd.streams.captions)."""
+        await captions.add_captions(self.runners[video_id], lang, name, cues)
 
     def forget_if_empty(self, video_id: str) -> None:
         """A stream whose first upload was refused is not kept (unless ffmpeg's init.mp4

@@ -45,6 +45,7 @@ from streamd.model.stream import (
     Upload,
 )
 from streamd.store.state import StateStore
+from streamd.streams.captions import subtitles_of
 from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
@@ -338,6 +339,8 @@ class StreamRunner:
                     self.overload.after_job(batch[-1], result, self.clock.wall_s())
                 self._advance(len(batch))
             await self.state.record(stream, uploads=batch, pipeline=True)
+        if not isinstance(result, StreamdError):
+            await subtitles_of(self, result)
 
     async def run_job(
         self,

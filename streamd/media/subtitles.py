@@ -1,0 +1,71 @@
+"""Text subtitles carried in an upload (SubRip, ASS/SSA, WebVTT, mov_text), read as cues.
+
+Each subtitle stream's packets are decoded as they are demuxed with the video, their times
+put on the stream's timeline as the video's are, and their text freed of ASS styling. The
+stream's language tag (ISO 639-2 in Matroska and MP4) becomes the shortest BCP 47 tag, as
+HLS's LANGUAGE wants (RFC 5646: `eng` is `en`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import av
+
+TEXT_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text"})
+# ISO 639-2 (B and T) to 639-1, for the languages most streams carry.
+_SHORT = {
+    "ara": "ar", "chi": "zh", "zho": "zh", "cze": "cs", "ces": "cs", "dan": "da", "dut": "nl",
+    "nld": "nl", "eng": "en", "fin": "fi", "fre": "fr", "fra": "fr", "ger": "de", "deu": "de",
+    "gre": "el", "ell": "el", "heb": "he", "hin": "hi", "hun": "hu", "ind": "id", "ita": "it",
+    "jpn": "ja", "kor": "ko", "nor": "no", "pol": "pl", "por": "pt", "rum": "ro", "ron": "ro",
+    "rus": "ru", "spa": "es", "swe": "sv", "tha": "th", "tur": "tr", "ukr": "uk", "vie": "vi",
+}  # fmt: skip
+_ASS_TAG = re.compile(r"\{[^}]*\}")
+Cue = tuple[str, float, float, str]  # (language, start_s, end_s, text) on the stream's timeline
+
+
+def language(stream: av.stream.Stream) -> str:
+    tag = (stream.metadata.get("language") or "und").strip().lower()
+    return _SHORT.get(tag, tag)
+
+
+def plain(dialogue: str) -> str:
+    """ASS dialogue text as a cue's: override tags dropped, its line breaks kept."""
+    text = _ASS_TAG.sub("", dialogue).replace("\\N", "\n").replace("\\n", "\n")
+    return text.replace("\\h", " ").strip()
+
+
+def text_streams(container: av.container.InputContainer) -> list[Any]:
+    return [s for s in container.streams.subtitles if s.codec_context.name in TEXT_CODECS]
+
+
+class SubtitleReader:
+    """Collects the cues of an upload's text subtitle streams, as their packets come."""
+
+    def __init__(
+        self, to_stream_s: Callable[[Fraction], float], keep: Callable[[Fraction], bool]
+    ) -> None:
+        self.to_stream_s, self.keep = to_stream_s, keep
+        self.cues: list[Cue] = []
+
+    def packet(self, packet: av.Packet[Any]) -> None:
+        if packet.pts is None or packet.time_base is None:
+            return
+        start = packet.pts * packet.time_base
+        if not self.keep(start):
+            return  # another piece's
+        end = start + (packet.duration or 0) * packet.time_base
+        try:
+            subtitles = packet.decode()
+        except av.FFmpegError:
+            return  # a broken cue is dropped, not the upload
+        lang = language(packet.stream)
+        for sub in subtitles:
+            dialogue = getattr(sub, "dialogue", b"") or getattr(sub, "text", b"")
+            text = plain(dialogue.decode("utf-8", "replace"))
+            if text and end > start:
+                self.cues.append((lang, self.to_stream_s(start), self.to_stream_s(end), text))
