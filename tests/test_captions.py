@@ -25,6 +25,7 @@ from tests.conftest import (
     MediaFactory,
     browser,
     fetch,
+    ffprobe,
     published,
     run,
     upload,
@@ -301,3 +302,32 @@ async def _until_subtitles(client: TestClient, video_id: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("no subtitle playlist")
+
+
+async def test_viewstream_mp4_and_mov_carry_the_language_asked_for(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
+    await _stream(client, media, "file", 8)
+    assert (await client.post("/upload/file/captions?lang=es", data=SPANISH_SRT)).status == 202
+    for fmt in ("mp4", "mov"):
+        body = await fetch(client, f"/viewstream/file?timestamp=1&format={fmt}&lang=es")
+        path = tmp_path / f"seg.{fmt}"
+        path.write_bytes(body)
+        probe = ffprobe(path, "-show_streams")
+        (text,) = [s for s in probe["streams"] if s["codec_type"] == "subtitle"]
+        assert text["codec_name"] == "mov_text"
+        assert text["tags"]["language"] == "spa"
+        srt = run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:s", "-f", "srt", "-"])
+        # The segment at 0-2 s, its file starting at 0: "Hola" shows from 1 to 2.5 s.
+        assert "00:00:01,000 --> 00:00:02,500\nHola" in srt, srt
+    # A clip of all four segments has both cues at their times.
+    clip = await fetch(client, "/viewstream/file/clip?from=0&to=8&format=mp4&lang=es")
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(clip)
+    srt = run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:s", "-f", "srt", "-"])
+    assert "00:00:06,200 --> 00:00:07,000\nFin" in srt, srt
+    # Without ?lang=, no subtitle track.
+    plain = await fetch(client, "/viewstream/file?timestamp=1&format=mp4")
+    (tmp_path / "plain.mp4").write_bytes(plain)
+    kinds = {s["codec_type"] for s in ffprobe(tmp_path / "plain.mp4", "-show_streams")["streams"]}
+    assert kinds == {"video", "audio"}

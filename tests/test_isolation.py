@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from dataclasses import replace
@@ -71,7 +72,12 @@ async def test_a_hung_worker_is_killed_and_the_stream_goes_on(
     assert up["state"] == "failed"
     assert "took too long" in up["error"]
     assert "upload_timeout_s" in up["error"]
-    stat = _proc(pid, "stat")
+    # SIGKILL was sent; the kernel takes a moment to tear a large process down.
+    for _ in range(100):
+        stat = _proc(pid, "stat")
+        if stat is None or ") Z " in stat:
+            break
+        await asyncio.sleep(0.05)
     assert stat is None or ") Z " in stat, "the hung worker is gone (or a zombie)"
     await upload(client, "hang", media("mp4", duration_s=2, gop=30), number=1)
     info = await wait_for(client, "hang", published(2))

@@ -59,10 +59,17 @@ class JobQueue(Protocol):
         """How many transcode jobs of recordings run at once (one per worker)."""
 
     async def remux(
-        self, inputs: tuple[bytes, ...], container: str, start_s: float, timeout_s: float
+        self,
+        inputs: tuple[bytes, ...],
+        container: str,
+        start_s: float,
+        timeout_s: float,
+        captions: tuple[tuple[float, float, str], ...] = (),
+        lang: str = "und",
     ) -> bytes:
         """Published segments (joined, one input per track file) as one file in
-        `container`, its first picture at `start_s` (streamd.media.remux); raises
+        `container`, its first picture at `start_s`, with `captions` (stream seconds) as a
+        subtitle track in `lang` where the container has one (streamd.media.remux); raises
         UnsupportedMedia."""
 
     async def encode_webm(

@@ -281,9 +281,16 @@ class LocalJobQueue:
         return self._size
 
     async def remux(
-        self, inputs: tuple[bytes, ...], container: str, start_s: float, timeout_s: float
+        self,
+        inputs: tuple[bytes, ...],
+        container: str,
+        start_s: float,
+        timeout_s: float,
+        captions: tuple[tuple[float, float, str], ...] = (),
+        lang: str = "und",
     ) -> bytes:
-        return await self._file("remuxing", timeout_s, worker.remux, inputs, container, start_s)
+        args = (inputs, container, start_s, captions, lang)
+        return await self._file("remuxing", timeout_s, worker.remux, *args)
 
     async def encode_webm(
         self,

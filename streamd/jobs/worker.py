@@ -93,10 +93,17 @@ def keyframes(source: Path) -> Outcome:
     return _outcome("the recording could not be indexed", index, source)
 
 
-def remux(inputs: tuple[bytes, ...], container: str, start_s: float) -> Outcome:
+def remux(
+    inputs: tuple[bytes, ...],
+    container: str,
+    start_s: float,
+    captions: tuple[tuple[float, float, str], ...] = (),
+    lang: str = "und",
+) -> Outcome:
     from streamd.media.remux import remux as remux_media
 
-    return _outcome("the segments could not be remuxed", remux_media, inputs, container, start_s)
+    args = (inputs, container, start_s, captions, lang)
+    return _outcome("the segments could not be remuxed", remux_media, *args)
 
 
 def encode_webm(

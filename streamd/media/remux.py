@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import io
+import struct
 import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import av
+import av.subtitles.codeccontext
 
 from streamd.errors import UnsupportedMedia
+from streamd.media.subtitles import long_language
+from streamd.model.pipeline import TIMELINE_ORIGIN_S
 
 # Container -> (FFmpeg muxer, its options). MP4 and MOV put their index first, so a browser
 # plays the file while it downloads (which takes a second pass over a real file).
@@ -27,19 +31,41 @@ MUXERS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 Inputs = tuple[bytes, ...]  # segments joined, each a file: (video, audio) for CMAF track files
+Captions = tuple[tuple[float, float, str], ...]  # (start_s, end_s, text) on the stream's timeline
+SUBTITLE_CODECS = {"mp4": "mov_text", "mov": "mov_text"}  # what each container carries text as
+ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    b"BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, "
+    b"BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0"
+    b"\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+    b"Effect, Text\n"
+)
 
 
-def remux(inputs: Inputs, container: str, start_s: float) -> bytes:
+def remux(
+    inputs: Inputs, container: str, start_s: float, captions: Captions = (), lang: str = "und"
+) -> bytes:
     """`inputs` (an fMP4 init and its fragments, or MPEG-TS segments, joined: one per track
-    file) as one file in `container` whose first picture is shown at `start_s`."""
+    file) as one file in `container` whose first picture is shown at `start_s`, with
+    `captions` as a subtitle track in `lang` where the container has one (MP4, MOV)."""
     fmt, options = MUXERS[container]
     with tempfile.TemporaryDirectory(prefix="streamd-remux-") as tmp:
         path = Path(tmp) / f"out.{container}"
-        _remux(inputs, fmt, options, start_s, path)
+        text = SUBTITLE_CODECS.get(container) if captions else None
+        _remux(inputs, fmt, options, start_s, path, (text, captions, lang))
         return path.read_bytes()
 
 
-def _remux(inputs: Inputs, fmt: str, options: dict[str, str], start_s: float, path: Path) -> None:
+def _remux(
+    inputs: Inputs,
+    fmt: str,
+    options: dict[str, str],
+    start_s: float,
+    path: Path,
+    subtitles: tuple[str | None, Captions, str] = (None, (), "und"),
+) -> None:
     try:
         with contextlib.ExitStack() as stack:
             first = _first_pts(inputs)
@@ -47,6 +73,10 @@ def _remux(inputs: Inputs, fmt: str, options: dict[str, str], start_s: float, pa
             out = stack.enter_context(av.open(str(path), "w", format=fmt, options=options))
             streams = [s for src in sources for s in src.streams if s.type in ("video", "audio")]
             mapped = {id(s): out.add_stream_from_template(s) for s in streams}
+            codec, captions, lang = subtitles
+            if codec is not None:  # stream second t is internal t + origin, shown from `first`
+                offset_s = TIMELINE_ORIGIN_S - float(first) + start_s
+                _subtitle_track(out, codec, captions, lang, offset_s)
             durations: dict[int, int] = {}
             for packet in _in_time_order(sources):
                 assert packet.dts is not None
@@ -66,6 +96,27 @@ def _remux(inputs: Inputs, fmt: str, options: dict[str, str], start_s: float, pa
                 out.mux(packet)
     except av.FFmpegError as exc:
         raise UnsupportedMedia("the segments could not be remuxed", repr(exc)) from exc
+
+
+def _subtitle_track(
+    out: av.container.OutputContainer, codec: str, captions: Captions, lang: str, offset_s: float
+) -> None:
+    """A mov_text track (3GPP timed text: each sample its text after a 16-bit length; the
+    muxer fills the time between cues with empty samples), its cues moved by `offset_s`."""
+    stream = out.add_stream(codec)
+    stream.time_base = Fraction(1, 1000)
+    # Its encoder is opened with the file, and needs the ASS header it would convert from.
+    assert isinstance(stream.codec_context, av.subtitles.codeccontext.SubtitleCodecContext)
+    stream.codec_context.subtitle_header = ASS_HEADER
+    stream.metadata["language"] = long_language(lang)
+    for start_s, end_s, text in sorted(captions):
+        data = text.encode()
+        packet = av.Packet(struct.pack(">H", len(data)) + data)
+        packet.stream = stream
+        packet.time_base = stream.time_base
+        packet.pts = packet.dts = max(0, round((start_s + offset_s) * 1000))
+        packet.duration = max(1, round((end_s - start_s) * 1000))
+        out.mux(packet)
 
 
 def _in_time_order(sources: list[av.container.InputContainer]) -> Iterator[av.Packet[Any]]:

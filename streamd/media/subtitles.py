@@ -24,6 +24,7 @@ _SHORT = {
     "jpn": "ja", "kor": "ko", "nor": "no", "pol": "pl", "por": "pt", "rum": "ro", "ron": "ro",
     "rus": "ru", "spa": "es", "swe": "sv", "tha": "th", "tur": "tr", "ukr": "uk", "vie": "vi",
 }  # fmt: skip
+_LONG = {short: long for long, short in _SHORT.items()}  # the later, ISO 639-2/T, wins
 _ASS_TAG = re.compile(r"\{[^}]*\}")
 Cue = tuple[str, float, float, str]  # (language, start_s, end_s, text) on the stream's timeline
 
@@ -31,6 +32,12 @@ Cue = tuple[str, float, float, str]  # (language, start_s, end_s, text) on the s
 def language(stream: av.stream.Stream) -> str:
     tag = (stream.metadata.get("language") or "und").strip().lower()
     return _SHORT.get(tag, tag)
+
+
+def long_language(lang: str) -> str:
+    """A BCP 47 tag as MP4 and Matroska keep it (ISO 639-2: en is eng)."""
+    primary = lang.split("-")[0].lower()
+    return _LONG.get(primary, primary if len(primary) == 3 else "und")
 
 
 def plain(dialogue: str) -> str:

@@ -225,7 +225,14 @@ async def _file(
         return await encoded_file(request.app, stream, fmt, rung, segments)
     inputs = await _joined(request.app, stream, fmt.source, rung, segments)
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
-    return await request.app[JOBS].remux(inputs, fmt.name, start_s, REMUX_TIMEOUT_S)
+    # ?lang= with subtitles in that language: their cues as the file's subtitle track.
+    lang = language.match(request.query.get("lang") or "", list(stream.captions))
+    captions: tuple[tuple[float, float, str], ...] = ()
+    if lang is not None:
+        cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
+        captions = tuple((c.start_s, c.end_s, c.text) for c in cues)
+    jobs = request.app[JOBS]
+    return await jobs.remux(inputs, fmt.name, start_s, REMUX_TIMEOUT_S, captions, lang or "und")
 
 
 async def _joined(
