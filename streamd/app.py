@@ -12,6 +12,7 @@ import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -45,6 +46,7 @@ from streamd.jobs import JobQueue
 from streamd.jobs.local import LocalJobQueue
 from streamd.metrics import Metrics
 from streamd.model import layout
+from streamd.model.stream import Segment, Stream
 from streamd.store import AsyncStore, FileStore, SegmentCache
 from streamd.store.sqlite import SqliteState
 from streamd.streams import Publisher, Streams
@@ -146,17 +148,34 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
     await app[STREAMS].close()
 
 
+class _Follower(Protocol):
+    """Background work fed by every published segment."""
+
+    def published(self, stream: Stream, segment: Segment) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def _following(app: web.Application, follower: _Follower, name: str) -> AsyncIterator[None]:
+    """`follower` hears of every published segment and runs as a task, while the block does."""
+    app[PUBLISHER].segment_listeners.add(follower.published)
+    task = asyncio.create_task(follower.run(), name=name)
+    try:
+        yield
+    finally:
+        app[PUBLISHER].segment_listeners.discard(follower.published)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _retention(app: web.Application) -> AsyncIterator[None]:
     """`[retention]`: DVR windows and disk budgets, applied after each publish."""
     config = app[CONFIG]
     retention = Retention(config.retention, app[STREAMS], config.transcode.segment_duration_s)
-    app[PUBLISHER].segment_listeners.add(retention.published)
-    task = asyncio.create_task(retention.run(), name="retention")
-    yield
-    app[PUBLISHER].segment_listeners.discard(retention.published)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _following(app, retention, "retention"):
+        yield
 
 
 async def _eager_webm(app: web.Application) -> AsyncIterator[None]:
@@ -164,14 +183,8 @@ async def _eager_webm(app: web.Application) -> AsyncIterator[None]:
     if app[CONFIG].transcode.webm != "eager":
         yield
         return
-    eager = EagerWebm(app)
-    app[PUBLISHER].segment_listeners.add(eager.published)
-    task = asyncio.create_task(eager.run(), name="eager-webm")
-    yield
-    app[PUBLISHER].segment_listeners.discard(eager.published)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _following(app, EagerWebm(app), "eager-webm"):
+        yield
 
 
 def _listener(key: web.AppKey[RtmpServer] | web.AppKey[SrtIngest]) -> CleanupContext:
