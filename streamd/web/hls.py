@@ -272,6 +272,11 @@ class HlsObjects:
             waiters = stream.live.waiters_for(playlist)
             if not await waiters.wait(view.position, msn, index, timeout_s):
                 break
+            if layout.part_key(stream.video_id, rendition, msn, index) not in stream.live.parts:
+                # Reached without the part: the segment's parts ended (6.2.5.2 counts past
+                # its last as the next segment's first). All were sent; looping again would
+                # spin without ever yielding the event loop.
+                break
         if response is None:  # whole before a part of it was sent: from the store
             data = await self.object_bytes(key)
             return bytes_response(
