@@ -4,8 +4,14 @@ handing their media to `streamd.streams` (a live session to its stream's `LiveFe
 
 from aiohttp import web
 
-from streamd.ingest import captions, chunked, ffmpeg, http
+from streamd.ingest import audio, captions, chunked, ffmpeg, http
 
 
 def routes() -> list[web.RouteDef]:
-    return [*http.routes(), *captions.routes(), *ffmpeg.routes(), *chunked.routes()]
+    return [
+        *http.routes(),
+        *captions.routes(),
+        *audio.routes(),
+        *ffmpeg.routes(),
+        *chunked.routes(),
+    ]

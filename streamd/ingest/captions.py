@@ -96,13 +96,18 @@ def parse_captions(text: str) -> list[Cue]:
     return cues
 
 
+def check_lang(lang: str) -> str:
+    """A `?lang=` value, if it is a BCP 47 tag; BadRequest otherwise."""
+    if not _LANG.match(lang):
+        raise BadRequest(f"bad lang {lang[:20]!r}", "use a BCP 47 tag such as en or pt-BR")
+    return lang
+
+
 async def captions(request: web.Request) -> web.Response:
     """POST /upload/{videoId}/captions?lang=xx[&name=...][&at=ISO 8601]: cues added to the
     stream's subtitles in that language (a new track at its first file)."""
     video_id = authorize(request)
-    lang = request.query.get("lang", "")
-    if not _LANG.match(lang):
-        raise BadRequest(f"bad lang {lang[:20]!r}", "use a BCP 47 tag such as en or pt-BR")
+    lang = check_lang(request.query.get("lang", ""))
     name = request.query.get("name", "")[:64] or lang
     body = await request.content.read(MAX_CAPTION_BYTES + 1)
     if len(body) > MAX_CAPTION_BYTES:

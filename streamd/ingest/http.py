@@ -71,7 +71,7 @@ async def receive_upload(request: web.Request) -> Received:
     )
 
 
-def _number(request: web.Request, received: Received) -> int | None:
+def segment_number(request: web.Request, received: Received) -> int | None:
     for source, value in (
         ("X-Segment-Number header", request.headers.get("X-Segment-Number")),
         ("segment query", request.query.get("segment")),
@@ -199,7 +199,7 @@ async def upload(request: web.Request) -> web.Response:
         raise BadRequest(f"unknown mode {mode[:20]!r}", "use live (segments) or vod")
     received = await receive_upload(request)
     try:
-        number = _number(request, received)
+        number = segment_number(request, received)
         return await accept(
             request.app,
             video_id,

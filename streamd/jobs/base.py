@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from streamd.model.audio import AudioJob, AudioResult
 from streamd.model.jobs import (
     JobProgress,
     KeyframeIndex,
@@ -57,6 +58,16 @@ class JobQueue(Protocol):
     @property
     def transcoders(self) -> int:
         """How many transcode jobs of recordings run at once (one per worker)."""
+
+    async def probe_audio(
+        self, source: Path | bytes, timeout_s: float, limits: MediaLimits
+    ) -> float | None:
+        """Check an audio upload decodes; its duration (None when unknown). Raises
+        UnsupportedMedia."""
+
+    async def audio(self, job: AudioJob, timeout_s: float) -> AudioResult:
+        """An alternate audio rendition of some published segments, encoded and written
+        to the store (streamd.media.alternate); raises UnsupportedMedia."""
 
     async def remux(
         self,

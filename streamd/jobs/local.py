@@ -17,6 +17,7 @@ from typing import Any
 
 from streamd.errors import TranscodeError, UnsupportedMedia, WorkerCrashed, from_data
 from streamd.jobs import worker
+from streamd.model.audio import AudioJob, AudioResult
 from streamd.model.jobs import (
     JobProgress,
     KeyframeIndex,
@@ -243,6 +244,17 @@ class LocalJobQueue:
         assert isinstance(info, SourceInfo)
         return info
 
+    async def probe_audio(
+        self, source: Path | bytes, timeout_s: float, limits: MediaLimits
+    ) -> float | None:
+        assert self._prober is not None
+        args = (source, limits)
+        duration = await self._quick(
+            self._prober, "inspecting the audio", timeout_s, worker.probe_audio, *args
+        )
+        assert duration is None or isinstance(duration, float)
+        return duration
+
     async def webm_video(
         self, video: bytes, bitrate_bps: int, timeout_s: float
     ) -> tuple[bytes, bytes]:
@@ -279,6 +291,12 @@ class LocalJobQueue:
     @property
     def transcoders(self) -> int:
         return self._size
+
+    async def audio(self, job: AudioJob, timeout_s: float) -> AudioResult:
+        assert self._files is not None
+        out = await self._quick(self._files, "encoding audio", timeout_s, worker.audio, job)
+        assert isinstance(out, AudioResult)
+        return out
 
     async def remux(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 
 from streamd.errors import StreamdError, TranscodeError, UnsupportedMedia
 from streamd.logs import setup_logging
+from streamd.model.audio import AudioJob
 from streamd.model.jobs import (
     JobProgress,
     MediaLimits,
@@ -87,10 +88,22 @@ def probe(source: Path | bytes, limits: MediaLimits) -> Outcome:
     return _outcome("the upload could not be inspected", probe_media, source, limits)
 
 
+def probe_audio(source: Path | bytes, limits: MediaLimits) -> Outcome:
+    from streamd.media.probe import probe_audio as probe_it
+
+    return _outcome("the audio upload could not be inspected", probe_it, source, limits)
+
+
 def keyframes(source: Path) -> Outcome:
     from streamd.media.probe import keyframes as index
 
     return _outcome("the recording could not be indexed", index, source)
+
+
+def audio(job: AudioJob) -> Outcome:
+    from streamd.media.alternate import run_audio_job
+
+    return _outcome("the audio could not be encoded", run_audio_job, job)
 
 
 def remux(

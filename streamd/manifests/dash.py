@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
 from streamd.clock import iso
+from streamd.model import layout
+from streamd.model.audio import ALTERNATE_PREFIX, AudioLanguage
 from streamd.model.formats import FMP4, SUBTITLES
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
@@ -112,7 +114,7 @@ class Period:
         segment that does not exist) and init segments."""
         if seg.discontinuity or seg.sequence != self.first_sequence + self.count:
             return False
-        outputs = (*seg.rungs, *seg.audio)
+        outputs = _outputs(seg)
         return len(outputs) == len(self.inits) and all(
             self.inits.get(o.name) == _init(o) for o in outputs
         )
@@ -130,6 +132,12 @@ class Period:
         if seg.audio:
             self.audio.add(seg.start_s, seg.end_s)
         self.count += 1
+
+
+def _outputs(seg: Segment) -> tuple[RungOutput, ...]:
+    """The outputs a segment is published with: alternate audio comes later, and has one
+    init segment for the whole stream."""
+    return (*seg.rungs, *(a for a in seg.audio if not a.name.startswith(ALTERNATE_PREFIX)))
 
 
 def _init(out: RungOutput) -> str:
@@ -176,7 +184,7 @@ class DashManifest:
             return  # the next segment starts a new period
         last = self.periods[-1] if self.periods else None
         if last is None or not last.takes(seg):
-            inits = {o.name: _init(o) for o in (*seg.rungs, *seg.audio)}
+            inits = {o.name: _init(o) for o in _outputs(seg)}
             last = Period(seg.sequence, seg.start_s, inits)
             self.periods.append(last)
         last.add(seg)
@@ -262,30 +270,48 @@ class DashManifest:
                     "      </Representation>\n"
                 )
             out.append("    </AdaptationSet>\n")
-        for name, codecs in stream.audio_codecs.items():
-            if name not in period.inits:
-                continue
-            peak, _ = stream.rates(name, FMP4.name)
-            out.append(
-                '    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" '
-                'segmentAlignment="true" startWithSAP="1" lang="und">\n' + MAIN
-            )
-            out.append(self._template(period, period.audio, segment_s, chunked, coming))
-            out.append(
-                f'      <Representation id="{name}" bandwidth="{peak}" codecs="{codecs}" '
-                f'audioSamplingRate="{AUDIO_HZ}">\n'
-                "        <AudioChannelConfiguration schemeIdUri="
-                '"urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>\n'
-                f"        <SegmentTemplate initialization="
-                f"{quoteattr(name + '/' + period.inits[name])}/>\n"
-                "      </Representation>\n"
-                "    </AdaptationSet>\n"
-            )
+        if layout.AUDIO in period.inits:
+            main = stream.audio_languages.get(layout.AUDIO)
+            languages = [main or AudioLanguage(layout.AUDIO, "und", "Audio")]
+            languages += [a for a in stream.alternates if a.init]
+            for i, track in enumerate(languages):
+                out.append(self._audio(stream, period, track, i, segment_s, chunked, coming))
         if self.webm and stream.protection is None:
             out.append(self._webm(stream, period, rungs))
         out.append(self._subtitles(stream, period))
         out.append("  </Period>\n")
         return "".join(out)
+
+    def _audio(
+        self,
+        stream: Stream,
+        period: Period,
+        track: AudioLanguage,
+        index: int,
+        segment_s: float,
+        chunked: bool,
+        coming: tuple[float, float] | None,
+    ) -> str:
+        """An audio language's adaptation set: the main one (`index` 0) is the `main`
+        role, every one over the same timeline as the video."""
+        name = track.rendition
+        peak, _ = stream.rates(name, FMP4.name)
+        codecs = stream.audio_codecs.get(layout.AUDIO, "mp4a.40.2")
+        init = track.init or period.inits[name]
+        return (
+            f'    <AdaptationSet id="{1 if index == 0 else 10 + index}" contentType="audio" '
+            'mimeType="audio/mp4" segmentAlignment="true" startWithSAP="1" '
+            f"lang={quoteattr(track.lang or 'und')}>\n"
+            + (MAIN if index == 0 else ALTERNATE)
+            + self._template(period, period.audio, segment_s, chunked, coming)
+            + f'      <Representation id="{name}" bandwidth="{peak}" codecs="{codecs}" '
+            f'audioSamplingRate="{AUDIO_HZ}">\n'
+            "        <AudioChannelConfiguration schemeIdUri="
+            '"urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>\n'
+            f"        <SegmentTemplate initialization={quoteattr(name + '/' + init)}/>\n"
+            "      </Representation>\n"
+            "    </AdaptationSet>\n"
+        )
 
     def _webm(self, stream: Stream, period: Period, rungs: list[Rung]) -> str:
         """VP9 and Opus adaptation sets over the same timeline, for players that want open

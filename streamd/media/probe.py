@@ -25,7 +25,8 @@ from streamd.model.jobs import KeyframeIndex, MediaLimits, SourceInfo
 from streamd.model.ladder import Geometry
 
 # Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
-ALLOWED_DEMUXERS = "mov,mp4,matroska,webm,mpegts,flv,avi"
+# Audio-only ones too, for commentary uploads (a video upload without video is refused).
+ALLOWED_DEMUXERS = "mov,mp4,matroska,webm,mpegts,flv,avi,wav,mp3,aac,ogg,flac"
 SAFE_OPTIONS = {
     "format_whitelist": ALLOWED_DEMUXERS,
     "protocol_whitelist": "file",
@@ -34,7 +35,10 @@ SAFE_OPTIONS = {
     "enable_drefs": "0",
     "use_absolute_path": "0",
 }
-ACCEPTED = "accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI"
+ACCEPTED = (
+    "accepted containers: MP4/MOV, MKV/WebM, MPEG-TS, FLV, AVI (audio: also WAV, MP3, AAC,"
+    " Ogg, FLAC)"
+)
 
 
 def _accepted(format_name: str) -> bool:
@@ -137,6 +141,23 @@ def probe(source: Path | bytes, limits: MediaLimits) -> SourceInfo:
             raise UnsupportedMedia("the upload holds no video frames")
         limits.check_frame(frame.width, frame.height)
         return describe(container, frame, duration)
+
+
+def probe_audio(source: Path | bytes, limits: MediaLimits) -> float | None:
+    """Check an audio upload (commentary) holds audio that decodes; its duration."""
+    with open_media(source) as container:
+        if not container.streams.audio:
+            raise UnsupportedMedia("the audio upload has no audio stream")
+        limits.check_streams(len(container.streams))
+        duration = container.duration / 1_000_000 if container.duration else None
+        limits.check_duration(duration)
+        try:
+            frame = next(container.decode(container.streams.audio[0]), None)
+        except av.FFmpegError as exc:
+            raise UnsupportedMedia("the audio does not decode", str(exc)) from exc
+        if frame is None:
+            raise UnsupportedMedia("the audio upload holds no audio")
+        return duration
 
 
 def keyframes(source: Path) -> KeyframeIndex:

@@ -26,7 +26,7 @@ from streamd.media.pieces import PieceReader
 from streamd.media.pipeline import StreamPipeline
 from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
-from streamd.media.subtitles import Cue, SubtitleReader, text_streams
+from streamd.media.subtitles import Cue, SubtitleReader, language, text_streams
 from streamd.model import layout
 from streamd.model.jobs import (
     LAG,
@@ -119,6 +119,7 @@ class _Upload:
         self.frames = 0
         publisher.upload, publisher.progress = number, 0.0
         self.subtitles = SubtitleReader(self._stream_s, self._ours)
+        self.audio_streams: list[tuple[int, int, str, str, float]] = []
 
     def _stream_s(self, t: Fraction) -> float:
         """A source time on the stream's timeline (seconds from its start)."""
@@ -257,6 +258,10 @@ class _Upload:
                 raise UnsupportedMedia("the source has no video stream")
             vs = c.streams.video[0]
             a_s = c.streams.audio[0] if c.streams.audio else None
+            self.audio_streams = [
+                (self.number, s.index, language(s), s.metadata.get("title") or "", 0.0)
+                for s in ([] if self.live else c.streams.audio)
+            ]
             streams = [vs] if a_s is None else [vs, a_s]
             for st in streams:
                 st.codec_context.thread_type = "AUTO"
@@ -339,6 +344,7 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     aac_tail, media_s = job.state.input_audio_tail, 0.0
     live_upload: _Upload | None = None
     cues: list[Cue] = []
+    audio_streams: list[tuple[int, int, str, str, float]] = []
     for inp in job.inputs:
         source = inp.live or _source(store, inp.keys)
         if inp.piece is not None:
@@ -356,6 +362,8 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         live_upload = upload if span is None else None
         info, aac_tail = upload.feed(source, aac_tail)
         cues += upload.subtitles.cues
+        # Where the upload's time 0 is in its own file: its first frame's (a piece's) time.
+        audio_streams += [(*a[:4], float(upload.first_s)) for a in upload.audio_streams]
         if span is None:  # a live session: as long as its frames went
             upload.duration_s = (pipeline.upload_end_90k - upload.start_90k) / VIDEO_HZ
         media_s += upload.duration_s
@@ -390,5 +398,12 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
         if i >= job.skip_rungs
     }
     return TranscodeResult(
-        state, media_s, elapsed, publisher.count, rung_seconds, pipeline.skip_rungs, tuple(cues)
+        state,
+        media_s,
+        elapsed,
+        publisher.count,
+        rung_seconds,
+        pipeline.skip_rungs,
+        tuple(cues),
+        tuple(audio_streams),
     )

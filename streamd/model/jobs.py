@@ -216,6 +216,10 @@ class TranscodeResult:
     skip_rungs: int = 0  # the tallest rungs left out at the end (more than asked: it fell behind)
     # Text subtitles the uploads carried: (language, start_s, end_s, text), stream time.
     captions: tuple[tuple[str, float, float, str], ...] = ()
+    # Every audio track of each upload: (upload, stream index, language, title, the source
+    # time at the upload's start); the first of an upload is its main audio, the others
+    # alternates (streamd.model.audio).
+    audio_streams: tuple[tuple[int, int, str, str, float], ...] = ()
 
 
 @dataclass(frozen=True)

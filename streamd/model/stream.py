@@ -12,9 +12,10 @@ import bisect
 import itertools
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from streamd.model.audio import AudioLanguage
 from streamd.model.captions import CaptionTrack
 from streamd.model.jobs import PublishedSegment, RungOutput
 from streamd.model.ladder import Rung
@@ -190,6 +191,11 @@ class Stream:
     kept_bytes: int = 0
     retired: deque[tuple[float, Segment]] = field(default_factory=deque, repr=False)
     captions: dict[str, CaptionTrack] = field(default_factory=dict, repr=False)  # by language
+    # Audio renditions by folder, the main first (streamd.model.audio); alternates are
+    # added to segments after they are published (`add_audio`).
+    audio_languages: dict[str, AudioLanguage] = field(default_factory=dict, repr=False)
+    # An alternate's segments are made up to (not including) this sequence, by rendition.
+    audio_made: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def state(self) -> str:
@@ -322,6 +328,7 @@ class Stream:
             self.codecs[out.name] = out.codecs
         for out in seg.audio:
             self.audio_codecs[out.name] = out.codecs
+            self.audio_made[out.name] = seg.sequence + 1
         for out in (*seg.rungs, *seg.audio):
             for packaging, size in out.size_bytes.items():
                 tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
@@ -329,6 +336,27 @@ class Stream:
             for packaging, (_, length) in out.iframes.items():
                 tally = self.bandwidth.setdefault((out.name, f"{packaging}-iframes"), Bandwidth())
                 tally.add(length, seg.duration_s)
+
+    def add_audio(self, sequence: int, out: RungOutput) -> Segment | None:
+        """An alternate audio rendition of a published segment (None if it left)."""
+        i = sequence - self.first_sequence
+        if not 0 <= i < len(self.segments):
+            return None
+        seg = self.segments[i]
+        seg = self.segments[i] = replace(seg, audio=(*seg.audio, out))
+        self.audio_made[out.name] = max(self.audio_made.get(out.name, 0), sequence + 1)
+        self.kept_bytes += sum(out.size_bytes.values())
+        for packaging, size in out.size_bytes.items():
+            self.bandwidth.setdefault((out.name, packaging), Bandwidth()).add(size, seg.duration_s)
+        return seg
+
+    def audio_from(self, rendition: str) -> int:
+        """The first segment an alternate is not made for yet."""
+        return max(self.audio_made.get(rendition, 0), self.first_sequence)
+
+    @property
+    def alternates(self) -> list[AudioLanguage]:
+        return [a for a in self.audio_languages.values() if not a.main]
 
     def retire(self, first_sequence: int, due_wall_s: float) -> list[Segment]:
         """Segments before `first_sequence` leave the playlists; their files may go at

@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS cues (
     settings TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cues_by_track ON cues (video_id, lang, start_s);
+CREATE TABLE IF NOT EXISTS audio_languages (
+    video_id TEXT NOT NULL,
+    rendition TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    name TEXT NOT NULL,
+    init TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (video_id, rendition)
+);
 CREATE TABLE IF NOT EXISTS stream_keys (
     key_id TEXT PRIMARY KEY,
     video_id TEXT NOT NULL,
@@ -122,6 +131,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE cues (video_id TEXT NOT NULL, lang TEXT NOT NULL, start_s REAL NOT NULL,"
         " end_s REAL NOT NULL, text TEXT NOT NULL, settings TEXT NOT NULL)",
         "CREATE INDEX cues_by_track ON cues (video_id, lang, start_s)",
+    ),
+    8: (  # audio languages (issue 14): the main audio's and the alternates'
+        "CREATE TABLE audio_languages (video_id TEXT NOT NULL, rendition TEXT NOT NULL,"
+        " lang TEXT NOT NULL, name TEXT NOT NULL, init TEXT NOT NULL,"
+        " position INTEGER NOT NULL, PRIMARY KEY (video_id, rendition))",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

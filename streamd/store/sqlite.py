@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamd.model.audio import AudioLanguage
 from streamd.model.captions import CaptionTrack, Cue
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
@@ -200,6 +201,10 @@ class SqliteState:
                 stream.retired.append((0.0, segment))
             else:
                 stream.add_segment(segment)
+        for vid, rendition, lang, name, init, _ in db.execute(
+            "SELECT * FROM audio_languages ORDER BY video_id, position"
+        ):
+            streams[vid].audio_languages[rendition] = AudioLanguage(rendition, lang, name, init)
         for vid, lang, name, _ in db.execute("SELECT * FROM caption_tracks ORDER BY position"):
             streams[vid].captions[lang] = CaptionTrack(lang, name)
         for vid, lang, start, end, text, settings in db.execute(
@@ -283,6 +288,42 @@ class SqliteState:
             )
             db.executemany("INSERT INTO cues VALUES (?,?,?,?,?,?)", rows)
 
+    async def add_audio(
+        self,
+        video_id: str,
+        language: AudioLanguage,
+        position: int,
+        outputs: Sequence[tuple[int, RungOutput]] = (),
+    ) -> None:
+        lang = (video_id, language.rendition, language.lang, language.name, language.init)
+        rows = [
+            (
+                video_id,
+                seq,
+                r.name,
+                AUDIO_POSITION + position,
+                _json(r.size_bytes),
+                r.codecs,
+                _json(r.inits),
+                "{}",
+            )
+            for seq, r in outputs
+        ]
+        await self._run(self._add_audio, lang, rows)
+
+    def _add_audio(self, language: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        assert self._db is not None
+        db = self._db
+        with _atomic(db):
+            db.execute(
+                "INSERT INTO audio_languages VALUES (?,?,?,?,?,"
+                " (SELECT COUNT(*) FROM audio_languages WHERE video_id = ?))"
+                " ON CONFLICT (video_id, rendition) DO UPDATE SET"
+                " lang = excluded.lang, name = excluded.name, init = excluded.init",
+                (*language, language[0]),
+            )
+            db.executemany("INSERT OR REPLACE INTO rung_outputs VALUES (?,?,?,?,?,?,?,?)", rows)
+
     async def delete_stream(self, video_id: str) -> None:
         await self._run(self._delete_stream, video_id)
 
@@ -298,6 +339,7 @@ class SqliteState:
                 "pipelines",
                 "stream_keys",
                 "cues",
+                "audio_languages",
                 "caption_tracks",
             ):
                 db.execute(f"DELETE FROM {table} WHERE video_id = ?", (video_id,))

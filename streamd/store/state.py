@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from streamd.model.audio import AudioLanguage
 from streamd.model.captions import CaptionTrack, Cue
+from streamd.model.jobs import RungOutput
 from streamd.model.stream import Segment, Stream, StreamKey, Upload
 
 
@@ -46,6 +48,17 @@ class StateStore(Protocol):
 
     async def add_cues(self, video_id: str, track: CaptionTrack, cues: Sequence[Cue]) -> None:
         """One transaction: a caption track (made if new, in the stream's order) and cues."""
+
+    async def add_audio(
+        self,
+        video_id: str,
+        language: AudioLanguage,
+        position: int,
+        outputs: Sequence[tuple[int, RungOutput]] = (),
+    ) -> None:
+        """One transaction: an audio language (made, or its fields changed) and its
+        outputs for published segments, by sequence (`position`: the language's among
+        the stream's, the main's 0)."""
 
     async def delete_stream(self, video_id: str) -> None:
         """Forget a stream: its record, uploads, segments and keys."""

@@ -199,6 +199,16 @@ class Publisher:
         self._announce(change)
         await self._write(change)
 
+    async def add_audio(self, stream: Stream, rendition: str) -> None:
+        """An alternate audio rendition made for more segments: its playlists take them,
+        and the masters and MPD name it."""
+        playlists = self.playlists.get(stream.video_id)
+        if playlists is None:
+            return
+        change = playlists.add_audio(stream, rendition)
+        self._announce(change)
+        await self._write(change)
+
     async def retire(self, stream: Stream, first_sequence: int, due_wall_s: float) -> int:
         """Retention: the segments before `first_sequence` leave the record and every
         playlist (their files go at `due_wall_s`). How many left."""

@@ -19,6 +19,7 @@ from streamd.model.jobs import JobInput, PublishedSegment, TranscodeJob, Transco
 from streamd.model.pipeline import PipelineState
 from streamd.model.recording import PlannedPiece
 from streamd.model.stream import FAILED, PUBLISHED, TRANSCODING, Upload
+from streamd.streams.audio import audio_of
 from streamd.streams.captions import subtitles_of
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ async def transcode_recording(runner: StreamRunner, pieces: list[Upload]) -> Non
         await publish_ready()
         if isinstance(result, TranscodeResult):
             await subtitles_of(runner, result)
+            await audio_of(runner, result)
         return result
 
     todo = [u for u in pieces if _unpublished(u, stream.next_sequence)]

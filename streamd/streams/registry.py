@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from streamd.clock import Clock
@@ -30,7 +31,7 @@ from streamd.model.stream import DONE, HELD, TRANSCODING, Stream
 from streamd.store import AsyncStore
 from streamd.store.migrate import migrate_v1
 from streamd.store.state import StateStore
-from streamd.streams import captions
+from streamd.streams import audio, captions
 from streamd.streams.live import LiveFeed
 from streamd.streams.publisher import Publisher
 from streamd.streams.runner import StreamRunner
@@ -224,6 +225,17 @@ class Streams:
     async def add_captions(self, video_id: str, lang: str, name: str, cues: list[Cue]) -> None:
         """Cues for a stream's subtitles in `lang` (streamd.streams.captions)."""
         await captions.add_captions(self.runners[video_id], lang, name, cues)
+
+    async def add_commentary(
+        self,
+        video_id: str,
+        lang: str,
+        name: str,
+        upload: int,
+        keep: Callable[[str], Awaitable[None]],
+    ) -> str:
+        """Audio in `lang` for the time of upload `upload` (streamd.streams.audio)."""
+        return await audio.add_commentary(self.runners[video_id], lang, name, upload, keep)
 
     def forget_if_empty(self, video_id: str) -> None:
         """A stream whose first upload was refused is not kept (unless ffmpeg's init.mp4

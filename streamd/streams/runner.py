@@ -45,6 +45,7 @@ from streamd.model.stream import (
     Upload,
 )
 from streamd.store.state import StateStore
+from streamd.streams.audio import audio_of, catch_up
 from streamd.streams.captions import subtitles_of
 from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
@@ -91,6 +92,7 @@ class StreamRunner:
         self.overload = Overload(stream, metrics, overload_delay_s)
         self.timeline = Timeline(stream, publisher, state, clock, settings.segment_duration_s)
         self.lock = asyncio.Lock()
+        self.audio_lock = asyncio.Lock()  # alternate audio is made one job at a time
         self.wake = asyncio.Event()
         self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
         if stream.ingest_init:
@@ -339,8 +341,11 @@ class StreamRunner:
                     self.overload.after_job(batch[-1], result, self.clock.wall_s())
                 self._advance(len(batch))
             await self.state.record(stream, uploads=batch, pipeline=True)
-        if not isinstance(result, StreamdError):
+        if isinstance(result, StreamdError):
+            await catch_up(self)  # what it published before it failed
+        else:
             await subtitles_of(self, result)
+            await audio_of(self, result)
 
     async def run_job(
         self,

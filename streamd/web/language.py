@@ -8,20 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from streamd.config import LanguagesConfig
-
-
-def match(tag: str, available: list[str]) -> str | None:
-    """The available language a tag asks for: the same tag, else the same primary language
-    (es-MX finds es, es finds es-MX)."""
-    tag = tag.strip().lower()
-    for lang in available:
-        if lang.lower() == tag:
-            return lang
-    primary = tag.split("-")[0]
-    for lang in available:
-        if lang.lower().split("-")[0] == primary:
-            return lang
-    return None
+from streamd.model.language import match
 
 
 def accept_language(header: str) -> list[str]:

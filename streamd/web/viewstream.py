@@ -32,6 +32,7 @@ from streamd.model.formats import (
     file_format_for,
     packaging_for,
 )
+from streamd.model.language import match
 from streamd.model.stream import Segment, Stream
 from streamd.web import language
 from streamd.web.hls import bytes_response
@@ -107,7 +108,7 @@ async def view(request: web.Request) -> web.Response:
     if lang and not _LANG.match(lang):
         raise BadRequest(f"bad lang {lang!r}", "use a BCP 47 tag such as en or pt-BR")
     languages = list(stream.captions)
-    if lang and languages and language.match(lang, languages) is None:
+    if lang and languages and match(lang, languages) is None:
         raise NotFound(
             f"no language {lang!r} in {stream.video_id!r}", "available: " + ", ".join(languages)
         )
@@ -226,7 +227,7 @@ async def _file(
     inputs = await _joined(request.app, stream, fmt.source, rung, segments)
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
     # ?lang= with subtitles in that language: their cues as the file's subtitle track.
-    lang = language.match(request.query.get("lang") or "", list(stream.captions))
+    lang = match(request.query.get("lang") or "", list(stream.captions))
     captions: tuple[tuple[float, float, str], ...] = ()
     if lang is not None:
         cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)

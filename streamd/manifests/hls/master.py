@@ -12,7 +12,9 @@ from streamd.manifests.hls.tags import (
     Variant,
 )
 from streamd.model import layout
+from streamd.model.audio import AudioLanguage
 from streamd.model.formats import SUBTITLES, Packaging
+from streamd.model.language import match
 from streamd.model.stream import Stream
 
 AUDIO_GROUP = "aac"
@@ -37,13 +39,7 @@ def master_playlist(
         )
         for track in stream.captions.values()
     )
-    audio = []
-    audio_peak = audio_average = 0
-    if packaging.audio_apart:
-        for name in stream.audio_codecs:
-            peak, average = stream.rates(name, packaging.name)
-            audio_peak, audio_average = max(audio_peak, peak), max(audio_average, average)
-            audio.append(AudioRendition(f"{base_uri}{name}/index.m3u8", AUDIO_GROUP, "Audio", 2))
+    audio, audio_peak, audio_average = _audio(stream, packaging, base_uri, lang)
     variants = []
     for rung in stream.rungs:
         if rung.name not in stream.codecs:
@@ -85,6 +81,38 @@ def master_playlist(
         audio=tuple(audio),
         subtitles=subtitles,
     )
+
+
+def _audio(
+    stream: Stream, packaging: Packaging, base_uri: str, lang: str | None
+) -> tuple[list[AudioRendition], int, int]:
+    """The audio group, and the highest rates in it: where the audio is apart, the main
+    and every alternate in a playlist of its own; else (TS) the main in the variants (no
+    URI, 4.3.4.1) and the alternates beside them, when there are any."""
+    main = stream.audio_languages.get(layout.AUDIO)
+    named = [a for a in stream.alternates if a.init]  # made for a segment at least
+    if layout.AUDIO not in stream.audio_codecs or not (packaging.audio_apart or named):
+        return [], 0, 0
+    languages = [main or AudioLanguage(layout.AUDIO, "", "Audio"), *named]
+    default = match(lang, [a.lang for a in languages]) if lang else None
+    default = default or languages[0].lang
+    audio, audio_peak, audio_average = [], 0, 0
+    for track in languages:
+        in_variant = track.main and not packaging.audio_apart
+        if not in_variant:
+            peak, average = stream.rates(track.rendition, packaging.name)
+            audio_peak, audio_average = max(audio_peak, peak), max(audio_average, average)
+        audio.append(
+            AudioRendition(
+                None if in_variant else f"{base_uri}{track.rendition}/index.m3u8",
+                AUDIO_GROUP,
+                track.name,
+                2,
+                None if track.lang in ("", "und") else track.lang,
+                track.lang == default,
+            )
+        )
+    return audio, audio_peak, audio_average
 
 
 def absolute_master(stream: Stream, packaging: Packaging, lang: str | None = None) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from streamd.manifests.hls.lowlatency import LivePlaylistTail, LiveView, Part, server_control
 from streamd.manifests.hls.tags import ENDLIST, MediaPlaylist, MediaSegment, round_half_up
 from streamd.model import layout
+from streamd.model.audio import ALTERNATE_PREFIX
 from streamd.model.formats import SUBTITLES, Packaging
 from streamd.model.jobs import PublishedPart
 from streamd.model.protection import Protection
@@ -92,6 +93,10 @@ class RenditionPlaylist:
         self.media_sequence: int | None = None  # the first segment's
         self.discontinuity_sequence = 0
         self.body: deque[tuple[int, MediaSegment, bytes]] = deque()  # and its lines
+        self.next_sequence: int | None = None  # the segment it takes next
+        self.ended = False
+        # An alternate audio rendition: made after its segments, it may lag the others.
+        self.alternate = rung.startswith(ALTERNATE_PREFIX)
 
     def entry(self, stream: Stream, seg: Segment) -> MediaSegment:
         pdt = None if stream.start_wall_s is None else stream.start_wall_s + seg.start_s
@@ -175,6 +180,7 @@ class RenditionPlaylist:
 
     def add(self, stream: Stream, seg: Segment, change: PlaylistChange) -> None:
         entry, msn = self.entry(stream, seg), seg.sequence
+        self.next_sequence = msn + 1
         self.longest = max(self.longest, round_half_up(entry.duration_s))
         if self.media_sequence is None:  # the first (or, restarted, where a window stood)
             self.media_sequence = msn
@@ -230,8 +236,9 @@ class RenditionPlaylist:
 
     def end(self, change: PlaylistChange, vod: bool) -> None:
         """ENDLIST; `vod`: a recording uploaded whole, now done, is a VOD playlist."""
-        if not self.header:
+        if not self.header or self.ended:
             return
+        self.ended = True
         if self.tail is not None:  # whole segments only, and no blocking (6.2.5.2)
             tail, self.tail = self.tail, None
             for msn, entry in tail.segments():

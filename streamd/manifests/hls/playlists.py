@@ -97,6 +97,8 @@ class StreamPlaylists:
                     iframes.add(stream, seg, change)
         for lang in stream.captions:
             self._media_for(SUBTITLES, lang).add(stream, seg, change)
+        for alternate in stream.alternates:
+            self._catch_up(stream, alternate.rendition, change)
         self.dash.add(seg)
         if refresh:
             self._refresh_masters(stream, change)
@@ -141,6 +143,28 @@ class StreamPlaylists:
         self._refresh_masters(stream, change)
         return change
 
+    def add_audio(self, stream: Stream, rendition: str) -> PlaylistChange:
+        """An alternate audio rendition was made for more segments: its playlists take
+        them, and the masters name it."""
+        change = self.change()
+        self._catch_up(stream, rendition, change)
+        self._refresh_masters(stream, change)
+        return change
+
+    def _catch_up(self, stream: Stream, rendition: str, change: PlaylistChange) -> None:
+        """An alternate's playlists take the segments after their last that it was made
+        for, in order (its audio comes after the video: a playlist stops at the first
+        segment still without it). Closed once the stream ended and it has them all."""
+        for packaging in PACKAGINGS.values():
+            media = self._media_for(packaging, rendition)
+            sequence = max(media.next_sequence or 0, stream.first_sequence)
+            made = stream.audio_from(rendition)
+            while sequence < made and (seg := stream.segment(sequence)) is not None:
+                media.add(stream, seg, change)  # EXT-X-GAP where it has none (too short)
+                sequence += 1
+            if self.ended and not media.ended and sequence == stream.next_sequence:
+                media.end(change, stream.vod)
+
     def trim(self, stream: Stream) -> PlaylistChange:
         """The stream's oldest segments left its record (retention): they leave every media
         playlist and the MPD too."""
@@ -155,10 +179,11 @@ class StreamPlaylists:
         return change
 
     def _renditions(self, stream: Stream, packaging: Packaging) -> list[RenditionPlaylist]:
-        """The media playlists of a packaging: a rung's each, and the audio's if apart."""
+        """The media playlists of a packaging a segment is published in: a rung's each,
+        and the main audio's if apart (alternates follow, `add_audio`)."""
         names = [r.name for r in stream.rungs]
         if packaging.audio_apart:
-            names += stream.audio_codecs
+            names += [name for name in stream.audio_codecs if name == layout.AUDIO]
         return [self._media_for(packaging, name) for name in names]
 
     def _media_for(self, packaging: Packaging, rung: str) -> RenditionPlaylist:
@@ -201,7 +226,8 @@ class StreamPlaylists:
         self.ended = True
         change = self.change()
         for media in self._media.values():
-            media.end(change, stream.vod)
+            if media.next_sequence in (None, stream.next_sequence) or not media.alternate:
+                media.end(change, stream.vod)
         self._refresh_masters(stream, change)
         self.live.end()
         return change

@@ -174,7 +174,7 @@ class Variant:
 class AudioRendition:
     """#EXT-X-MEDIA:TYPE=AUDIO: an audio rendition in its own playlist (RFC 8216 4.3.4.1)."""
 
-    uri: str
+    uri: str | None  # None: in the variants' own segments (4.3.4.1)
     group_id: str
     name: str
     channels: int
@@ -187,7 +187,8 @@ class AudioRendition:
             attrs.append(f'LANGUAGE="{self.language}"')
         yes_no = "YES" if self.default else "NO"
         attrs += [f"DEFAULT={yes_no},AUTOSELECT=YES", f'CHANNELS="{self.channels}"']
-        attrs.append(f'URI="{self.uri}"')
+        if self.uri is not None:
+            attrs.append(f'URI="{self.uri}"')
         return f"#EXT-X-MEDIA:{','.join(attrs)}"
 
 

@@ -1,0 +1,181 @@
+"""An alternate audio rendition of some published segments, as run in a worker process
+(`streamd.model.audio`): one audio stream decoded, put on the stream's timeline, encoded
+once as AAC on the same frame grid as the main audio, cut at the segments' boundaries and
+packaged as audio-only fMP4 (CMAF) and MPEG-TS."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from streamd.errors import UnsupportedMedia
+from streamd.media.codecs import aac
+from streamd.media.codecs.aac import AUDIO_PREROLL_FRAMES, AudioTrack
+from streamd.media.probe import open_media
+from streamd.model import layout
+from streamd.model.audio import AudioJob, AudioResult, AudioSource
+from streamd.model.formats import FMP4, TS
+from streamd.model.jobs import RungOutput
+from streamd.model.ladder import Rung
+from streamd.model.pipeline import (
+    AAC_FRAME,
+    AUDIO_HZ,
+    TIMELINE_ORIGIN_S,
+    VIDEO_HZ,
+    PipelineState,
+    aac_frame_at,
+    audio_sample_at,
+)
+from streamd.package import EncodedPacket, fmp4
+from streamd.package.base import init_name, mux
+from streamd.store import Store, open_store
+
+
+def _at_90k(stream_s: float) -> int:
+    return round((TIMELINE_ORIGIN_S + stream_s) * VIDEO_HZ)
+
+
+class _Segments:
+    """Packets cut at the segments' audio starts, each segment packaged once it is whole."""
+
+    def __init__(self, job: AudioJob, store: Store) -> None:
+        self.job, self.store = job, store
+        self.segments = [span for piece in job.pieces for span in piece.segments]
+        self.starts = [audio_sample_at(_at_90k(start)) for _, start, _ in self.segments]
+        self.rung = Rung(job.rendition, 0, 0, 0, job.bitrate_bps)
+        self.current = 0
+        self.packets: list[EncodedPacket] = []
+        self.outputs: list[tuple[int, RungOutput]] = []
+        self.written_inits: set[str] = set()
+
+    def add(self, packets: list[EncodedPacket]) -> None:
+        for p in packets:
+            i = max(0, bisect.bisect_right(self.starts, p.pts) - 1)
+            while self.current < i:
+                self._close()
+            self.packets.append(p)
+
+    def finish(self) -> AudioResult:
+        while self.current < len(self.starts):
+            self._close()
+        return AudioResult(tuple(self.outputs))
+
+    def _close(self) -> None:
+        sequence = self.segments[self.current][0]
+        packets, self.packets = tuple(self.packets), []
+        self.current += 1
+        if not packets:
+            return  # shorter than an AAC frame: nothing of its own
+        packaged = fmp4.package_audio(packets, self.rung)
+        assert packaged.init is not None
+        init = init_name(packaged.init)
+        key = layout.init_key(self.job.video_id, FMP4.name, self.job.rendition, init)
+        self._put(key, None, packaged.init)
+        sizes = {
+            FMP4.name: self._put_media(FMP4.name, sequence, packaged.media),
+            TS.name: self._put_media(
+                TS.name, sequence, mux("mpegts", {}, None, packets, self.rung)
+            ),
+        }
+        self.outputs.append(
+            (sequence, RungOutput(self.job.rendition, sizes, aac.CODECS, {FMP4.name: init}))
+        )
+
+    def _put_media(self, packaging: str, sequence: int, media: bytes) -> int:
+        job = self.job
+        if job.protection is not None:
+            media = job.protection.encrypt(job.video_id, sequence, media)
+        key = layout.segment_key(job.video_id, packaging, job.rendition, sequence)
+        self._put(key, sequence, media)
+        return len(media)
+
+    def _put(self, key: str, sequence: int | None, data: bytes) -> None:
+        if sequence is None:  # an init segment, named by its content: written once
+            if key in self.written_inits:
+                return
+            self.written_inits.add(key)
+        self.store.put(key, data)
+
+
+def _time(frame: av.AudioFrame) -> Fraction | None:
+    return None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
+
+
+def run_audio_job(job: AudioJob) -> AudioResult:
+    """Encode and package the alternate for every segment of the job: each piece with an
+    AAC encoder of its own, pre-rolled with silence, on the stream's frame grid."""
+    store = open_store(job.store_spec)
+    out = _Segments(job, store)
+    for piece in job.pieces:
+        start_90k = _at_90k(piece.segments[0][1])
+        last = piece.segments[-1]
+        first = aac_frame_at(start_90k)
+        state = replace(
+            PipelineState(),
+            audio_base_sample=first - (AUDIO_PREROLL_FRAMES + 1) * AAC_FRAME,
+            audio_emit_from=first,
+            audio_carry=b"",
+        )
+        track = AudioTrack(state, job.bitrate_bps)
+        track.emit_until = aac_frame_at(_at_90k(last[1] + last[2]))
+        source = _opened(store, piece.source)
+        if source is not None:
+            _decode(source, piece.source, track, out, audio_sample_at(start_90k))
+        for _, start, duration in piece.segments:  # silence where the source has none
+            track.pad_to(audio_sample_at(_at_90k(start + duration)))
+            out.add(track.encode_ready())
+        track.pad_to(track.end + 3 * AAC_FRAME)  # finish drops what saw the end
+        out.add(track.finish())
+    return out.finish()
+
+
+def _opened(store: Store, source: AudioSource) -> Path | bytes | None:
+    """The source's file (None: silence, or an optional commentary that did not come)."""
+    keys = source.keys
+    if not keys:
+        return None
+    path = store.local_path(keys[0]) if len(keys) == 1 else None
+    if path is not None:
+        return path if path.exists() or not source.optional else None
+    try:
+        return b"".join(store.get(k) for k in keys)
+    except FileNotFoundError:
+        if source.optional:
+            return None
+        raise
+
+
+def _decode(
+    file: Path | bytes, source: AudioSource, track: AudioTrack, out: _Segments, zero: int
+) -> None:
+    """The source's audio onto `track`: its time `origin_s` at sample `zero`, nothing
+    after the track's end."""
+    until = (track.emit_until or 0) + 3 * AAC_FRAME
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_HZ)
+    with open_media(file) as c:
+        streams = c.streams.audio
+        if not streams:
+            raise UnsupportedMedia("the audio upload has no audio stream")
+        stream = next((s for s in streams if s.index == source.stream_index), streams[0])
+        if source.origin_s is not None:
+            origin = Fraction(source.origin_s)
+        elif stream.start_time is not None and stream.time_base is not None:
+            origin = stream.start_time * stream.time_base
+        else:
+            origin = Fraction(0)
+        try:
+            for frame in c.decode(stream):
+                t = _time(frame)
+                for resampled in resampler.resample(frame):
+                    at = track.end if t is None else zero + round((t - origin) * AUDIO_HZ)
+                    t = None
+                    if at >= until:
+                        return
+                    track.add(resampled.to_ndarray(), at)
+                    out.add(track.encode_ready())
+        except av.FFmpegError as exc:
+            raise UnsupportedMedia("the audio stopped decoding", str(exc)) from exc

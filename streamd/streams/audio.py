@@ -1,0 +1,185 @@
+"""A stream's audio languages (streamd.model.audio): the main audio's language, from its
+uploads; alternates, from their further audio tracks or from commentary uploaded apart;
+and each alternate made for the segments published since it was last made, in order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from streamd.errors import SegmentConflict, StreamdError
+from streamd.model import layout
+from streamd.model.audio import (
+    AudioJob,
+    AudioLanguage,
+    AudioPiece,
+    AudioSource,
+    alternate_rendition,
+    commentary_key,
+)
+from streamd.model.jobs import TranscodeResult
+from streamd.model.language import display_name
+from streamd.model.stream import Segment, Stream
+
+if TYPE_CHECKING:
+    from streamd.streams.runner import StreamRunner
+
+log = logging.getLogger("streamd.streams.audio")
+AUDIO_JOB_S_PER_SEGMENT = 2.0  # a job's timeout, per segment it makes (it takes ~10 ms)
+
+
+def _position(stream: Stream, rendition: str) -> int:
+    return list(stream.audio_languages).index(rendition)
+
+
+async def _register(runner: StreamRunner, language: AudioLanguage) -> None:
+    stream = runner.stream
+    stream.audio_languages[language.rendition] = language
+    position = _position(stream, language.rendition)
+    await runner.state.add_audio(stream.video_id, language, position)
+
+
+def _alternate_for(stream: Stream, lang: str, title: str) -> AudioLanguage:
+    """A new alternate in `lang`, its folder and name unlike any other's."""
+    taken = {a.name for a in stream.audio_languages.values()}
+    rendition, n = alternate_rendition(lang), 2
+    while rendition in stream.audio_languages:
+        rendition, n = f"{alternate_rendition(lang)}-{n}", n + 1
+    name, n = title or display_name(lang), 2
+    while name in taken:
+        name, n = f"{title or display_name(lang)} {n}", n + 1
+    return AudioLanguage(rendition, lang, name)
+
+
+async def audio_of(runner: StreamRunner, result: TranscodeResult) -> None:
+    """A job's uploads are published: the languages of their audio tracks (the first is
+    the main audio, the others alternates), then every alternate made for them."""
+    stream = runner.stream
+    async with runner.lock:
+        by_upload: dict[int, list[tuple[int, str, str, float]]] = {}
+        for number, index, lang, title, origin_s in result.audio_streams:
+            by_upload.setdefault(number, []).append((index, lang, title, origin_s))
+        for number, tracks in by_upload.items():
+            upload = stream.uploads.get(number)
+            if upload is not None:  # which tracks it has, for its alternates
+                upload.source = {**(upload.source or {}), "audio": [list(t) for t in tracks]}
+            if layout.AUDIO not in stream.audio_languages:
+                _, lang, title, _ = tracks[0]
+                name = title or ("Audio" if lang == "und" else display_name(lang))
+                await _register(runner, AudioLanguage(layout.AUDIO, lang, name))
+            known = {a.lang for a in stream.alternates}
+            for _, lang, title, _ in tracks[1:]:
+                if lang not in known:
+                    await _register(runner, _alternate_for(stream, lang, title))
+                    known.add(lang)
+        uploads = [stream.uploads[n] for n in by_upload if n in stream.uploads]
+        if uploads:
+            await runner.state.record(stream, uploads=uploads)
+    await catch_up(runner)
+
+
+async def add_commentary(
+    runner: StreamRunner,
+    lang: str,
+    name: str,
+    upload: int,
+    keep: Callable[[str], Awaitable[None]],
+) -> str:
+    """An audio upload for the time of video upload `upload`, kept by `keep(store key)`:
+    its language becomes an alternate if new, and it is made into that alternate's
+    segments once that upload's are published. Raises SegmentConflict when they were made
+    already (silent: nothing was sent for them in time). Returns the alternate's folder."""
+    stream = runner.stream
+    async with runner.lock:
+        track = next((a for a in stream.alternates if a.lang == lang), None)
+        if track is not None:
+            made = stream.audio_from(track.rendition)
+            done = [s for s in _published(stream, upload) if s.sequence < made]
+            if done:
+                raise SegmentConflict(
+                    f"the {lang} audio of upload {upload} was already made",
+                    f"its segments from {done[0].sequence} were published before it came",
+                )
+        await keep(commentary_key(stream.video_id, lang, upload))
+        if track is None:
+            track = _alternate_for(stream, lang, name)
+            await _register(runner, track)
+    log.info("%s: %s audio for upload %d", stream.video_id, lang, upload)
+    await catch_up(runner)
+    return track.rendition
+
+
+def _published(stream: Stream, upload: int) -> list[Segment]:
+    """The published segments of an upload (scanning back from the newest: recent uploads
+    are what commentary is sent for)."""
+    found = []
+    for seg in reversed(stream.segments):
+        if seg.upload == upload:
+            found.append(seg)
+        elif found or seg.upload < upload:
+            break
+    return found[::-1]
+
+
+async def catch_up(runner: StreamRunner) -> None:
+    """Every alternate made for the published segments it lacks, in order (one catch-up
+    at a time: a recording's pieces finish together)."""
+    async with runner.audio_lock:
+        for track in list(runner.stream.alternates):
+            await _make(runner, track)
+
+
+def _source(stream: Stream, track: AudioLanguage, number: int) -> AudioSource:
+    """Where an upload's audio in the alternate's language comes from: the upload's own
+    track in it, else a commentary upload for it (the worker finds whether there is one),
+    else silence."""
+    upload = stream.uploads.get(number)
+    for index, lang, _, origin_s in ((upload and upload.source) or {}).get("audio", [])[1:]:
+        if lang == track.lang and upload is not None:
+            return AudioSource(upload.keys, index, origin_s)
+    return AudioSource((commentary_key(stream.video_id, track.lang, number),), optional=True)
+
+
+async def _make(runner: StreamRunner, track: AudioLanguage) -> None:
+    stream = runner.stream
+    start = stream.audio_from(track.rendition)
+    todo = [s for s in stream.segments[start - stream.first_sequence :] if not s.gap]
+    if not todo:
+        return
+    pieces: list[AudioPiece] = []
+    for seg in todo:
+        span = (seg.sequence, seg.start_s, seg.duration_s)
+        if pieces and pieces[-1].upload == seg.upload:
+            pieces[-1] = replace(pieces[-1], segments=(*pieces[-1].segments, span))
+        else:
+            source = _source(stream, track, seg.upload)
+            pieces.append(AudioPiece(seg.upload, source, (span,)))
+    job = AudioJob(
+        stream.video_id,
+        runner.store_spec,
+        track.rendition,
+        tuple(pieces),
+        runner.settings.audio_bitrate_bps,
+        stream.protection,
+    )
+    timeout_s = 30 + AUDIO_JOB_S_PER_SEGMENT * len(todo)
+    try:
+        result = await runner.jobs.audio(job, timeout_s)
+    except StreamdError as exc:  # a bad commentary file: silence, so the rendition goes on
+        log.error("%s: %s audio failed (%s), made silent", stream.video_id, track.lang, exc)
+        silent = tuple(replace(p, source=AudioSource()) for p in pieces)
+        result = await runner.jobs.audio(replace(job, pieces=silent), timeout_s)
+    async with runner.lock:
+        outputs = [(seq, out) for seq, out in result.outputs if stream.segment(seq) is not None]
+        for seq, out in outputs:
+            stream.add_audio(seq, out)
+        stream.audio_made[track.rendition] = todo[-1].sequence + 1
+        if outputs and not track.init:
+            track = replace(track, init=outputs[0][1].inits.get("fmp4", ""))
+            stream.audio_languages[track.rendition] = track
+        await runner.state.add_audio(
+            stream.video_id, track, _position(stream, track.rendition), outputs
+        )
+        await runner.publisher.add_audio(stream, track.rendition)
