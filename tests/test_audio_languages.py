@@ -6,14 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import m3u8
 import numpy as np
+import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import FFMPEG, MediaFactory, fetch, published, run, upload, wait_for
+from streamd.config import Config, LanguagesConfig
+from tests.conftest import (
+    FFMPEG,
+    AppClient,
+    MediaFactory,
+    browser,
+    fetch,
+    ffprobe,
+    published,
+    run,
+    upload,
+    wait_for,
+)
 
 SRT = "1\n00:00:00,500 --> 00:00:01,500\nHello\n"
 
@@ -154,3 +168,103 @@ async def test_commentary_errors_are_clear(
     await _until(client, "/hls/late/fmp4/audio-fr/index.m3u8", lambda b: b"seg" in b)
     resp = await client.post("/upload/late/audio?lang=fr&segment=0", data=tone)
     assert resp.status == 409, await resp.text()
+
+
+async def _dubbed(client: TestClient, media: MediaFactory, tmp: Path, vid: str) -> None:
+    """Two 4 s MKV uploads with English and Spanish audio, ended."""
+    for i in range(2):
+        await upload(client, vid, _mkv(media, tmp, f"{i}.mkv", 4, 880), number=i)
+    await client.post(f"/upload/{vid}/end")
+    await wait_for(client, vid, lambda v: v["state"] == "ended")
+    await _until(client, f"/hls/{vid}/ts/master.m3u8", lambda b: b"audio-es" in b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packaging", ["fmp4", "ts"])
+async def test_hls_js_lists_both_languages_and_plays_on_after_a_switch(
+    client: TestClient, media: MediaFactory, tmp_path: Path, packaging: str
+) -> None:
+    await _dubbed(client, media, tmp_path, "hlsdub")
+    url = str(client.make_url(f"/player.html?v=hlsdub&format={packaging}"))
+    result = await browser("play.mjs", "--url", url, "--min-time", "1", "--audio", "es")
+    assert result["ok"], result
+    assert result["audioTracks"] == ["en", "es"]
+    assert result["audioMenu"] == ["English", "Español"]
+    assert result["subtitleTracks"] == ["en"]
+    assert result["audioBefore"] == "en"
+    assert result["audioAfter"] == "es"
+    assert result["remembered"] == "es"  # the player keeps the viewer's choice
+    assert not result["fatalErrors"], result
+
+
+@pytest.mark.slow
+async def test_dash_js_lists_both_languages_and_plays_on_after_a_switch(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
+    await _dubbed(client, media, tmp_path, "dashdub")
+    url = str(client.make_url("/hls/dashdub/fmp4/manifest.mpd"))
+    result = await browser("dash.mjs", "--mpd", url, "--min-time", "1", "--audio", "es")
+    assert result["ok"], result
+    assert result["audioLangs"] == ["en", "es"]
+    assert result["textLangs"] == ["en"]
+    assert result["audio"] == "es"
+    assert result["audioSwitchTo"] >= result["audioSwitchFrom"] + 2
+
+
+async def test_the_viewers_language_picks_the_audio_and_the_file_carries_it(
+    make_client: AppClient, config: Config, media: MediaFactory, tmp_path: Path
+) -> None:
+    languages = LanguagesConfig(geo_header="CloudFront-Viewer-Country", region_languages=["MX:es"])
+    client = await make_client(replace(config, languages=languages))
+    await _dubbed(client, media, tmp_path, "pick")
+
+    async def default(query: str = "", **headers: str) -> tuple[str, str]:
+        resp = await client.get(f"/viewstream/metadata/pick{query}", headers=headers)
+        master = m3u8.loads(await resp.text())
+        chosen = [m.language for m in master.media if m.type == "AUDIO" and m.default == "YES"]
+        assert len(chosen) == 1
+        return chosen[0], resp.headers["Vary"]
+
+    assert await default() == ("en", "Accept-Language, CloudFront-Viewer-Country")
+    assert (await default(**{"Accept-Language": "es-MX,es;q=0.9"}))[0] == "es"
+    assert (await default(**{"CloudFront-Viewer-Country": "MX"}))[0] == "es"
+    assert (await default("?lang=es&format=ts"))[0] == "es"
+    # The segment at 1 s with the Spanish audio (tagged spa), in every container; the main
+    # audio without ?lang=.
+    for fmt in ("mp4", "mov", "ts"):
+        for lang, hz in (("es", 880), ("", 440)):
+            query = f"timestamp=1&format={fmt}" + (f"&lang={lang}" if lang else "")
+            path = tmp_path / f"seg-{lang}.{fmt}"
+            path.write_bytes(await fetch(client, f"/viewstream/pick?{query}"))
+            audio = [
+                s for s in ffprobe(path, "-show_streams")["streams"] if s["codec_type"] == "audio"
+            ]
+            assert len(audio) == 1, (fmt, lang, audio)
+            if lang:
+                assert audio[0]["tags"]["language"] == "spa"
+            tone, _ = _tone(path.read_bytes())
+            assert abs(tone - hz) < 30, (fmt, lang, tone)
+    resp = await client.get("/viewstream/pick?timestamp=1&lang=de")
+    assert resp.status == 404
+    assert (await resp.json())["detail"] == "available: en, es"
+
+
+async def test_audio_languages_survive_a_restart(
+    make_client: AppClient, config: Config, media: MediaFactory, tmp_path: Path
+) -> None:
+    client = await make_client(config)
+    await _dubbed(client, media, tmp_path, "again")
+    before = {
+        key: await fetch(client, key)
+        for key in (
+            "/hls/again/fmp4/master.m3u8",
+            "/hls/again/ts/master.m3u8",
+            "/hls/again/ts/audio-es/index.m3u8",
+            "/hls/again/fmp4/audio-es/index.m3u8",
+            "/hls/again/fmp4/manifest.mpd",
+        )
+    }
+    await client.close()
+    client = await make_client(config)
+    for key, body in before.items():
+        assert await fetch(client, key) == body, key

@@ -189,7 +189,7 @@ async def test_state_keeps_the_secret_and_upgrades_a_version_1_database(tmp_path
     assert streams["old"].protection is None
     assert streams["locked"].protection == protection
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     db.close()
 
 

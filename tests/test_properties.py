@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streamd.access import tokens
 from streamd.errors import BadRequest, Expired, Forbidden, InvalidVideoId, Unauthorized
 from streamd.ingest.ffmpeg import parse_pushed_playlist
-from streamd.ingest.http import _number
+from streamd.ingest.http import segment_number
 from streamd.ingest.receive import Received
 from streamd.model.layout import check_video_id
 from streamd.web.hls import bytes_response
@@ -42,7 +42,7 @@ def test_segment_numbers(value: str) -> None:
     request = make_mocked_request("POST", "/upload/cam", headers={"X-Segment-Number": value})
     received = Received(Path("/nonexistent"), "", 1, "ts")
     try:
-        number = _number(request, received)
+        number = segment_number(request, received)
     except BadRequest:
         assert not re.fullmatch(r"[0-9]{1,9}", value)
     else:

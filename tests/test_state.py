@@ -199,7 +199,7 @@ async def test_a_schema_1_database_is_brought_up_to_date(tmp_path: Path) -> None
     assert [s.discontinuity for s in loaded.segments] == [False, True]
     assert loaded.segments[1].rungs[0].iframes == {"ts": (564, 3760)}
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
 
 
 async def test_the_feed_carries_appends_and_whole_bodies() -> None:

@@ -77,11 +77,12 @@ class JobQueue(Protocol):
         timeout_s: float,
         captions: tuple[tuple[float, float, str], ...] = (),
         lang: str = "und",
+        audio_lang: str | None = None,
     ) -> bytes:
         """Published segments (joined, one input per track file) as one file in
         `container`, its first picture at `start_s`, with `captions` (stream seconds) as a
-        subtitle track in `lang` where the container has one (streamd.media.remux); raises
-        UnsupportedMedia."""
+        subtitle track in `lang` where the container has one, and (`audio_lang`) the last
+        input as its only audio (streamd.media.remux); raises UnsupportedMedia."""
 
     async def encode_webm(
         self,

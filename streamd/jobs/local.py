@@ -306,8 +306,9 @@ class LocalJobQueue:
         timeout_s: float,
         captions: tuple[tuple[float, float, str], ...] = (),
         lang: str = "und",
+        audio_lang: str | None = None,
     ) -> bytes:
-        args = (inputs, container, start_s, captions, lang)
+        args = (inputs, container, start_s, captions, lang, audio_lang)
         return await self._file("remuxing", timeout_s, worker.remux, *args)
 
     async def encode_webm(

@@ -112,10 +112,11 @@ def remux(
     start_s: float,
     captions: tuple[tuple[float, float, str], ...] = (),
     lang: str = "und",
+    audio_lang: str | None = None,
 ) -> Outcome:
     from streamd.media.remux import remux as remux_media
 
-    args = (inputs, container, start_s, captions, lang)
+    args = (inputs, container, start_s, captions, lang, audio_lang)
     return _outcome("the segments could not be remuxed", remux_media, *args)
 
 

@@ -339,9 +339,11 @@ class DashManifest:
             )
         out.append("    </AdaptationSet>\n")
         if stream.audio_codecs and rungs:
+            main = stream.audio_languages.get(layout.AUDIO)  # Opus of the main audio only
             out.append(
                 '    <AdaptationSet id="3" contentType="audio" mimeType="audio/webm" '
-                'codecs="opus" segmentAlignment="true" startWithSAP="1" lang="und" '
+                'codecs="opus" segmentAlignment="true" startWithSAP="1" '
+                f"lang={quoteattr(main.lang if main else 'und')} "
                 'selectionPriority="0">\n'
                 + ALTERNATE
                 + template

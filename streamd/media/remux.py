@@ -45,16 +45,22 @@ ASS_HEADER = (
 
 
 def remux(
-    inputs: Inputs, container: str, start_s: float, captions: Captions = (), lang: str = "und"
+    inputs: Inputs,
+    container: str,
+    start_s: float,
+    captions: Captions = (),
+    lang: str = "und",
+    audio_lang: str | None = None,
 ) -> bytes:
     """`inputs` (an fMP4 init and its fragments, or MPEG-TS segments, joined: one per track
     file) as one file in `container` whose first picture is shown at `start_s`, with
-    `captions` as a subtitle track in `lang` where the container has one (MP4, MOV)."""
+    `captions` as a subtitle track in `lang` where the container has one (MP4, MOV).
+    `audio_lang`: the last input is an alternate audio language, the file's only audio."""
     fmt, options = MUXERS[container]
     with tempfile.TemporaryDirectory(prefix="streamd-remux-") as tmp:
         path = Path(tmp) / f"out.{container}"
         text = SUBTITLE_CODECS.get(container) if captions else None
-        _remux(inputs, fmt, options, start_s, path, (text, captions, lang))
+        _remux(inputs, fmt, options, start_s, path, (text, captions, lang), audio_lang)
         return path.read_bytes()
 
 
@@ -65,6 +71,7 @@ def _remux(
     start_s: float,
     path: Path,
     subtitles: tuple[str | None, Captions, str] = (None, (), "und"),
+    audio_lang: str | None = None,
 ) -> None:
     try:
         with contextlib.ExitStack() as stack:
@@ -72,13 +79,20 @@ def _remux(
             sources = [stack.enter_context(av.open(io.BytesIO(d), "r")) for d in inputs]
             out = stack.enter_context(av.open(str(path), "w", format=fmt, options=options))
             streams = [s for src in sources for s in src.streams if s.type in ("video", "audio")]
+            if audio_lang is not None:  # the alternate's audio only, tagged with its language
+                streams = [s for s in streams if s.type == "video" or s.container is sources[-1]]
             mapped = {id(s): out.add_stream_from_template(s) for s in streams}
+            for s in streams:
+                if s.type == "audio" and audio_lang is not None:
+                    mapped[id(s)].metadata["language"] = long_language(audio_lang)
             codec, captions, lang = subtitles
             if codec is not None:  # stream second t is internal t + origin, shown from `first`
                 offset_s = TIMELINE_ORIGIN_S - float(first) + start_s
                 _subtitle_track(out, codec, captions, lang, offset_s)
             durations: dict[int, int] = {}
             for packet in _in_time_order(sources):
+                if id(packet.stream) not in mapped:
+                    continue
                 assert packet.dts is not None
                 assert packet.time_base is not None
                 stream = id(packet.stream)

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+from av.sidedata.sidedata import Type
 
 TEXT_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text"})
 # ISO 639-2 (B and T) to 639-1, for the languages most streams carry.
@@ -27,6 +28,9 @@ _SHORT = {
 _LONG = {short: long for long, short in _SHORT.items()}  # the later, ISO 639-2/T, wins
 _ASS_TAG = re.compile(r"\{[^}]*\}")
 Cue = tuple[str, float, float, str]  # (language, start_s, end_s, text) on the stream's timeline
+A53_CC = Type.A53_CC
+CC_HZ = 90_000
+ERASE_DISPLAYED = bytes([0xFC, 0x94, 0x2C])  # CC1's EDM, with odd parity
 
 
 def language(stream: av.stream.Stream) -> str:
@@ -76,3 +80,50 @@ class SubtitleReader:
             text = plain(dialogue.decode("utf-8", "replace"))
             if text and end > start:
                 self.cues.append((lang, self.to_stream_s(start), self.to_stream_s(end), text))
+
+
+class ClosedCaptions:
+    """CEA-608 captions carried in the video (ATSC A/53 cc_data in H.264 SEI, what OBS's
+    caption plugins and broadcast encoders send), decoded by FFmpeg's `cc_dec` as the
+    frames come: service CC1, as cues in `lang`. The video keeps them too: the decoded
+    frames' side data goes through the scaler to x264, which writes it again."""
+
+    def __init__(self, to_stream_s: Callable[[Fraction], float], lang: str = "en") -> None:
+        self.to_stream_s, self.lang = to_stream_s, lang
+        self.decoder: Any = None
+        self.last_s = 0.0
+        self.cues: list[Cue] = []
+
+    def frame(self, frame: av.VideoFrame) -> None:
+        if frame.pts is None or frame.time_base is None:
+            return
+        side: Any = frame.side_data  # a Mapping by Type (PyAV's stub says otherwise)
+        if A53_CC in side:
+            data = side[A53_CC]
+            self.last_s = max(0.0, self.to_stream_s(frame.pts * frame.time_base))
+            self._decode(bytes(data), self.last_s)
+
+    def finish(self) -> None:
+        """The caption still on screen at the end: erased there (EDM), so it is a cue."""
+        if self.decoder is not None:
+            self._decode(ERASE_DISPLAYED, self.last_s + 0.001)
+
+    def _decode(self, cc_data: bytes, at_s: float) -> None:
+        if self.decoder is None:
+            self.decoder = av.CodecContext.create("cc_dec", "r")
+            self.decoder.options = {"pkt_timebase": f"1/{CC_HZ}"}
+        packet = av.Packet(cc_data)
+        packet.pts = packet.dts = round(at_s * CC_HZ)
+        try:
+            shown = self.decoder.decode2(packet)
+        except av.FFmpegError:
+            return  # broken captions are dropped, not the video
+        if shown is None or shown.pts is None or shown.pts < 0:
+            return
+        start_s = shown.pts / 1_000_000  # AV_TIME_BASE
+        end_s = start_s + shown.end_display_time / 1000
+        for rect in shown.rects:
+            dialogue = getattr(rect, "dialogue", b"") or b""
+            text = plain(dialogue.decode("utf-8", "replace"))
+            if text and end_s > start_s:
+                self.cues.append((self.lang, round(start_s, 3), round(end_s, 3), text))

@@ -26,7 +26,13 @@ from streamd.media.pieces import PieceReader
 from streamd.media.pipeline import StreamPipeline
 from streamd.media.probe import describe, open_live, open_media
 from streamd.media.scale import RungPictures, thumbnail
-from streamd.media.subtitles import Cue, SubtitleReader, language, text_streams
+from streamd.media.subtitles import (
+    ClosedCaptions,
+    Cue,
+    SubtitleReader,
+    language,
+    text_streams,
+)
 from streamd.model import layout
 from streamd.model.jobs import (
     LAG,
@@ -119,6 +125,7 @@ class _Upload:
         self.frames = 0
         publisher.upload, publisher.progress = number, 0.0
         self.subtitles = SubtitleReader(self._stream_s, self._ours)
+        self.closed_captions = ClosedCaptions(self._stream_s)
         self.audio_streams: list[tuple[int, int, str, str, float]] = []
 
     def _stream_s(self, t: Fraction) -> float:
@@ -194,6 +201,9 @@ class _Upload:
             return  # beyond the span the packets announced (or the piece): a stray frame
         if self.piece is not None and (pts is None or pts < self.start_90k):
             return  # before the piece: the one before has it
+        self.closed_captions.frame(frame)  # before the scaler takes its time
+        if self.live and self.closed_captions.cues:  # shown while the session goes on
+            self._report_cues()
         pts = max(pts if pts is not None else 0, self.last_pts + 1)
         self.last_pts = pts
         shape = (frame.width, frame.height, frame.format.name)
@@ -219,6 +229,11 @@ class _Upload:
         if not self.live:
             total = max(1, round(self.duration_s * VIDEO_HZ))
             self.publisher.progress = min(99.0, 100 * (pts - self.start_90k) / total)
+
+    def _report_cues(self) -> None:
+        cues, self.closed_captions.cues = tuple(self.closed_captions.cues), []
+        if cues:
+            self.publisher.report(JobProgress(self.number, 0.0, cues=cues))
 
     def audio(self, frame: av.AudioFrame | None) -> None:
         at = None
@@ -319,6 +334,10 @@ class _Upload:
             raise UnsupportedMedia("the upload holds no decodable video frames")
         if self.audio_started:
             self.audio(None)
+        self.closed_captions.finish()
+        if self.live:
+            self._report_cues()
+        self.subtitles.cues += self.closed_captions.cues
         self.pipeline.end_upload()
         return info, aac_tail if aac else b""
 

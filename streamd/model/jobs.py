@@ -231,3 +231,5 @@ class JobProgress:
     segment: PublishedSegment | None = None
     part: PublishedPart | None = None
     source: SourceInfo | None = None  # live: what the session holds, once its first frame came
+    # Live: captions the video carried (CEA-608), as TranscodeResult.captions, as they come.
+    cues: tuple[tuple[str, float, float, str], ...] = ()

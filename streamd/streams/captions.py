@@ -5,6 +5,7 @@ whose cues go into the WebVTT segment of every published segment they fall in.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from streamd.model.captions import CaptionTrack, Cue
@@ -50,8 +51,13 @@ async def add_captions(runner: StreamRunner, lang: str, name: str, cues: list[Cu
 
 async def subtitles_of(runner: StreamRunner, result: TranscodeResult) -> None:
     """The text subtitles a job's uploads carried, by language."""
+    await add_cues(runner, result.captions)
+
+
+async def add_cues(runner: StreamRunner, found: Sequence[tuple[str, float, float, str]]) -> None:
+    """Cues a worker read from the media (text subtitles, CEA-608), by language."""
     by_lang: dict[str, list[Cue]] = {}
-    for lang, start_s, end_s, text in result.captions:
+    for lang, start_s, end_s, text in found:
         by_lang.setdefault(lang, []).append(Cue(round(start_s, 3), round(end_s, 3), text))
     for lang, cues in by_lang.items():
         await add_captions(runner, lang, lang, cues)

@@ -46,7 +46,7 @@ from streamd.model.stream import (
 )
 from streamd.store.state import StateStore
 from streamd.streams.audio import audio_of, catch_up
-from streamd.streams.captions import subtitles_of
+from streamd.streams.captions import add_cues, subtitles_of
 from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
 from streamd.streams.publisher import Publisher
@@ -368,6 +368,8 @@ class StreamRunner:
                         by_number[item.upload].percent = item.percent
                         if item.source is not None:
                             by_number[item.upload].source = item.source.as_json()
+                    if item.cues and not self.stopping:
+                        await add_cues(self, item.cues)
                     if item.part is not None and not self.stopping:
                         self.publisher.publish_part(stream, item.part)
                     if item.segment is not None and not self.stopping:

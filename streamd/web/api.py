@@ -12,6 +12,7 @@ from aiohttp import web
 from streamd.appkeys import CLOCK, METRICS, STREAMS
 from streamd.clock import iso
 from streamd.model import layout
+from streamd.model.audio import AudioLanguage
 from streamd.model.formats import FMP4
 from streamd.model.protection import method_of
 from streamd.model.recording import PlannedPiece
@@ -58,6 +59,15 @@ def recording(stream: Stream) -> dict[str, Any] | None:
     }
 
 
+def audio_json(stream: Stream, track: AudioLanguage) -> dict[str, Any]:
+    """An audio language; an alternate's with how far it is made (it follows the video)."""
+    out: dict[str, Any] = {"rendition": track.rendition, "lang": track.lang, "name": track.name}
+    if not track.main:
+        made = stream.audio_from(track.rendition) - stream.first_sequence
+        out["madeUpToS"] = round(stream.segments[made - 1].end_s, 3) if made > 0 else 0.0
+    return out
+
+
 def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
     """What the stream list shows of a stream."""
     vid = stream.video_id
@@ -96,6 +106,9 @@ def summary(stream: Stream, feed: LiveFeed | None = None) -> dict[str, Any]:
         "ingest": ingest(stream, feed),
         "recording": recording(stream),
         "rungs": rungs,
+        # Languages: the audio renditions (the main first) and the subtitle tracks.
+        "audio": [audio_json(stream, a) for a in stream.audio_languages.values()],
+        "subtitles": [{"lang": t.lang, "name": t.name} for t in stream.captions.values()],
         "links": {
             "master": f"/viewstream/metadata/{vid}",
             "masterTs": f"/viewstream/metadata/{vid}?format=ts",

@@ -25,6 +25,7 @@ from streamd.manifests.dash import with_base_url
 from streamd.manifests.hls import MIME, absolute_master
 from streamd.metrics import client_id
 from streamd.model import layout
+from streamd.model.audio import AudioLanguage
 from streamd.model.formats import (
     FILE_FORMATS,
     FileFormat,
@@ -72,7 +73,7 @@ async def master(request: web.Request) -> web.Response:
         body, kind = with_base_url(mpd, base), DASH_MIME
     else:
         languages = request.app[CONFIG].languages
-        lang = language.preferred(request, list(stream.captions), languages)
+        lang = language.preferred(request, stream_languages(stream), languages)
         body = absolute_master(stream, packaging_for(request.query.get("format")), lang).encode()
     if token is not None:  # handed on to every variant, or every segment
         body = tokens.tokenized_playlist(body, token)
@@ -80,6 +81,13 @@ async def master(request: web.Request) -> web.Response:
     if kind == MIME:
         response.headers["Vary"] = language.vary(request.app[CONFIG].languages)
     return response
+
+
+def stream_languages(stream: Stream) -> list[str]:
+    """Every language a stream has, audio (the main first) then subtitles: what `?lang=`
+    and the viewer's Accept-Language choose among."""
+    langs = [a.lang for a in stream.audio_languages.values() if a.lang != "und"]
+    return langs + [lang for lang in stream.captions if lang not in langs]
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:
@@ -107,7 +115,7 @@ async def view(request: web.Request) -> web.Response:
     lang = q.get("lang")
     if lang and not _LANG.match(lang):
         raise BadRequest(f"bad lang {lang!r}", "use a BCP 47 tag such as en or pt-BR")
-    languages = list(stream.captions)
+    languages = stream_languages(stream)
     if lang and languages and match(lang, languages) is None:
         raise NotFound(
             f"no language {lang!r} in {stream.video_id!r}", "available: " + ", ".join(languages)
@@ -224,16 +232,28 @@ async def _file(
         if request.app[CONFIG].transcode.webm == "off":
             raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
         return await encoded_file(request.app, stream, fmt, rung, segments)
-    inputs = await _joined(request.app, stream, fmt.source, rung, segments)
+    asked = request.query.get("lang") or ""
+    # ?lang= with audio in that language (an alternate): its audio instead of the main's.
+    alternate = match(asked, [a.lang for a in stream.alternates])
+    audio = next((a for a in stream.alternates if a.lang == alternate), None)
+    inputs = await _joined(request.app, stream, fmt.source, rung, segments, audio)
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
     # ?lang= with subtitles in that language: their cues as the file's subtitle track.
-    lang = match(request.query.get("lang") or "", list(stream.captions))
+    lang = match(asked, list(stream.captions))
     captions: tuple[tuple[float, float, str], ...] = ()
     if lang is not None:
         cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
         captions = tuple((c.start_s, c.end_s, c.text) for c in cues)
     jobs = request.app[JOBS]
-    return await jobs.remux(inputs, fmt.name, start_s, REMUX_TIMEOUT_S, captions, lang or "und")
+    return await jobs.remux(
+        inputs,
+        fmt.name,
+        start_s,
+        REMUX_TIMEOUT_S,
+        captions,
+        lang or "und",
+        None if audio is None else audio.lang,
+    )
 
 
 async def _joined(
@@ -242,12 +262,15 @@ async def _joined(
     packaging: Packaging,
     rung: str,
     segments: list[Segment],
+    audio: AudioLanguage | None = None,
 ) -> tuple[bytes, ...]:
     """The segments of one rung in one packaging, after their init segment, joined (clear,
     if the stream is encrypted): one file for a muxed packaging, else the video's and the
-    audio's."""
+    audio's; then (`audio`) an alternate audio language's."""
     renditions = [rung]
-    if packaging.audio_apart and segments[0].audio:
+    if audio is not None:
+        renditions.append(audio.rendition)
+    elif packaging.audio_apart and segments[0].audio:
         renditions.append(segments[0].audio[0].name)
     return tuple([await track(app, stream, packaging, name, segments) for name in renditions])
 

@@ -4,6 +4,7 @@
 //
 //   node tests/browser/dash.mjs --mpd http://127.0.0.1:PORT/hls/ID/fmp4/manifest.mpd \
 //        [--min-time 3] [--watch SECONDS] [--timeout 60] [--role alternate] [--text LANG]
+//        [--audio LANG]
 //
 // Waits until the video has played --min-time seconds (of media), then --watch more
 // seconds of wall time, counting stalls. Prints one JSON line: what dash.js saw (dynamic or
@@ -11,6 +12,7 @@
 // the page fetched, errors. Exits 0 iff it played. --role: the adaptation sets to take
 // (streamd's WebM ones are "alternate"; the CMAF ones "main"). --text: the subtitle language
 // to show; the text tracks' cues, and the cues active at each look, are in the report.
+// --audio: once --min-time played, the audio language to switch to; it must then play 2 s.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,6 +29,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--timeout': opts.timeout = Number(value()); break;
     case '--role': opts.role = value(); break;
     case '--text': opts.text = value(); break;  // a subtitle language to show
+    case '--audio': opts.audio = value(); break;  // switched to after --min-time
     default: throw new Error('unknown argument ' + argv[i]);
   }
 }
@@ -92,8 +95,11 @@ const state = () => page.evaluate(() => {
   const p = window.player;
   const video = document.getElementById('v');
   let dynamic = null; let lowLatency = null; let heights = []; let audioTracks = 0; let latency = null;
-  let textLangs = [];
+  let textLangs = []; let audioLangs = []; let audio = null;
   try {
+    // The CMAF sets' languages (a WebM set is the main audio again, in Opus).
+    audioLangs = p.getTracksFor('audio').filter((t) => t.mimeType !== 'audio/webm').map((t) => t.lang);
+    audio = (p.getCurrentTrackFor('audio') || {}).lang || null;
     dynamic = p.isDynamic();
     lowLatency = p.getLowLatencyModeEnabled();
     heights = p.getRepresentationsByType('video').map((r) => r.height);
@@ -107,7 +113,7 @@ const state = () => page.evaluate(() => {
     active: t.activeCues ? [...t.activeCues].map((c) => c.text) : [],
   }));
   return { currentTime: video.currentTime, dynamic, lowLatency, heights, audioTracks, latency,
-    textLangs, textTracks, bufferedStart: video.buffered.length ? video.buffered.start(0) : null,
+    audioLangs, audio, textLangs, textTracks, bufferedStart: video.buffered.length ? video.buffered.start(0) : null,
     stalls: window.stalls, errors: window.dashErrors, videoHeight: video.videoHeight,
     error: video.error ? video.error.code : null };
 });
@@ -119,12 +125,29 @@ for (;;) {
     heights: s.heights, audioTracks: s.audioTracks, latency: s.latency, stalls: s.stalls });
   result.errors = [...result.errors.filter((e) => e.startsWith('pageerror')), ...s.errors];
   result.textLangs = s.textLangs;
+  result.audioLangs = s.audioLangs;
+  result.audio = s.audio;
   result.textTracks = s.textTracks.map((t) => ({ ...t, active: undefined }));
   if (result.bufferedStart == null && s.bufferedStart != null) result.bufferedStart = s.bufferedStart;
   const active = s.textTracks.filter((t) => t.mode === 'showing').flatMap((t) => t.active);
   if (active.length) (result.activeCues ??= []).push({ time: s.currentTime, texts: active });
   if (s.error) await finish(false, 'media error ' + s.error);
   if (played === null && s.currentTime >= opts.minTime && s.videoHeight > 0) played = Date.now();
+  if (played !== null && opts.audio && result.audioSwitchFrom == null) {
+    result.audioSwitchFrom = s.currentTime;
+    await page.evaluate((lang) => {
+      const p = window.player;
+      p.setCurrentTrack(p.getTracksFor('audio').find((t) => t.lang === lang));
+    }, opts.audio);
+    continue;
+  }
+  if (opts.audio && played !== null) {
+    if (s.audio !== opts.audio || s.currentTime < result.audioSwitchFrom + 2) {
+      await new Promise((r) => setTimeout(r, 250));
+      continue;
+    }
+    result.audioSwitchTo = s.currentTime;
+  }
   if (played !== null && Date.now() - played >= opts.watch * 1000) break;
   await new Promise((r) => setTimeout(r, 250));
 }

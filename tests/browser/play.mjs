@@ -34,6 +34,7 @@ function parseArgs(argv) {
       case '--clip': opts.clip = value(); break;
       case '--mark': opts.mark = value().split(',').map(Number); break;  // IN,AT: media times
       case '--subtitles': opts.subtitles = value(); break;  // chosen in the menu first
+      case '--audio': opts.audio = value(); break;  // chosen in the menu after --min-time
       case '-h': case '--help': opts.help = true; break;
       default: throw new Error('unknown argument ' + a);
     }
@@ -127,6 +128,9 @@ function snapshotInPage() {
     mediaError: video && video.error ? video.error.code + ' ' + (video.error.message || '') : null,
     bufferedStart: video && video.buffered.length ? video.buffered.start(0) : null,
     subtitleTracks: hls && hls.subtitleTracks ? hls.subtitleTracks.map((t) => t.lang) : [],
+    audioTracks: hls && hls.audioTracks ? hls.audioTracks.map((t) => t.lang) : [],
+    audioTrack: hls ? hls.audioTrack : null,
+    audioMenu: document.getElementById('audio') ? [...document.getElementById('audio').options].map((o) => o.textContent) : [],
     subtitleMenu: document.getElementById('subtitles') ? [...document.getElementById('subtitles').options].map((o) => o.textContent) : [],
     textTracks: video ? [...video.textTracks].map((t) => ({
       language: t.language, label: t.label, mode: t.mode,
@@ -146,6 +150,8 @@ function absorb(snap) {
   result.latency = snap.latency == null ? null : Math.round(snap.latency * 1000) / 1000;
   if (result.bufferedStart == null && snap.bufferedStart != null) result.bufferedStart = snap.bufferedStart;
   result.subtitleTracks = snap.subtitleTracks;
+  result.audioTracks = snap.audioTracks;
+  result.audioMenu = snap.audioMenu;
   result.subtitleMenu = snap.subtitleMenu;
   result.textTracks = snap.textTracks.map((t) => ({ ...t, active: undefined }));
   // What was on screen when: the showing tracks' active cues at each snapshot.
@@ -352,6 +358,40 @@ async function main() {
       at.push(v.currentTime, v.duration);
       return at;
     });
+  }
+
+  // ---- 1d. optional audio language switch through the menu: playback goes on ----
+  if (opts.audio) {
+    phase = `switching the audio to ${opts.audio}`;
+    const before = await snap();
+    result.audioBefore = before.audioTracks[before.audioTrack] ?? null;
+    await page.evaluate((lang) => {
+      const menu = document.getElementById('audio');
+      menu.value = [...menu.options].find((o) => o.lang === lang).value;
+      menu.dispatchEvent(new Event('change'));
+    }, opts.audio);
+    const from = before.currentTime;
+    for (;;) {
+      if (finished) return;
+      const t = await snap();
+      if (checkFatal(t)) return;
+      if (t.mediaError) {
+        await finish(false, 'media element error after the audio switch: ' + describe(t));
+        return;
+      }
+      if (t.audioTracks[t.audioTrack] === opts.audio && t.currentTime >= from + 2 && !t.paused) {
+        result.audioAfter = opts.audio;
+        result.audioSwitchFrom = from;
+        result.audioSwitchTo = t.currentTime;
+        result.remembered = await page.evaluate(() => localStorage.getItem('streamd.audio'));
+        break;
+      }
+      if (t.ended) {
+        await finish(false, `ended before 2 s played after the audio switch: ${describe(t)}`);
+        return;
+      }
+      await sleep(250);
+    }
   }
 
   // ---- 2. optional quality switch through the UI ----
