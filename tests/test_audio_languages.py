@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from streamd.config import Config, LanguagesConfig
+from streamd.config import Config, HlsConfig, IngestConfig, LanguagesConfig
 from tests.conftest import (
     FFMPEG,
+    TEST_KEY,
     AppClient,
     MediaFactory,
     browser,
@@ -28,6 +29,7 @@ from tests.conftest import (
     upload,
     wait_for,
 )
+from tests.test_rtmp_live import start_ffmpeg
 
 SRT = "1\n00:00:00,500 --> 00:00:01,500\nHello\n"
 
@@ -268,3 +270,66 @@ async def test_audio_languages_survive_a_restart(
     client = await make_client(config)
     for key, body in before.items():
         assert await fetch(client, key) == body, key
+
+
+def _whole_with_parts(body: bytes) -> bool:
+    return any(s.uri and s.parts for s in m3u8.loads(body.decode()).segments)
+
+
+@pytest.mark.slow
+async def test_a_live_source_with_two_languages_has_both_live_with_parts(
+    make_client: AppClient, config: Config, media: MediaFactory, tmp_path: Path
+) -> None:
+    """MPEG-TS over chunked HTTP with English and Spanish audio, after an upload without
+    Spanish: the Spanish rendition comes with the live segments (with LL-HLS parts, the
+    same bytes as its segments), and the upload before has it silent."""
+    cfg = replace(
+        config,
+        transcode=replace(config.transcode, segment_duration_s=1.0),
+        hls=HlsConfig(part_duration_s=0.2),
+        ingest=IngestConfig(rtmp_port=0, srt_port=0),
+    )
+    client = await make_client(cfg)
+    body = b""
+    await upload(client, "twolive", media("mp4", duration_s=2, gop=30), number=0)
+    await wait_for(client, "twolive", published(1))
+    seconds = 8
+    put = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+           "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={seconds}",
+           "-f", "lavfi", "-i", f"sine=f=440:d={seconds}",
+           "-f", "lavfi", "-i", f"sine=f=880:d={seconds}",
+           "-map", "0", "-map", "1", "-map", "2",
+           "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+           "-c:a", "aac", "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=spa",
+           "-f", "mpegts", "-method", "PUT", "-headers", f"Authorization: Bearer {TEST_KEY}\r\n",
+           str(client.make_url("/ingest/twolive.ts"))]  # fmt: skip
+    ffmpeg = await start_ffmpeg(put)
+    try:
+        url = "/hls/twolive/fmp4/audio-es/index.m3u8"
+        body = await _until(client, url, _whole_with_parts)
+        assert ffmpeg.returncode is None, "the Spanish audio came only after the session"
+    finally:
+        if ffmpeg.returncode is None and not body:
+            ffmpeg.kill()
+    spanish = m3u8.loads(body.decode())
+    assert spanish.part_inf is not None
+    master = m3u8.loads((await fetch(client, "/hls/twolive/fmp4/master.m3u8")).decode())
+    assert [m.language for m in master.media if m.type == "AUDIO"] == ["en", "es"]
+    # A whole segment with its parts: the parts are its bytes.
+    whole = next(seg for seg in spanish.segments if seg.uri and seg.parts)
+    parts = [await fetch(client, f"/hls/twolive/fmp4/audio-es/{p.uri}") for p in whole.parts]
+    assert b"".join(parts) == await fetch(client, f"/hls/twolive/fmp4/audio-es/{whole.uri}")
+    await asyncio.wait_for(ffmpeg.communicate(), 30)
+    await client.post("/upload/twolive/end")
+    await wait_for(client, "twolive", lambda v: v["state"] == "ended", timeout_s=60)
+    video = m3u8.loads((await fetch(client, "/hls/twolive/ts/240p/index.m3u8")).decode())
+    for packaging in ("fmp4", "ts"):
+        url = f"/hls/twolive/{packaging}/audio-es/index.m3u8"
+        playlist = m3u8.loads((await fetch(client, url)).decode())
+        assert playlist.is_endlist
+        assert [s.duration for s in playlist.segments] == [s.duration for s in video.segments]
+    playlist = m3u8.loads((await fetch(client, "/hls/twolive/ts/audio-es/index.m3u8")).decode())
+    first = await fetch(client, f"/hls/twolive/ts/audio-es/{playlist.segments[0].uri}")
+    assert _tone(first)[1] < 0.001  # the upload before the session: silent
+    live = await fetch(client, f"/hls/twolive/ts/audio-es/{playlist.segments[4].uri}")
+    assert abs(_tone(live)[0] - 880) < 30

@@ -7,7 +7,7 @@ import { clock, fmtMbps, humanKey, fmtExtra } from './format.js';
 
 const REFRESH_MS = 2000;
 const STATE_ORDER = { live: 0, waiting: 1, ended: 2 };
-const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest', 'recording']);
+const KNOWN = new Set(['videoId', 'state', 'createdAt', 'updatedAt', 'durationS', 'segments', 'uploads', 'rungs', 'links', 'ingest', 'recording', 'audio', 'subtitles']);
 const UPLOAD_ORDER = ['published', 'transcoding', 'queued', 'held', 'failed'];
 
 const grid = document.getElementById('streams');
@@ -170,7 +170,17 @@ function updateCard(c, s) {
   const rows = [
     ['Duration', s.durationS != null ? Number(s.durationS).toFixed(1) + ' s' : '–'],
     ['Segments', s.segments != null ? String(s.segments) : '–'],
-  ].concat(extraRows(s));
+  ];
+  // Languages: audio (an alternate behind the video says how far it is made) and subtitles.
+  const audio = Array.isArray(s.audio) ? s.audio : [];
+  if (audio.length > 1 || (audio.length && audio[0].lang !== 'und')) {
+    rows.push(['Audio', audio.map((a) => a.name + (a.madeUpToS != null && s.durationS - a.madeUpToS > 1
+      ? ' (to ' + Number(a.madeUpToS).toFixed(0) + ' s)' : '')).join(', ')]);
+  }
+  if (Array.isArray(s.subtitles) && s.subtitles.length) {
+    rows.push(['Subtitles', s.subtitles.map((t) => t.name).join(', ')]);
+  }
+  rows.push(...extraRows(s));
   c.kv.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
 }
 

@@ -30,8 +30,8 @@ from streamd.model.pipeline import (
     aac_frame_at,
     audio_sample_at,
 )
-from streamd.package import EncodedPacket, fmp4
-from streamd.package.base import init_name, mux
+from streamd.package import EncodedPacket, fmp4, ts
+from streamd.package.base import init_name
 from streamd.store import Store, open_store
 
 
@@ -77,9 +77,7 @@ class _Segments:
         self._put(key, None, packaged.init)
         sizes = {
             FMP4.name: self._put_media(FMP4.name, sequence, packaged.media),
-            TS.name: self._put_media(
-                TS.name, sequence, mux("mpegts", {}, None, packets, self.rung)
-            ),
+            TS.name: self._put_media(TS.name, sequence, ts.package_audio(packets, self.rung)),
         }
         self.outputs.append(
             (sequence, RungOutput(self.job.rendition, sizes, aac.CODECS, {FMP4.name: init}))

@@ -20,6 +20,9 @@ class Assembly:
     audio_starts: list[int] = field(default_factory=list)
     video: list[list[list[EncodedPacket]]] = field(default_factory=list)  # [segment][rung]
     audio: list[list[EncodedPacket]] = field(default_factory=list)
+    # A live session's alternate audio languages: [segment][alternate], like `audio`.
+    alternates: list[list[list[EncodedPacket]]] = field(default_factory=list)
+    seen_alternates: list[int] = field(default_factory=list)
     seen_pts: list[int] = field(default_factory=list)  # highest video pts out of each rung
     seen_audio: int = -1
     released: int = 0
@@ -31,7 +34,7 @@ class Assembly:
         it); returns how many went."""
         drop = self.released - 1
         columns = (self.starts_90k, self.skips, self.uploads, self.audio_starts, self.video)
-        for column in (*columns, self.audio, self.part_starts, self.ready_wall_s):
+        for column in (*columns, self.audio, self.alternates, self.part_starts, self.ready_wall_s):
             del column[:drop]
         self.first_sequence += drop
         self.released -= drop

@@ -13,7 +13,7 @@ from streamd.media.codecs import aac
 from streamd.media.codecs.h264 import avc_codecs
 from streamd.media.thumbs import ThumbnailTrack
 from streamd.model import layout
-from streamd.model.formats import FMP4
+from streamd.model.formats import FMP4, TS
 from streamd.model.jobs import (
     JobProgress,
     PartOutput,
@@ -24,7 +24,16 @@ from streamd.model.jobs import (
 )
 from streamd.model.ladder import Rung
 from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ
-from streamd.package import PACKAGERS, EncodedPacket, Packaged, PartMedia, SegmentMedia, cmaf, fmp4
+from streamd.package import (
+    PACKAGERS,
+    EncodedPacket,
+    Packaged,
+    PartMedia,
+    SegmentMedia,
+    cmaf,
+    fmp4,
+    ts,
+)
 from streamd.package.base import init_name
 from streamd.store import Store
 
@@ -94,6 +103,10 @@ class SegmentWriter:
             )
             size, init = self._write(seg.sequence, FMP4.name, layout.AUDIO, packaged)
             audio = (RungOutput(layout.AUDIO, {FMP4.name: size}, aac.CODECS, {FMP4.name: init}),)
+        names = pipeline.alternate_names
+        for name, packets in zip(names, seg.alternates, strict=True):
+            if outputs and packets:  # alone in fMP4 and in MPEG-TS
+                audio += (self._alternate(seg.sequence, name, packets, state.rungs[0]),)
         if self.thumbs is not None and outputs:
             self.thumbs.cue(seg.sequence, start_s, seg.duration_s)
         published = PublishedSegment(
@@ -108,6 +121,15 @@ class SegmentWriter:
             audio,
         )
         self.report(JobProgress(self.upload, self.progress, published))
+
+    def _alternate(
+        self, sequence: int, name: str, packets: tuple[EncodedPacket, ...], rung: Rung
+    ) -> RungOutput:
+        """An alternate audio language of a live segment, in both packagings."""
+        packaged = self._from_parts(sequence, name) or fmp4.package_audio(packets, rung)
+        size, init = self._write(sequence, FMP4.name, name, packaged)
+        ts_size, _ = self._write(sequence, TS.name, name, Packaged(ts.package_audio(packets, rung)))
+        return RungOutput(name, {FMP4.name: size, TS.name: ts_size}, aac.CODECS, {FMP4.name: init})
 
     def _from_parts(self, sequence: int, rendition: str) -> Packaged | None:
         """A live segment's fMP4 made of its parts, byte for byte: a segment and its parts
@@ -149,17 +171,14 @@ class SegmentWriter:
                 )
             )
             self.rung_seconds[i] += time.perf_counter() - started
-        if outputs and part.audio:
-            outputs.append(
-                self._part_output(
-                    part,
-                    layout.AUDIO,
-                    part.audio,
-                    part.audio_end_pts,
-                    fmp4.audio_init_segment,
-                    rungs[0],
+        audio = [(layout.AUDIO, part.audio, part.audio_end_pts)]
+        names = self.pipeline().alternate_names
+        audio += zip(names, part.alternates, part.alternate_end_pts, strict=True)
+        for name, packets, end in audio:
+            if outputs and packets:
+                outputs.append(
+                    self._part_output(part, name, packets, end, fmp4.audio_init_segment, rungs[0])
                 )
-            )
         published = PublishedPart(
             part.sequence,
             part.index,
@@ -185,7 +204,8 @@ class SegmentWriter:
         if rendition not in self.part_inits:  # the segment's first part: its init segment
             self.part_inits[rendition] = make_init(packets, rung)
             init = self._write_init("fmp4", rendition, self.part_inits[rendition])
-        data = cmaf.chunk(part.index + 1, packets, end, video=rendition != layout.AUDIO)
+        video = not rendition.startswith(layout.AUDIO)  # the audio, or an alternate language
+        data = cmaf.chunk(part.index + 1, packets, end, video=video)
         self.chunks[rendition].append(data)
         return PartOutput(rendition, data, init)
 

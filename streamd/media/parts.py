@@ -30,6 +30,7 @@ class PartCutter:
         self.part = 0  # its next part
         self.taken: list[int] = []  # per rung: its packets of the segment already in parts
         self.taken_audio = 0
+        self.taken_alternates: list[int] = []  # per alternate audio language
 
     def frame(self, starts: list[int], pts_90k: int) -> None:
         """A frame that does not open a segment: does it open a part? (`starts`: the
@@ -77,15 +78,19 @@ class PartCutter:
                     a.video[i + 1][r][:1] if closed and last_part else []
                 )
                 ends.append(following[0].dts if following else None)
-            # Audio runs ahead of video: a packet past the cut can reach the segment before
-            # the cut opens the next one. The segment keeps it, so its last part does too.
-            pending = a.audio[i][self.taken_audio :]
-            audio = pending if last_part else [p for p in pending if p.pts < audio_at(end)]
-            self.taken_audio += len(audio)
-            # The last audio sample lasts until the next one starts, not to the boundary.
-            after = a.audio[i][self.taken_audio :] or (
-                a.audio[i + 1][:1] if closed and last_part else []
+            audio, self.taken_audio, audio_end = _audio_run(
+                a.audio, i, self.taken_audio, audio_at(end), last_part, closed
             )
+            if len(self.taken_alternates) != len(a.seen_alternates):
+                self.taken_alternates = [0] * len(a.seen_alternates)
+            alternates, alternate_ends = [], []
+            for k, taken in enumerate(self.taken_alternates):
+                column = [segment[k] for segment in a.alternates[i : i + 2]]
+                run, self.taken_alternates[k], run_end = _audio_run(
+                    column, 0, taken, audio_at(end), last_part, closed
+                )
+                alternates.append(tuple(run))
+                alternate_ends.append(run_end)
             self.on_part(
                 PartMedia(
                     sequence=a.first_sequence + i,
@@ -95,21 +100,24 @@ class PartCutter:
                     video=tuple(video),
                     video_end_dts=tuple(ends),
                     audio=tuple(audio),
-                    audio_end_pts=after[0].pts if after else None,
+                    audio_end_pts=audio_end,
                     target_s=self.target_s,
                     next_begins_segment=last_part or cut_due(end),
+                    alternates=tuple(alternates),
+                    alternate_end_pts=tuple(alternate_ends),
                 )
             )
             if last_part:
                 self.segment, self.part = i + 1, 0
                 self.taken, self.taken_audio = [0] * len(active), 0
+                self.taken_alternates = [0] * len(a.seen_alternates)
             else:
                 self.part = j + 1
 
     def _ready(
         self, a: Assembly, i: int, rungs: list[int], end: int, last_part: bool, audio_end: int
     ) -> bool:
-        if a.seen_audio < audio_end:
+        if a.seen_audio < audio_end or any(seen < audio_end for seen in a.seen_alternates):
             return False
         for r in rungs:
             packets = a.video[i][r]
@@ -118,6 +126,28 @@ class PartCutter:
             if not packets or _position(packets[-1], packets[0]) < end:
                 return False
         return True
+
+
+def _audio_run(
+    column: list[list[EncodedPacket]],
+    i: int,
+    taken: int,
+    end_sample: int,
+    last_part: bool,
+    closed: bool,
+) -> tuple[list[EncodedPacket], int, int | None]:
+    """An audio track's run of a part of segment `i` (`column`: the track's packets by
+    segment): the run, how many of the segment's packets are taken, and where the next
+    packet starts.
+
+    Audio runs ahead of video: a packet past the cut can reach the segment before the cut
+    opens the next one. The segment keeps it, so its last part does too. The last audio
+    sample lasts until the next one starts, not to the boundary."""
+    pending = column[i][taken:]
+    run = pending if last_part else [p for p in pending if p.pts < end_sample]
+    taken += len(run)
+    after = column[i][taken:] or (column[i + 1][:1] if closed and last_part else [])
+    return run, taken, after[0].pts if after else None
 
 
 def _position(p: EncodedPacket, first: EncodedPacket) -> int:

@@ -35,6 +35,7 @@ from streamd.model.pipeline import (
 from streamd.package import EncodedPacket, PartMedia, SegmentMedia
 
 CALM_CUTS = 3  # segments in a row on time before a live session takes a rung back
+ALTERNATE_LAG = 48_000  # samples (1 s) an alternate audio language may lag the main one
 
 
 class StreamPipeline:
@@ -61,6 +62,9 @@ class StreamPipeline:
         self.on_part = on_part
         self.parts: PartCutter | None = None  # live sessions, when parts are asked for
         self.audio = AudioTrack(state, settings.audio_bitrate_bps)
+        # A live session's other audio languages, encoded as the main audio is (`alternate`).
+        self.alternates: list[AudioTrack] = []
+        self.alternate_names: list[str] = []
         # By rung; None for rungs left out. A live source may be the top rung as it came.
         self.encoders: list[RungEncoder | PassthroughRung | None] = []
         self.passthrough: PassthroughRung | None = None
@@ -151,6 +155,26 @@ class StreamPipeline:
         self.upload_first_segment = len(self.assembly.starts_90k)
         self._open_segment(start)
         self.first_frame = True
+
+    def add_alternates(self, names: list[str]) -> None:
+        """A live session with further audio tracks (their renditions' `names`): each is
+        encoded alongside the main audio, its first AAC frame where the main's next is."""
+        count = len(names)
+        self.alternate_names = names
+        state = replace(self.state, audio_carry=b"", audio_base_sample=self.audio.base)
+        self.alternates = [AudioTrack(state, self.settings.audio_bitrate_bps) for _ in range(count)]
+        for track in self.alternates:
+            track.emit_from = self.audio.emit_from
+        self.assembly.seen_alternates = [-1] * count
+        for segment in self.assembly.alternates:
+            segment.extend([] for _ in range(count))
+
+    def push_alternate(self, k: int, samples: np.ndarray, at_90k: int | None) -> None:
+        """An alternate's samples, as `push_audio`'s."""
+        track = self.alternates[k]
+        track.add(samples, track.end if at_90k is None else self._audio_at(at_90k))
+        if self.encoders:
+            self._encode_audio()
 
     def audio_between(self, until_90k: int | None) -> None:
         """A recording's piece, transcoded apart from the others: keep the AAC frames from
@@ -270,6 +294,12 @@ class StreamPipeline:
     def _encode_audio(self) -> None:
         for p in self.audio.encode_ready():
             self._add_audio(p)
+        for k, track in enumerate(self.alternates):
+            # A language that stops (or lags) must not hold the segments back: it is silent
+            # once it is more than ALTERNATE_LAG behind the main audio.
+            track.pad_to(self.audio.end - ALTERNATE_LAG)
+            for p in track.encode_ready():
+                self._add_alternate(k, p)
         self._release()
 
     def push_audio(self, samples: np.ndarray, at_90k: int | None) -> None:
@@ -301,6 +331,10 @@ class StreamPipeline:
             self.rung_seconds[rung] += enc.busy_s
         for p in self.audio.finish():
             self._add_audio(p)
+        for k, track in enumerate(self.alternates):
+            track.pad_to(self.audio.end)
+            for p in track.finish():
+                self._add_alternate(k, p)
         self._release(final=True)
         self.encoders, self.parts = [], None
         self.state = replace(
@@ -346,6 +380,7 @@ class StreamPipeline:
         a.audio_starts.append(self._audio_at(start_90k))
         a.video.append([[] for _ in self.encoders])
         a.audio.append([])
+        a.alternates.append([[] for _ in self.alternates])
         a.part_starts.append([start_90k])
 
     def _add_video(self, rung: int, p: EncodedPacket) -> None:
@@ -359,6 +394,12 @@ class StreamPipeline:
         i = max(0, bisect.bisect_right(a.audio_starts, p.pts) - 1)
         a.audio[i].append(p)
         a.seen_audio = max(a.seen_audio, p.pts)
+
+    def _add_alternate(self, k: int, p: EncodedPacket) -> None:
+        a = self.assembly
+        i = max(0, bisect.bisect_right(a.audio_starts, p.pts) - 1)
+        a.alternates[i][k].append(p)
+        a.seen_alternates[k] = max(a.seen_alternates[k], p.pts)
 
     def _release(self, final: bool = False) -> None:
         a = self.assembly
@@ -381,6 +422,8 @@ class StreamPipeline:
                 ]
                 if min(seen, default=nxt) < nxt or a.seen_audio < nxt_audio:
                     return
+                if any(pts < nxt_audio for pts in a.seen_alternates):
+                    return
             end = self.upload_end_90k if last else a.starts_90k[i + 1]
             self.on_segment(
                 SegmentMedia(
@@ -392,9 +435,11 @@ class StreamPipeline:
                     audio=tuple(a.audio[i]),
                     skip_rungs=a.skips[i],
                     ready_wall_s=self._ready_wall_s(i),
+                    alternates=tuple(tuple(k) for k in a.alternates[i]),
                 )
             )
             a.video[i], a.audio[i] = [], []
+            a.alternates[i] = [[] for _ in self.alternates]
             a.released += 1
         if self.live_segment_90k and a.released > 256:
             self._compact()

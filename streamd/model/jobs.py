@@ -27,6 +27,8 @@ class SourceInfo:
     audio_sample_rate_hz: int | None
     audio_channels: int | None
     bitrate_bps: int | None = None  # the video's, where the container says
+    # A live session's audio tracks: (rendition, language, title), the main audio first.
+    audio_tracks: tuple[tuple[str, str, str], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         g = self.geometry

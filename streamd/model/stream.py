@@ -15,6 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from streamd.model import layout
 from streamd.model.audio import AudioLanguage
 from streamd.model.captions import CaptionTrack
 from streamd.model.jobs import PublishedSegment, RungOutput
@@ -32,6 +33,7 @@ HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED = (
 UPLOAD_STATES = (HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED)
 RECORDING = "vod"  # Upload.ingest of the pieces of a recording uploaded whole
 DONE = (PUBLISHED, FAILED)
+AAC_FRAME_S = 1024 / 48_000  # a segment shorter has no AAC frame of its own
 SHORT_SEGMENT_S = 0.5  # shorter ones (a stream's tail) make a meaningless peak: 4.3.4.2
 
 
@@ -194,7 +196,7 @@ class Stream:
     # Audio renditions by folder, the main first (streamd.model.audio); alternates are
     # added to segments after they are published (`add_audio`).
     audio_languages: dict[str, AudioLanguage] = field(default_factory=dict, repr=False)
-    # An alternate's segments are made up to (not including) this sequence, by rendition.
+    # Every segment before this one has the alternate (or needs none), by rendition.
     audio_made: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -328,7 +330,7 @@ class Stream:
             self.codecs[out.name] = out.codecs
         for out in seg.audio:
             self.audio_codecs[out.name] = out.codecs
-            self.audio_made[out.name] = seg.sequence + 1
+            self._alternate_made(out)
         for out in (*seg.rungs, *seg.audio):
             for packaging, size in out.size_bytes.items():
                 tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
@@ -344,15 +346,42 @@ class Stream:
             return None
         seg = self.segments[i]
         seg = self.segments[i] = replace(seg, audio=(*seg.audio, out))
-        self.audio_made[out.name] = max(self.audio_made.get(out.name, 0), sequence + 1)
+        self._alternate_made(out)
         self.kept_bytes += sum(out.size_bytes.values())
         for packaging, size in out.size_bytes.items():
             self.bandwidth.setdefault((out.name, packaging), Bandwidth()).add(size, seg.duration_s)
         return seg
 
+    def _alternate_made(self, out: RungOutput) -> None:
+        """An alternate's output: its mark moves on; its first names its init segment (one
+        for all: the encoder's settings never change)."""
+        self.advance_audio(out.name)
+        track = self.audio_languages.get(out.name)
+        if track is not None and not track.init and not track.main:
+            self.audio_languages[out.name] = replace(track, init=out.inits.get("fmp4", ""))
+
     def audio_from(self, rendition: str) -> int:
-        """The first segment an alternate is not made for yet."""
+        """The first segment an alternate is not made for yet (those after it may be: a
+        live session's alternates come with its segments, the silence before them later)."""
         return max(self.audio_made.get(rendition, 0), self.first_sequence)
+
+    def advance_audio(self, rendition: str) -> None:
+        """Move the alternate's mark over the segments that have it, or need none (a gap,
+        or one shorter than an AAC frame, which is silent)."""
+        n = self.audio_from(rendition)
+        while (seg := self.segment(n)) is not None and (
+            seg.gap or seg.duration_s < AAC_FRAME_S or seg.rung(rendition) is not None
+        ):
+            n += 1
+        self.audio_made[rendition] = n
+
+    def audio_position(self, rendition: str) -> int:
+        """Where an audio rendition is among the stream's: the main first, then the
+        alternates in the order they came (the rows of a segment's outputs keep it)."""
+        if rendition == layout.AUDIO:
+            return 0
+        names = [a.rendition for a in self.alternates]
+        return 1 + (names.index(rendition) if rendition in names else len(names))
 
     @property
     def alternates(self) -> list[AudioLanguage]:

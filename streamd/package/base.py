@@ -38,6 +38,7 @@ class SegmentMedia:
     audio: tuple[EncodedPacket, ...]  # shared by every rung
     skip_rungs: int = 0  # the tallest rungs left out of this segment (their video is empty)
     ready_wall_s: float = 0.0  # live: when the frame that closed it reached the worker
+    alternates: tuple[tuple[EncodedPacket, ...], ...] = ()  # live: other audio languages
 
     @property
     def duration_s(self) -> float:
@@ -59,6 +60,9 @@ class PartMedia:
     audio_end_pts: int | None
     target_s: float  # PART-TARGET
     next_begins_segment: bool  # the next part is likely the first of the next segment
+    # Live: each alternate audio language's run of the part, and where its next one starts.
+    alternates: tuple[tuple[EncodedPacket, ...], ...] = ()
+    alternate_end_pts: tuple[int | None, ...] = ()
 
     @property
     def independent(self) -> bool:

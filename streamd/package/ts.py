@@ -15,6 +15,11 @@ def package(
     return Packaged(media, iframe=first_picture(media))
 
 
+def package_audio(audio: tuple[EncodedPacket, ...], rung: Rung) -> bytes:
+    """An audio-only segment: an alternate language's rendition beside the variants."""
+    return mux("mpegts", {}, None, audio, rung)
+
+
 def first_picture(media: bytes) -> tuple[int, int] | None:
     """(offset, length) of the segment's first picture (its IDR): from the TS packet that
     starts its PES to the one that starts the next picture's, for an I-frame playlist's

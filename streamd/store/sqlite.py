@@ -456,5 +456,8 @@ class _Rows:
                 _json(r.iframes),
             )
             for g in segments
-            for i, r in [*enumerate(g.rungs), *enumerate(g.audio, AUDIO_POSITION)]
+            for i, r in [
+                *enumerate(g.rungs),
+                *((AUDIO_POSITION + s.audio_position(a.name), a) for a in g.audio),
+            ]
         ]

@@ -15,11 +15,12 @@ from streamd.model.audio import (
     AudioJob,
     AudioLanguage,
     AudioPiece,
+    AudioResult,
     AudioSource,
     alternate_rendition,
     commentary_key,
 )
-from streamd.model.jobs import TranscodeResult
+from streamd.model.jobs import RungOutput, TranscodeResult
 from streamd.model.language import display_name
 from streamd.model.stream import Segment, Stream
 
@@ -30,27 +31,55 @@ log = logging.getLogger("streamd.streams.audio")
 AUDIO_JOB_S_PER_SEGMENT = 2.0  # a job's timeout, per segment it makes (it takes ~10 ms)
 
 
-def _position(stream: Stream, rendition: str) -> int:
-    return list(stream.audio_languages).index(rendition)
-
-
 async def _register(runner: StreamRunner, language: AudioLanguage) -> None:
     stream = runner.stream
     stream.audio_languages[language.rendition] = language
-    position = _position(stream, language.rendition)
+    position = stream.audio_position(language.rendition)
     await runner.state.add_audio(stream.video_id, language, position)
 
 
 def _alternate_for(stream: Stream, lang: str, title: str) -> AudioLanguage:
     """A new alternate in `lang`, its folder and name unlike any other's."""
-    taken = {a.name for a in stream.audio_languages.values()}
     rendition, n = alternate_rendition(lang), 2
     while rendition in stream.audio_languages:
         rendition, n = f"{alternate_rendition(lang)}-{n}", n + 1
-    name, n = title or display_name(lang), 2
+    return AudioLanguage(rendition, lang, _name(stream, lang, title))
+
+
+def _name(stream: Stream, lang: str, title: str, besides: str = "") -> str:
+    """What players list for a language (EXT-X-MEDIA NAME, unique in its group; `besides`:
+    the rendition it is for, whose name it replaces)."""
+    taken = {a.name for a in stream.audio_languages.values() if a.rendition != besides}
+    base = title or ("Audio" if lang == "und" else display_name(lang))
+    name, n = base, 2
     while name in taken:
-        name, n = f"{title or display_name(lang)} {n}", n + 1
-    return AudioLanguage(rendition, lang, name)
+        name, n = f"{base} {n}", n + 1
+    return name
+
+
+async def _main_language(runner: StreamRunner, lang: str, title: str) -> None:
+    """The main audio's language: its first source's, or a later one's that says where
+    the first did not (`und`)."""
+    stream = runner.stream
+    known = stream.audio_languages.get(layout.AUDIO)
+    if known is None or (known.lang == "und" and lang != "und"):
+        name = _name(stream, lang, title, besides=layout.AUDIO)
+        await _register(runner, AudioLanguage(layout.AUDIO, lang, name))
+
+
+async def live_tracks(runner: StreamRunner, tracks: tuple[tuple[str, str, str], ...]) -> bool:
+    """A live session's audio tracks, (rendition, language, title) the main first, as its
+    worker names them: the languages not known yet are added. Whether an alternate was."""
+    stream = runner.stream
+    added = False
+    async with runner.lock:
+        for rendition, lang, title in tracks:
+            if rendition == layout.AUDIO:
+                await _main_language(runner, lang, title)
+            elif rendition not in stream.audio_languages:
+                await _register(runner, AudioLanguage(rendition, lang, _name(stream, lang, title)))
+                added = True
+    return added
 
 
 async def audio_of(runner: StreamRunner, result: TranscodeResult) -> None:
@@ -65,10 +94,8 @@ async def audio_of(runner: StreamRunner, result: TranscodeResult) -> None:
             upload = stream.uploads.get(number)
             if upload is not None:  # which tracks it has, for its alternates
                 upload.source = {**(upload.source or {}), "audio": [list(t) for t in tracks]}
-            if layout.AUDIO not in stream.audio_languages:
-                _, lang, title, _ = tracks[0]
-                name = title or ("Audio" if lang == "und" else display_name(lang))
-                await _register(runner, AudioLanguage(layout.AUDIO, lang, name))
+            _, lang, title, _ = tracks[0]
+            await _main_language(runner, lang, title)
             known = {a.lang for a in stream.alternates}
             for _, lang, title, _ in tracks[1:]:
                 if lang not in known:
@@ -145,13 +172,38 @@ def _source(stream: Stream, track: AudioLanguage, number: int) -> AudioSource:
 async def _make(runner: StreamRunner, track: AudioLanguage) -> None:
     stream = runner.stream
     start = stream.audio_from(track.rendition)
-    todo = [s for s in stream.segments[start - stream.first_sequence :] if not s.gap]
-    if not todo:
-        return
+    todo = [
+        s
+        for s in stream.segments[start - stream.first_sequence :]
+        if not s.gap and s.rung(track.rendition) is None
+    ]
+    outputs: list[tuple[int, RungOutput]] = []
+    if todo:
+        result = await _run(runner, track, todo)
+        outputs = [(seq, out) for seq, out in result.outputs if stream.segment(seq) is not None]
+    async with runner.lock:
+        for seq, out in outputs:
+            stream.add_audio(seq, out)
+        stream.advance_audio(track.rendition)  # over gaps, and segments too short for audio
+        if outputs:  # with the init segment its first output named
+            track = stream.audio_languages[track.rendition]
+            position = stream.audio_position(track.rendition)
+            await runner.state.add_audio(stream.video_id, track, position, outputs)
+        await runner.publisher.add_audio(stream, track.rendition)
+
+
+async def _run(runner: StreamRunner, track: AudioLanguage, todo: list[Segment]) -> AudioResult:
+    """The alternate made for these segments, an upload's at a time (each from its own
+    source); a source that fails is made silent, so the rendition goes on."""
+    stream = runner.stream
     pieces: list[AudioPiece] = []
     for seg in todo:
         span = (seg.sequence, seg.start_s, seg.duration_s)
-        if pieces and pieces[-1].upload == seg.upload:
+        if (
+            pieces
+            and pieces[-1].upload == seg.upload
+            and pieces[-1].segments[-1][0] + 1 == seg.sequence
+        ):
             pieces[-1] = replace(pieces[-1], segments=(*pieces[-1].segments, span))
         else:
             source = _source(stream, track, seg.upload)
@@ -166,20 +218,8 @@ async def _make(runner: StreamRunner, track: AudioLanguage) -> None:
     )
     timeout_s = 30 + AUDIO_JOB_S_PER_SEGMENT * len(todo)
     try:
-        result = await runner.jobs.audio(job, timeout_s)
-    except StreamdError as exc:  # a bad commentary file: silence, so the rendition goes on
+        return await runner.jobs.audio(job, timeout_s)
+    except StreamdError as exc:
         log.error("%s: %s audio failed (%s), made silent", stream.video_id, track.lang, exc)
         silent = tuple(replace(p, source=AudioSource()) for p in pieces)
-        result = await runner.jobs.audio(replace(job, pieces=silent), timeout_s)
-    async with runner.lock:
-        outputs = [(seq, out) for seq, out in result.outputs if stream.segment(seq) is not None]
-        for seq, out in outputs:
-            stream.add_audio(seq, out)
-        stream.audio_made[track.rendition] = todo[-1].sequence + 1
-        if outputs and not track.init:
-            track = replace(track, init=outputs[0][1].inits.get("fmp4", ""))
-            stream.audio_languages[track.rendition] = track
-        await runner.state.add_audio(
-            stream.video_id, track, _position(stream, track.rendition), outputs
-        )
-        await runner.publisher.add_audio(stream, track.rendition)
+        return await runner.jobs.audio(replace(job, pieces=silent), timeout_s)

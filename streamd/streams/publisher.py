@@ -88,7 +88,12 @@ class Publisher:
             *(self.write_subtitles(stream, [segment], t) for t in stream.captions.values())
         )
         stream.discontinuity_due = False
+        unnamed = [a.rendition for a in stream.alternates if not a.init]
         change = self._add(stream, segment)
+        for name in unnamed:  # a live session's alternate, published for the first time
+            track = stream.audio_languages[name]
+            if track.init:
+                await self.state.add_audio(stream.video_id, track, stream.audio_position(name))
         delay_s = now - (seg.ready_wall_s or upload.received_wall_s)
         stream.publish_delay_s = round(delay_s, 3)
         self.metrics.publish_delay.observe(delay_s)

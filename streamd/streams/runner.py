@@ -45,7 +45,7 @@ from streamd.model.stream import (
     Upload,
 )
 from streamd.store.state import StateStore
-from streamd.streams.audio import audio_of, catch_up
+from streamd.streams.audio import audio_of, catch_up, live_tracks
 from streamd.streams.captions import add_cues, subtitles_of
 from streamd.streams.live import LiveFeed, LiveSessions
 from streamd.streams.overload import Overload
@@ -93,6 +93,7 @@ class StreamRunner:
         self.timeline = Timeline(stream, publisher, state, clock, settings.segment_duration_s)
         self.lock = asyncio.Lock()
         self.audio_lock = asyncio.Lock()  # alternate audio is made one job at a time
+        self.background: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self.init_arrived = asyncio.Event()  # ffmpeg's fMP4 init.mp4, for its .m4s uploads
         if stream.ingest_init:
@@ -211,6 +212,8 @@ class StreamRunner:
 
     async def stop(self) -> None:
         await self.live.close_all()
+        for task in list(self.background):
+            task.cancel()
         if self.task is not None:
             self.task.cancel()
             try:
@@ -368,6 +371,8 @@ class StreamRunner:
                         by_number[item.upload].percent = item.percent
                         if item.source is not None:
                             by_number[item.upload].source = item.source.as_json()
+                            if item.source.audio_tracks:
+                                await self._live_tracks(item.source.audio_tracks)
                     if item.cues and not self.stopping:
                         await add_cues(self, item.cues)
                     if item.part is not None and not self.stopping:
@@ -393,6 +398,14 @@ class StreamRunner:
             return task.result()
         except StreamdError as exc:
             return exc
+
+    async def _live_tracks(self, tracks: tuple[tuple[str, str, str], ...]) -> None:
+        """A live session's audio languages; the segments before it get its alternates
+        (silent) in the background, while its own come with its segments."""
+        if await live_tracks(self, tracks):
+            task = asyncio.create_task(catch_up(self), name=f"audio-{self.stream.video_id}")
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     async def _live_worker_died(
         self, job: TranscodeJob, upload: Upload, exc: StreamdError

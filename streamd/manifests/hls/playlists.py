@@ -110,6 +110,8 @@ class StreamPlaylists:
         change = self.change()
         for out in part.rungs:
             media = self._media_for(FMP4, out.name)
+            if media.alternate and not self._takes_parts(stream, media, part):
+                continue  # an alternate still without the segments before: whole ones only
             head = MediaSegment(
                 uri="",
                 duration_s=0.0,
@@ -117,7 +119,7 @@ class StreamPlaylists:
                 map_uri=out.init or None,
                 discontinuity=stream.discontinuity_due,
             )
-            if out.name == layout.AUDIO:  # every audio frame is a sync sample
+            if out.name == layout.AUDIO or media.alternate:  # every audio frame is a sync sample
                 media.add_part(replace(part, independent=True), out.init, head, change)
             else:
                 media.add_part(part, out.init, head, change)
@@ -130,6 +132,14 @@ class StreamPlaylists:
             self._refresh_masters(stream, change, pdt_s and pdt_s + part.duration_s)
         self._refresh_live(change)
         return change
+
+    @staticmethod
+    def _takes_parts(stream: Stream, media: RenditionPlaylist, part: PublishedPart) -> bool:
+        """Whether an alternate's playlist has every segment before this part's (its
+        audio comes with a live session's segments, the silence before them later), and
+        the part's segment from its start."""
+        caught_up = max(media.next_sequence or 0, stream.first_sequence) == part.sequence
+        return caught_up and (part.index == 0 or media.tail is not None)
 
     def add_track(self, stream: Stream, lang: str) -> PlaylistChange:
         """A new subtitle language: its playlist over every segment so far (their WebVTT
