@@ -102,7 +102,8 @@ async def test_mkv_audio_tracks_and_a_commentary_are_renditions_in_their_languag
     for packaging in ("fmp4", "ts"):
         url = f"/hls/dub/{packaging}/master.m3u8"
         master = m3u8.loads((await _until(client, url, lambda b: b"audio-fr" in b)).decode())
-        audio = [m for m in master.media if m.type == "AUDIO"]
+        # In the order the languages came (es, from upload 0, may come after fr).
+        audio = sorted((m for m in master.media if m.type == "AUDIO"), key=lambda m: m.language)
         assert [(m.language, m.name, m.default) for m in audio] == [
             ("en", "English", "YES"),
             ("es", "Español", "NO"),
@@ -246,6 +247,23 @@ async def test_the_viewers_language_picks_the_audio_and_the_file_carries_it(
                 assert audio[0]["tags"]["language"] == "spa"
             tone, _ = _tone(path.read_bytes())
             assert abs(tone - hz) < 30, (fmt, lang, tone)
+    # WebM: the Spanish audio as Opus; English asked for, its subtitles as a WebVTT track.
+    path = tmp_path / "es.webm"
+    path.write_bytes(await fetch(client, "/viewstream/pick?timestamp=1&format=webm&lang=es"))
+    (audio,) = [s for s in ffprobe(path, "-show_streams")["streams"] if s["codec_type"] == "audio"]
+    assert (audio["codec_name"], audio["tags"]["language"]) == ("opus", "spa")
+    assert abs(_tone(path.read_bytes())[0] - 880) < 30
+    path = tmp_path / "en.webm"
+    path.write_bytes(await fetch(client, "/viewstream/pick?timestamp=0&format=webm&lang=en"))
+    kinds = [s["codec_name"] for s in ffprobe(path, "-show_streams")["streams"]]
+    assert kinds == ["vp9", "opus", "webvtt"]
+    srt = run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:s", "-f", "srt", "-"])
+    # At its time from the file's first picture (the file starts at its first sample, which
+    # may be audio a few ms earlier).
+    start, end = srt.splitlines()[1].split(" --> ")
+    assert srt.splitlines()[2] == "Hello"
+    assert _srt_s(start) == pytest.approx(0.5, abs=0.025)
+    assert _srt_s(end) - _srt_s(start) == pytest.approx(1.0, abs=0.002)
     resp = await client.get("/viewstream/pick?timestamp=1&lang=de")
     assert resp.status == 404
     assert (await resp.json())["detail"] == "available: en, es"
@@ -270,6 +288,11 @@ async def test_audio_languages_survive_a_restart(
     client = await make_client(config)
     for key, body in before.items():
         assert await fetch(client, key) == body, key
+
+
+def _srt_s(timestamp: str) -> float:
+    hours, minutes, seconds = timestamp.replace(",", ".").split(":")
+    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
 
 
 def _whole_with_parts(body: bytes) -> bool:

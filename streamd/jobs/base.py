@@ -90,6 +90,9 @@ class JobQueue(Protocol):
         video_bitrate_bps: int,
         audio_bitrate_bps: int,
         timeout_s: float,
+        captions: tuple[tuple[float, float, str], ...] = (),
+        lang: str = "und",
+        audio_lang: str | None = None,
     ) -> bytes:
         """fMP4 segments (joined, one input per track file) as WebM, VP9 and Opus, starting at 0."""
 

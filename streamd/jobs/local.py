@@ -317,8 +317,11 @@ class LocalJobQueue:
         video_bitrate_bps: int,
         audio_bitrate_bps: int,
         timeout_s: float,
+        captions: tuple[tuple[float, float, str], ...] = (),
+        lang: str = "und",
+        audio_lang: str | None = None,
     ) -> bytes:
-        args = (inputs, video_bitrate_bps, audio_bitrate_bps)
+        args = (inputs, video_bitrate_bps, audio_bitrate_bps, captions, lang, audio_lang)
         return await self._file("encoding WebM", timeout_s, worker.encode_webm, *args)
 
     async def _file(

@@ -121,13 +121,17 @@ def remux(
 
 
 def encode_webm(
-    inputs: tuple[bytes, ...], video_bitrate_bps: int, audio_bitrate_bps: int
+    inputs: tuple[bytes, ...],
+    video_bitrate_bps: int,
+    audio_bitrate_bps: int,
+    captions: tuple[tuple[float, float, str], ...] = (),
+    lang: str = "und",
+    audio_lang: str | None = None,
 ) -> Outcome:
     from streamd.media.remux import encode_webm as encode
 
-    return _outcome(
-        "the segments could not be encoded", encode, inputs, video_bitrate_bps, audio_bitrate_bps
-    )
+    args = (inputs, video_bitrate_bps, audio_bitrate_bps, captions, lang, audio_lang)
+    return _outcome("the segments could not be encoded", encode, *args)
 
 
 def webm_video(video: bytes, bitrate_bps: int) -> Outcome:

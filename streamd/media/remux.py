@@ -32,7 +32,7 @@ MUXERS: dict[str, tuple[str, dict[str, str]]] = {
 
 Inputs = tuple[bytes, ...]  # segments joined, each a file: (video, audio) for CMAF track files
 Captions = tuple[tuple[float, float, str], ...]  # (start_s, end_s, text) on the stream's timeline
-SUBTITLE_CODECS = {"mp4": "mov_text", "mov": "mov_text"}  # what each container carries text as
+SUBTITLE_CODECS = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt"}  # text, by container
 ASS_HEADER = (
     b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
     b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
@@ -115,8 +115,9 @@ def _remux(
 def _subtitle_track(
     out: av.container.OutputContainer, codec: str, captions: Captions, lang: str, offset_s: float
 ) -> None:
-    """A mov_text track (3GPP timed text: each sample its text after a 16-bit length; the
-    muxer fills the time between cues with empty samples), its cues moved by `offset_s`."""
+    """A text track, its cues moved by `offset_s`: mov_text (3GPP timed text: each sample
+    its text after a 16-bit length; the muxer fills the time between cues with empty
+    samples), or WebVTT in Matroska (each block a cue's text)."""
     stream = out.add_stream(codec)
     stream.time_base = Fraction(1, 1000)
     # Its encoder is opened with the file, and needs the ASS header it would convert from.
@@ -125,7 +126,9 @@ def _subtitle_track(
     stream.metadata["language"] = long_language(lang)
     for start_s, end_s, text in sorted(captions):
         data = text.encode()
-        packet = av.Packet(struct.pack(">H", len(data)) + data)
+        if codec == "mov_text":
+            data = struct.pack(">H", len(data)) + data
+        packet = av.Packet(data)
         packet.stream = stream
         packet.time_base = stream.time_base
         packet.pts = packet.dts = max(0, round((start_s + offset_s) * 1000))
@@ -164,10 +167,18 @@ def _first_pts(inputs: Inputs) -> Fraction:
     raise UnsupportedMedia("the segments hold no video")
 
 
-def encode_webm(inputs: Inputs, video_bitrate_bps: int, audio_bitrate_bps: int) -> bytes:
+def encode_webm(
+    inputs: Inputs,
+    video_bitrate_bps: int,
+    audio_bitrate_bps: int,
+    captions: Captions = (),
+    lang: str = "und",
+    audio_lang: str | None = None,
+) -> bytes:
     """`inputs` (fMP4 inits and fragments) encoded as WebM, VP9 and Opus, starting at 0: for
     players that want open codecs. VP9 at libvpx's realtime speed costs about what x264
-    veryfast does (../shared/FACTS.md), so it is made once, when first asked for."""
+    veryfast does (../shared/FACTS.md), so it is made once, when first asked for. With
+    `captions`, a WebVTT track in `lang`; `audio_lang` tags the audio (an alternate's)."""
     out_buf = io.BytesIO()
     try:
         with contextlib.ExitStack() as stack:
@@ -186,7 +197,11 @@ def encode_webm(inputs: Inputs, video_bitrate_bps: int, audio_bitrate_bps: int) 
                 opus = out.add_stream("libopus", rate=48_000, layout="stereo")
                 opus.bit_rate = audio_bitrate_bps
                 opus.time_base = Fraction(1, 48_000)
+                if audio_lang is not None:
+                    opus.metadata["language"] = long_language(audio_lang)
                 resampler = av.AudioResampler("s16", "stereo", 48_000, frame_size=960)
+            if captions:  # stream second t is internal t + origin; the file's 0 is `first`
+                _subtitle_track(out, "webvtt", captions, lang, TIMELINE_ORIGIN_S - float(first))
             audio_at = 0
 
             def picture(frame: av.VideoFrame) -> None:

@@ -119,11 +119,16 @@ async def add_commentary(
     segments once that upload's are published. Raises SegmentConflict when they were made
     already (silent: nothing was sent for them in time). Returns the alternate's folder."""
     stream = runner.stream
-    async with runner.lock:
+    # Not while an alternate is being made: it may be making this upload's.
+    async with runner.audio_lock, runner.lock:
         track = next((a for a in stream.alternates if a.lang == lang), None)
         if track is not None:
             made = stream.audio_from(track.rendition)
-            done = [s for s in _published(stream, upload) if s.sequence < made]
+            done = [
+                s
+                for s in _published(stream, upload)
+                if s.sequence < made or s.rung(track.rendition) is not None
+            ]
             if done:
                 raise SegmentConflict(
                     f"the {lang} audio of upload {upload} was already made",

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -224,35 +225,50 @@ def _wall_clock(stream: Stream, value: str) -> float:
     return time_s
 
 
+@dataclass(frozen=True)
+class _Languages:
+    """What `?lang=` puts in a file: an alternate's audio instead of the main's, and the
+    cues of that language's subtitles as a text track (MP4, MOV: mov_text; WebM: WebVTT)."""
+
+    audio: AudioLanguage | None = None
+    captions: tuple[tuple[float, float, str], ...] = ()
+    lang: str = "und"
+
+    @property
+    def audio_lang(self) -> str | None:
+        return None if self.audio is None else self.audio.lang
+
+
+def _languages(request: web.Request, stream: Stream, segments: list[Segment]) -> _Languages:
+    asked = request.query.get("lang") or ""
+    alternate = match(asked, [a.lang for a in stream.alternates])
+    audio = next((a for a in stream.alternates if a.lang == alternate), None)
+    lang = match(asked, list(stream.captions))
+    if lang is None:
+        return _Languages(audio)
+    cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
+    return _Languages(audio, tuple((c.start_s, c.end_s, c.text) for c in cues), lang)
+
+
 async def _file(
     request: web.Request, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
 ) -> bytes:
     """The segments of one rung as one file in `fmt`: remuxed, or (WebM) encoded."""
+    languages = _languages(request, stream, segments)
     if fmt.encoded:
         if request.app[CONFIG].transcode.webm == "off":
             raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
-        return await encoded_file(request.app, stream, fmt, rung, segments)
-    asked = request.query.get("lang") or ""
-    # ?lang= with audio in that language (an alternate): its audio instead of the main's.
-    alternate = match(asked, [a.lang for a in stream.alternates])
-    audio = next((a for a in stream.alternates if a.lang == alternate), None)
-    inputs = await _joined(request.app, stream, fmt.source, rung, segments, audio)
+        return await encoded_file(request.app, stream, fmt, rung, segments, languages)
+    inputs = await _joined(request.app, stream, fmt.source, rung, segments, languages.audio)
     start_s = segments[0].start_s if fmt.at_stream_time else 0.0
-    # ?lang= with subtitles in that language: their cues as the file's subtitle track.
-    lang = match(asked, list(stream.captions))
-    captions: tuple[tuple[float, float, str], ...] = ()
-    if lang is not None:
-        cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
-        captions = tuple((c.start_s, c.end_s, c.text) for c in cues)
-    jobs = request.app[JOBS]
-    return await jobs.remux(
+    return await request.app[JOBS].remux(
         inputs,
         fmt.name,
         start_s,
         REMUX_TIMEOUT_S,
-        captions,
-        lang or "und",
-        None if audio is None else audio.lang,
+        languages.captions,
+        languages.lang,
+        languages.audio_lang,
     )
 
 
@@ -308,23 +324,34 @@ async def track(
 
 
 async def encoded_file(
-    app: web.Application, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
+    app: web.Application,
+    stream: Stream,
+    fmt: FileFormat,
+    rung: str,
+    segments: list[Segment],
+    languages: _Languages = _Languages(),
 ) -> bytes:
     """WebM: made the first time a segment is asked for (or as it is published, with
     `webm = "eager"`), then kept in the store (unless the stream is encrypted: its clear
-    pictures are not kept). A clip is encoded whole. A kept file is looked for before any
-    segment is read."""
+    pictures are not kept; or made for a language: those are made each time). A clip is
+    encoded whole. A kept file is looked for before any segment is read."""
     store = app[STORE]
     key = None
-    if len(segments) == 1 and stream.protection is None:
+    if len(segments) == 1 and stream.protection is None and languages == _Languages():
         key = layout.file_key(stream.video_id, fmt.name, rung, segments[0].sequence)
         with contextlib.suppress(FileNotFoundError):
             return await store.get(key)
-    inputs = await _joined(app, stream, fmt.source, rung, segments)
+    inputs = await _joined(app, stream, fmt.source, rung, segments, languages.audio)
     spec = next(r for r in stream.rungs if r.name == rung)
     span_s = segments[-1].end_s - segments[0].start_s
     body = await app[JOBS].encode_webm(
-        inputs, spec.video_bitrate_bps, spec.audio_bitrate_bps, REMUX_TIMEOUT_S + 4 * span_s
+        inputs,
+        spec.video_bitrate_bps,
+        spec.audio_bitrate_bps,
+        REMUX_TIMEOUT_S + 4 * span_s,
+        languages.captions,
+        languages.lang,
+        languages.audio_lang,
     )
     app[METRICS].files_encoded.labels(fmt.name).inc()
     if key is not None:
