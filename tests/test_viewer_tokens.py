@@ -3,6 +3,7 @@ needs a token, and the master playlist hands it on to every URL it names."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -51,6 +52,17 @@ async def signed(make_client: AppClient, config: Config, media: MediaFactory) ->
     for i, part in enumerate(parts):
         await upload(client, "cam", part, number=i)
     await wait_for(client, "cam", published(len(parts)))
+    # Subtitles and a second audio language: their playlists and segments need it too.
+    key = {"Authorization": f"Bearer {TEST_KEY}"}
+    cues = "WEBVTT\n\n00:00:00.500 --> 00:00:01.000\nhi\n"
+    assert (await client.post("/upload/cam/captions?lang=en", data=cues, headers=key)).status == 202
+    tone = media("mp4", duration_s=2, tone_hz=880).read_bytes()
+    resp = await client.post("/upload/cam/audio?lang=fr&segment=0", data=tone, headers=key)
+    assert resp.status == 202, await resp.text()
+    for _ in range(200):
+        if b"audio-fr" in await (await client.get("/api/videos/cam", headers=key)).read():
+            break
+        await asyncio.sleep(0.05)
     return client
 
 
@@ -85,17 +97,20 @@ async def test_every_media_url_needs_the_token(signed: TestClient) -> None:
         assert await _status(client, f"{url}{sep}token={expired}") == (410, "expired"), url
     assert (await client.get(f"/viewstream/cam?timestamp=1&token={token}")).status == 200
 
-    # A player follows the master: every URL it is handed carries the token, and works.
+    # A player follows the master: every URL it is handed carries the token, and works:
+    # the variants', the alternate audio's and the subtitles'.
     for fmt in ("fmp4", "ts"):
         master_url = f"/viewstream/metadata/cam?format={fmt}&token={token}"
         master = m3u8.loads((await fetch(client, master_url)).decode())
         assert master.playlists
-        for variant in master.playlists:
-            assert variant.uri.endswith(f"?token={token}")
-            media_url = urljoin(master_url, variant.uri)
+        renditions = [m.uri for m in master.media if m.uri]
+        assert {m.type for m in master.media if m.uri} == {"AUDIO", "SUBTITLES"}
+        for uri in [*(v.uri for v in master.playlists), *renditions]:
+            assert uri.endswith(f"?token={token}")
+            media_url = urljoin(master_url, uri)
             playlist = m3u8.loads((await fetch(client, media_url)).decode())
             uris = [s.uri for s in playlist.segments]
-            if fmt == "fmp4":
+            if fmt == "fmp4" and "/subs/" not in uri:
                 uris.append(playlist.segment_map[0].uri)
             assert len(uris) >= 2
             for uri in uris:

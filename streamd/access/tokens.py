@@ -14,7 +14,7 @@ import hashlib
 import hmac
 
 from streamd.errors import Expired, Forbidden, Unauthorized
-from streamd.model.formats import PACKAGINGS
+from streamd.model.formats import PACKAGINGS, SUBTITLES
 
 QUERY = "token"
 _MAX_LENGTH = 200
@@ -45,10 +45,12 @@ def verify(secret: str, video_id: str, token: str | None, now_s: float) -> None:
 
 
 def tokenized_playlist(body: bytes, token: str) -> bytes:
-    """A playlist with `?token=` on every URI it names: a master's media playlists, a media
-    playlist's segments, init segments and AES-128 keys."""
+    """A playlist with `?token=` on every URI it names: a master's media playlists (and
+    its renditions'), a media playlist's segments (WebVTT ones too), init segments and
+    AES-128 keys."""
     suffix = f"?{QUERY}={token}".encode()
-    for ext in [b".m3u8", *(f".{p.extension}".encode() for p in PACKAGINGS.values())]:
+    packagings = (*PACKAGINGS.values(), SUBTITLES)
+    for ext in [b".m3u8", *(f".{p.extension}".encode() for p in packagings)]:
         body = body.replace(ext + b"\n", ext + suffix + b"\n")
     # EXT-X-MAP:URI="init-....mp4", EXT-X-KEY:...URI="....key", and LL-HLS parts, preload
     # hints and rendition reports: URI="part....m4s", URI="../480p/index.m3u8"; an MPD's
