@@ -57,9 +57,13 @@ def _loaded(pid: int) -> set[str]:
 
 
 def _children(pid: int) -> dict[int, str]:
-    """A process's children and their names (/proc/PID/comm)."""
+    """A process's descendants and their names (/proc/PID/comm): workers are children of
+    the forkserver the primary started."""
     found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return {int(c): Path(f"/proc/{c}/comm").read_text().strip() for c in found}
+    out = {int(c): Path(f"/proc/{c}/comm").read_text().strip() for c in found}
+    for child in list(out):
+        out.update(_children(child))
+    return out
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from streamd.config import RetentionConfig
 from streamd.model import layout
+from streamd.model.audio import ALTERNATE_PREFIX, commentary_key
 from streamd.model.formats import FILE_FORMATS, SUBTITLES
 from streamd.model.stream import DONE, Segment, Stream
 
@@ -168,6 +169,11 @@ class Retention:
         keys = [key for seg in due for key in self._keys(stream, seg)]
         uploads = self._done_uploads(stream)
         keys += [key for number in uploads for key in stream.uploads[number].keys]
+        keys += [  # commentary sent for them
+            commentary_key(stream.video_id, track.lang, number)
+            for number in uploads
+            for track in stream.alternates
+        ]
         for number in uploads:
             stream.drop_upload(number)
         store, cache = self.streams.store, self.streams.publisher.cache
@@ -199,8 +205,9 @@ class Retention:
             for packaging in out.size_bytes:
                 keys.append(layout.segment_key(vid, packaging, out.name, seg.sequence))
             kept = first.rung(out.name) if first is not None else None
+            alternate = out.name.startswith(ALTERNATE_PREFIX)  # one init for all its segments
             for packaging, init in out.inits.items():
-                if kept is None or kept.inits.get(packaging) != init:
+                if not alternate and (kept is None or kept.inits.get(packaging) != init):
                     keys.append(layout.init_key(vid, packaging, out.name, init))
             name = f"seg{seg.sequence:06d}.webm"
             keys.append(layout.dash_webm_key(vid, f"webm-{out.name}", name))

@@ -1,0 +1,12 @@
+"""Imported first by the forkserver that worker processes are forked from (`local`), and
+nowhere else: the forkserver dies with the server that started it, even on kill -9, and
+each worker dies with the forkserver (`worker.init`), so no worker outlives the server.
+(The forkserver alone would not go: every worker holds its "alive" pipe open.)"""
+
+from __future__ import annotations
+
+import signal
+
+from streamd.process import die_with_parent
+
+die_with_parent(signal.SIGKILL)
