@@ -153,6 +153,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """A process's children, theirs, and so on, with their names (/proc/PID/comm): workers
+    are children of the forkserver the server started."""
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        out = {int(c): Path(f"/proc/{c}/comm").read_text().strip() for c in found}
+    except FileNotFoundError:  # gone meanwhile
+        return {}
+    for child in list(out):
+        out.update(descendants(child))
+    return out
+
+
 class ServerProcess:
     """`streamd serve` as its own process, as an operator runs it."""
 
@@ -202,9 +215,18 @@ class ServerProcess:
         raise AssertionError("server did not start")
 
     async def kill(self) -> None:
+        """kill -9, and every process it started (workers, edges) goes with it."""
         assert self.proc is not None
+        started = descendants(self.proc.pid)
+        assert started, "the server runs its workers and edges as processes"
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
+        for _ in range(100):  # the kernel's PDEATHSIG: up to 5 s
+            left = [p for p in started if os.path.exists(f"/proc/{p}")]  # noqa: ASYNC240
+            if not left:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError({p: started[p] for p in left})
 
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:

@@ -21,6 +21,7 @@ from tests.conftest import (
     AUTH,
     MediaFactory,
     ServerProcess,
+    descendants,
     ffmpeg_hls_put,
     ffprobe,
     server_process,
@@ -54,16 +55,6 @@ def _loaded(pid: int) -> set[str]:
     """Which of PyAV's FFmpeg and numpy a process has mapped into memory."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return {lib for lib in ("libavcodec", "numpy") if lib in maps}
-
-
-def _children(pid: int) -> dict[int, str]:
-    """A process's descendants and their names (/proc/PID/comm): workers are children of
-    the forkserver the primary started."""
-    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    out = {int(c): Path(f"/proc/{c}/comm").read_text().strip() for c in found}
-    for child in list(out):
-        out.update(_children(child))
-    return out
 
 
 @pytest.fixture
@@ -117,7 +108,7 @@ async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path:
     # Serving never loads the media stack: not in the edges, not in the primary; only the
     # workers, which have transcoded by now (so the check can see it).
     assert srv.proc is not None
-    children = _children(srv.proc.pid)
+    children = descendants(srv.proc.pid)
     edges = _listener_pids(srv.port)
     assert {children[pid] for pid in edges} == {"streamd-edge"}
     for pid in [*edges, srv.proc.pid]:
