@@ -73,6 +73,12 @@ def test_overload_bench_smoke() -> None:
     assert "worst publish delay:" in out
 
 
+def test_audio_bench_smoke() -> None:
+    out = _bench("bench.audio", "--seconds", "10", "--runs", "1")
+    assert "ratio ffmpeg/streamd = " in out
+    assert "5 segments of 2 s" in out
+
+
 def test_retention_bench_smoke() -> None:
     out = _bench("bench.retention", "--segments", "1300", "--window-min", "10")
     assert "ratio sliding/EVENT = " in out

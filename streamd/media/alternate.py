@@ -6,11 +6,15 @@ packaged as audio-only fMP4 (CMAF) and MPEG-TS."""
 from __future__ import annotations
 
 import bisect
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+import numpy as np
 
 from streamd.errors import UnsupportedMedia
 from streamd.media.codecs import aac
@@ -99,8 +103,44 @@ class _Segments:
         self.store.put(key, data)
 
 
-def _time(frame: av.AudioFrame) -> Fraction | None:
-    return None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
+class _EncoderThread:
+    """An AAC encoder on a thread of its own: `encode` hands a frame over and returns the
+    packets done since (FFmpeg releases the GIL while it encodes, so this thread's Python,
+    cutting frames and packaging segments, runs meanwhile); `encode(None)` drains it."""
+
+    def __init__(self, codec: av.audio.codeccontext.AudioCodecContext) -> None:
+        self.codec = codec
+        self.frames: queue.Queue[av.AudioFrame | None] = queue.Queue(32)
+        self.packets: queue.SimpleQueue[list[av.Packet[Any]] | BaseException] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="alternate-aac", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (frame := self.frames.get()) is not None:
+                self.packets.put(self.codec.encode(frame))
+            self.packets.put(self.codec.encode(None))
+        except BaseException as exc:  # raised on the job's thread
+            self.packets.put(exc)
+
+    def encode(self, frame: av.AudioFrame | None = None) -> list[av.Packet[Any]]:
+        self.frames.put(frame)
+        if frame is None:
+            self.thread.join()
+        done: list[av.Packet[Any]] = []
+        while not self.packets.empty():
+            item = self.packets.get()
+            if isinstance(item, BaseException):
+                raise item
+            done += item
+        return done
+
+
+class _Track(AudioTrack):
+    """The AAC track of a piece, its encoder on a thread of its own."""
+
+    def _open(self) -> Any:
+        return _EncoderThread(super()._open())
 
 
 def run_audio_job(job: AudioJob) -> AudioResult:
@@ -118,7 +158,7 @@ def run_audio_job(job: AudioJob) -> AudioResult:
             audio_emit_from=first,
             audio_carry=b"",
         )
-        track = AudioTrack(state, job.bitrate_bps)
+        track = _Track(state, job.bitrate_bps)
         track.emit_until = aac_frame_at(_at_90k(last[1] + last[2]))
         source = _opened(store, piece.source)
         if source is not None:
@@ -153,6 +193,15 @@ def _decode(
     """The source's audio onto `track`: its time `origin_s` at sample `zero`, nothing
     after the track's end."""
     until = (track.emit_until or 0) + 3 * AAC_FRAME
+    for samples, at in _samples(file, source, zero, until):
+        track.add(samples, at)
+        out.add(track.encode_ready())
+
+
+def _samples(
+    file: Path | bytes, source: AudioSource, zero: int, until: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    """The source's samples (stereo float32 at 48 kHz) with the sample each starts at."""
     resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_HZ)
     with open_media(file) as c:
         streams = c.streams.audio
@@ -160,20 +209,21 @@ def _decode(
             raise UnsupportedMedia("the audio upload has no audio stream")
         stream = next((s for s in streams if s.index == source.stream_index), streams[0])
         if source.origin_s is not None:
-            origin = Fraction(source.origin_s)
+            origin = source.origin_s
         elif stream.start_time is not None and stream.time_base is not None:
-            origin = stream.start_time * stream.time_base
+            origin = float(stream.start_time * stream.time_base)
         else:
-            origin = Fraction(0)
+            origin = 0.0
+        at = zero
         try:
             for frame in c.decode(stream):
-                t = _time(frame)
+                if frame.pts is not None and frame.time_base is not None:
+                    at = zero + round((float(frame.pts * frame.time_base) - origin) * AUDIO_HZ)
                 for resampled in resampler.resample(frame):
-                    at = track.end if t is None else zero + round((t - origin) * AUDIO_HZ)
-                    t = None
                     if at >= until:
                         return
-                    track.add(resampled.to_ndarray(), at)
-                    out.add(track.encode_ready())
+                    samples = resampled.to_ndarray()
+                    yield samples, at
+                    at += samples.shape[1]
         except av.FFmpegError as exc:
             raise UnsupportedMedia("the audio stopped decoding", str(exc)) from exc

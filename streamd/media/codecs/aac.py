@@ -20,6 +20,7 @@ from streamd.package import EncodedPacket
 
 CODECS = "mp4a.40.2"  # RFC 6381: AAC-LC
 AUDIO_PREROLL_FRAMES = 2
+TIME_BASE = Fraction(1, AUDIO_HZ)
 AUDIO_SYNC_TOLERANCE = 96  # samples (2 ms) of timestamp jitter tolerated before padding or trimming
 
 
@@ -62,7 +63,7 @@ class AudioTrack:
         cc.layout = "stereo"
         cc.format = "fltp"
         cc.bit_rate = self.bitrate_bps
-        cc.time_base = Fraction(1, AUDIO_HZ)
+        cc.time_base = TIME_BASE
         cc.open()
         return cc
 
@@ -82,7 +83,7 @@ class AudioTrack:
             )
             frame.sample_rate = AUDIO_HZ
             frame.pts = self.fed_until
-            frame.time_base = Fraction(1, AUDIO_HZ)
+            frame.time_base = TIME_BASE
             out += self._keep(self.encoder.encode(frame))
             self.last_fed_pts = self.fed_until
             self.fed_until += AAC_FRAME
