@@ -153,6 +153,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cue_seconds(timestamp: str) -> float:
+    """A WebVTT or SRT timestamp (HH:MM:SS.mmm, or ,mmm) in seconds."""
+    hours, minutes, rest = timestamp.replace(",", ".").split(":")
+    return 3600 * int(hours) + 60 * int(minutes) + float(rest)
+
+
 def descendants(pid: int) -> dict[int, str]:
     """A process's children, theirs, and so on, with their names (/proc/PID/comm): workers
     are children of the forkserver the server started."""

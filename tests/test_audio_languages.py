@@ -22,6 +22,7 @@ from tests.conftest import (
     AppClient,
     MediaFactory,
     browser,
+    cue_seconds,
     fetch,
     ffprobe,
     published,
@@ -262,8 +263,8 @@ async def test_the_viewers_language_picks_the_audio_and_the_file_carries_it(
     # may be audio a few ms earlier).
     start, end = srt.splitlines()[1].split(" --> ")
     assert srt.splitlines()[2] == "Hello"
-    assert _srt_s(start) == pytest.approx(0.5, abs=0.025)
-    assert _srt_s(end) - _srt_s(start) == pytest.approx(1.0, abs=0.002)
+    assert cue_seconds(start) == pytest.approx(0.5, abs=0.025)
+    assert cue_seconds(end) - cue_seconds(start) == pytest.approx(1.0, abs=0.002)
     resp = await client.get("/viewstream/pick?timestamp=1&lang=de")
     assert resp.status == 404
     assert (await resp.json())["detail"] == "available: en, es"
@@ -288,11 +289,6 @@ async def test_audio_languages_survive_a_restart(
     client = await make_client(config)
     for key, body in before.items():
         assert await fetch(client, key) == body, key
-
-
-def _srt_s(timestamp: str) -> float:
-    hours, minutes, seconds = timestamp.replace(",", ".").split(":")
-    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
 
 
 def _whole_with_parts(body: bytes) -> bool:

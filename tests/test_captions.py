@@ -24,6 +24,7 @@ from tests.conftest import (
     AppClient,
     MediaFactory,
     browser,
+    cue_seconds,
     fetch,
     ffprobe,
     published,
@@ -80,11 +81,6 @@ async def _stream(client: TestClient, media: MediaFactory, video_id: str, second
     await wait_for(client, video_id, published(len(pieces)))
 
 
-def _secs(timestamp: str) -> float:
-    hours, minutes, seconds = timestamp.split(":")
-    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
-
-
 def _vtt(body: bytes) -> list[Any]:
     return list(webvtt.from_buffer(io.StringIO(body.decode())).captions)
 
@@ -122,8 +118,8 @@ async def test_captions_become_subtitle_playlists_in_every_master(
         body = await fetch(client, f"/hls/subs/subs/en/{seg.uri}")
         assert b"X-TIMESTAMP-MAP=MPEGTS:900000,LOCAL:00:00:00.000" in body
         for cue in _vtt(body):
-            assert _secs(cue.start) < start + seg.duration
-            assert _secs(cue.end) > start
+            assert cue_seconds(cue.start) < start + seg.duration
+            assert cue_seconds(cue.end) > start
             shown.setdefault(cue.text, []).append(i)
         start += seg.duration
     assert shown == {"Hello": [0, 1], "Across two\nsegments": [1, 2], "The end": [3]}
@@ -291,7 +287,7 @@ async def test_subtitles_in_an_mkv_upload_become_a_subtitle_track(
     cues = {}
     for seg in playlist.segments:
         for cue in _vtt(await fetch(client, f"/hls/{vid}/subs/en/{seg.uri}")):
-            cues[cue.text] = (_secs(cue.start), _secs(cue.end))
+            cues[cue.text] = (cue_seconds(cue.start), cue_seconds(cue.end))
     assert cues["Hello there"] == pytest.approx((0.5, 1.5), abs=0.05)
     assert cues["Second line"] == pytest.approx((4.5, 5.5), abs=0.05)
 

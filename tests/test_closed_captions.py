@@ -18,6 +18,7 @@ from tests.conftest import (
     FFMPEG,
     TEST_KEY,
     AppClient,
+    cue_seconds,
     fetch,
     ffprobe,
     published,
@@ -110,13 +111,8 @@ async def _cues(client: TestClient, video_id: str) -> dict[str, tuple[float, flo
     for seg in playlist.segments:
         body = await fetch(client, f"/hls/{video_id}/subs/en/{seg.uri}")
         for cue in webvtt.from_buffer(io.StringIO(body.decode())).captions:
-            cues[cue.text] = (_secs(cue.start), _secs(cue.end))
+            cues[cue.text] = (cue_seconds(cue.start), cue_seconds(cue.end))
     return cues
-
-
-def _secs(timestamp: str) -> float:
-    hours, minutes, seconds = timestamp.split(":")
-    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
 
 
 async def test_cea608_in_an_upload_is_a_subtitle_track_and_stays_in_the_video(
