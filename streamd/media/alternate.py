@@ -1,17 +1,21 @@
-"""An alternate audio rendition of some published segments, as run in a worker process
-(`streamd.model.audio`): one audio stream decoded, put on the stream's timeline, encoded
-once as AAC on the same frame grid as the main audio, cut at the segments' boundaries and
-packaged as audio-only fMP4 (CMAF) and MPEG-TS."""
+"""Alternate audio languages (`streamd.model.audio`), in worker processes.
+
+After an upload is published (`run_audio_job`): one audio stream decoded, put on the
+stream's timeline, encoded once as AAC on the same frame grid as the main audio, cut at the
+segments' boundaries and packaged as audio-only fMP4 (CMAF) and MPEG-TS. In a live session
+(`LiveAlternates`): the source's further audio tracks go to the pipeline with its frames,
+encoded alongside the main audio and published with each segment and part.
+"""
 
 from __future__ import annotations
 
 import bisect
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -20,8 +24,9 @@ from streamd.errors import UnsupportedMedia
 from streamd.media.codecs import aac
 from streamd.media.codecs.aac import AUDIO_PREROLL_FRAMES, AudioTrack
 from streamd.media.probe import open_media
+from streamd.media.subtitles import language
 from streamd.model import layout
-from streamd.model.audio import AudioJob, AudioResult, AudioSource
+from streamd.model.audio import AudioJob, AudioResult, AudioSource, alternate_rendition
 from streamd.model.formats import FMP4, TS
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
@@ -37,6 +42,65 @@ from streamd.model.pipeline import (
 from streamd.package import EncodedPacket, fmp4, ts
 from streamd.package.base import init_name
 from streamd.store import Store, open_store
+
+if TYPE_CHECKING:
+    from streamd.media.pipeline import StreamPipeline
+
+
+EARLY_KEPT = 256  # frames of each track kept until the session's first picture
+
+
+class LiveAlternates:
+    """A live session's audio tracks after the first: their streams, one resampler each,
+    and the frames that came before the first picture (which sets the timeline)."""
+
+    def __init__(
+        self, pipeline: StreamPipeline, at_90k: Callable[[av.AudioFrame], int | None]
+    ) -> None:
+        self.pipeline, self.at_90k = pipeline, at_90k
+        self.streams: list[Any] = []
+        self.resamplers: list[av.AudioResampler] = []
+        self.early: list[tuple[int, av.AudioFrame]] | None = []
+
+    def open(self, streams: list[Any]) -> tuple[tuple[str, str, str], ...]:
+        """The source's audio streams: every one after the first an alternate. Returns
+        them all as (rendition, language, title), the main audio first."""
+        names: list[str] = []
+        for s in streams[1:]:
+            name = alternate_rendition(language(s))
+            names.append(name if name not in names else f"{name}-{s.index}")
+        self.streams = streams[1:]
+        self.resamplers = [
+            av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_HZ) for _ in names
+        ]
+        if names:
+            self.pipeline.add_alternates(names)
+        renditions = [layout.AUDIO, *names]
+        return tuple(
+            (name, language(s), s.metadata.get("title") or "")
+            for name, s in zip(renditions, streams, strict=False)
+        )
+
+    def begin(self) -> None:
+        """The first picture came: the frames held until now go on."""
+        early, self.early = self.early or [], None
+        for k, frame in early:
+            self._frame(k, frame)
+
+    def packet(self, packet: av.Packet[Any]) -> None:
+        k = self.streams.index(packet.stream)
+        for frame in packet.decode():
+            assert isinstance(frame, av.AudioFrame)
+            self._frame(k, frame)
+
+    def _frame(self, k: int, frame: av.AudioFrame) -> None:
+        if self.early is not None:
+            self.early = [*self.early[-EARLY_KEPT:], (k, frame)]
+            return
+        at = self.at_90k(frame)
+        for out in self.resamplers[k].resample(frame):
+            self.pipeline.push_alternate(k, out.to_ndarray(), at)
+            at = None
 
 
 def _at_90k(stream_s: float) -> int:

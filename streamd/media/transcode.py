@@ -20,6 +20,7 @@ import av.filter
 from av.bitstream import BitStreamFilterContext
 
 from streamd.errors import UnsupportedMedia
+from streamd.media.alternate import LiveAlternates
 from streamd.media.codecs.h264 import has_sps
 from streamd.media.output import Report, SegmentWriter
 from streamd.media.pieces import PieceReader
@@ -34,7 +35,6 @@ from streamd.media.subtitles import (
     text_streams,
 )
 from streamd.model import layout
-from streamd.model.audio import alternate_rendition
 from streamd.model.jobs import (
     LAG,
     JobProgress,
@@ -127,11 +127,8 @@ class _Upload:
         publisher.upload, publisher.progress = number, 0.0
         self.subtitles = SubtitleReader(self._stream_s, self._ours)
         self.closed_captions = ClosedCaptions(self._stream_s)
-        # A live session's further audio tracks (alternate languages): their streams, one
-        # resampler each, and frames that came before the first picture.
-        self.alternates: list[Any] = []
-        self.alternate_resamplers: list[av.AudioResampler] = []
-        self.early_alternates: list[tuple[int, av.AudioFrame]] = []
+        # A live session's further audio tracks: alternate languages, encoded with the main.
+        self.alternates = LiveAlternates(pipeline, self._at_90k)
         self.audio_streams: list[tuple[int, int, str, str, float]] = []
 
     def _stream_s(self, t: Fraction) -> float:
@@ -174,9 +171,7 @@ class _Upload:
         early, self.early_audio = self.early_audio or [], None
         for frame in early:  # what came before it is trimmed to the picture's time
             self.audio(frame)
-        early_alternates, self.early_alternates = self.early_alternates, []
-        for k, frame in early_alternates:
-            self.alternate(k, frame)
+        self.alternates.begin()
 
     @property
     def late_s(self) -> float:
@@ -239,36 +234,6 @@ class _Upload:
             total = max(1, round(self.duration_s * VIDEO_HZ))
             self.publisher.progress = min(99.0, 100 * (pts - self.start_90k) / total)
 
-    def _open_alternates(self, streams: list[Any]) -> tuple[tuple[str, str, str], ...]:
-        """A live session's audio tracks after the first: each an alternate language
-        encoded with the main audio. Returns every track as (rendition, language, title)."""
-        names: list[str] = []
-        for s in streams[1:]:
-            name = alternate_rendition(language(s))
-            names.append(name if name not in names else f"{name}-{s.index}")
-        self.alternates = streams[1:]
-        self.alternate_resamplers = [
-            av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_HZ) for _ in names
-        ]
-        if names:
-            self.pipeline.add_alternates(names)
-        tracks = [(layout.AUDIO, language(s), s.metadata.get("title") or "") for s in streams[:1]]
-        tracks += [
-            (name, language(s), s.metadata.get("title") or "")
-            for name, s in zip(names, streams[1:], strict=True)
-        ]
-        return tuple(tracks)
-
-    def alternate(self, k: int, frame: av.AudioFrame) -> None:
-        """A frame of alternate `k`, at its own time on the output timeline."""
-        if self.early_audio is not None:  # before the first picture, which sets the time
-            self.early_alternates = [*self.early_alternates[-EARLY_KEPT:], (k, frame)]
-            return
-        at = self._at_90k(frame)
-        for out in self.alternate_resamplers[k].resample(frame):
-            self.pipeline.push_alternate(k, out.to_ndarray(), at)
-            at = None
-
     def _report_cues(self) -> None:
         cues, self.closed_captions.cues = tuple(self.closed_captions.cues), []
         if cues:
@@ -312,12 +277,12 @@ class _Upload:
                 raise UnsupportedMedia("the source has no video stream")
             vs = c.streams.video[0]
             a_s = c.streams.audio[0] if c.streams.audio else None
-            tracks = self._open_alternates(list(c.streams.audio)) if self.live else ()
+            tracks = self.alternates.open(list(c.streams.audio)) if self.live else ()
             self.audio_streams = [
                 (self.number, s.index, language(s), s.metadata.get("title") or "", 0.0)
                 for s in ([] if self.live else c.streams.audio)
             ]
-            streams = [vs] if a_s is None else [vs, a_s, *self.alternates]
+            streams = [vs] if a_s is None else [vs, a_s, *self.alternates.streams]
             for st in streams:
                 st.codec_context.thread_type = "AUTO"
             if self.live:  # frame threads hold a frame each: no delay, unless it has slices
@@ -344,11 +309,8 @@ class _Upload:
                     if packet.stream in subtitles:
                         self.subtitles.packet(packet)
                         continue
-                    if packet.stream in self.alternates:
-                        k = self.alternates.index(packet.stream)
-                        for frame in packet.decode():
-                            assert isinstance(frame, av.AudioFrame)
-                            self.alternate(k, frame)
+                    if packet.stream in self.alternates.streams:
+                        self.alternates.packet(packet)
                         continue
                     if reader is not None and reader.skip(packet):
                         continue
