@@ -168,29 +168,46 @@ class _Segments:
 
 
 class _EncoderThread:
-    """An AAC encoder on a thread of its own: `encode` hands a frame over and returns the
-    packets done since (FFmpeg releases the GIL while it encodes, so this thread's Python,
-    cutting frames and packaging segments, runs meanwhile); `encode(None)` drains it."""
+    """An AAC encoder on a thread of its own: `encode` hands frames over (in batches, so
+    the queues cost little) and returns the packets done since (FFmpeg releases the GIL
+    while it encodes, so this thread's Python, cutting frames and packaging segments, runs
+    meanwhile); `encode(None)` drains it."""
+
+    BATCH = 16
 
     def __init__(self, codec: av.audio.codeccontext.AudioCodecContext) -> None:
         self.codec = codec
-        self.frames: queue.Queue[av.AudioFrame | None] = queue.Queue(32)
+        self.pending: list[av.AudioFrame] = []
+        self.frames: queue.Queue[list[av.AudioFrame] | None] = queue.Queue(4)
         self.packets: queue.SimpleQueue[list[av.Packet[Any]] | BaseException] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="alternate-aac", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            while (frame := self.frames.get()) is not None:
-                self.packets.put(self.codec.encode(frame))
+            while (frames := self.frames.get()) is not None:
+                done: list[av.Packet[Any]] = []
+                for frame in frames:
+                    done += self.codec.encode(frame)
+                self.packets.put(done)
             self.packets.put(self.codec.encode(None))
         except BaseException as exc:  # raised on the job's thread
             self.packets.put(exc)
 
     def encode(self, frame: av.AudioFrame | None = None) -> list[av.Packet[Any]]:
-        self.frames.put(frame)
+        if frame is not None:
+            self.pending.append(frame)
+            if len(self.pending) < self.BATCH:
+                return self._done()
+        if self.pending:
+            self.frames.put(self.pending)
+            self.pending = []
         if frame is None:
+            self.frames.put(None)
             self.thread.join()
+        return self._done()
+
+    def _done(self) -> list[av.Packet[Any]]:
         done: list[av.Packet[Any]] = []
         while not self.packets.empty():
             item = self.packets.get()
