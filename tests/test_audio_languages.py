@@ -16,6 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.config import Config, HlsConfig, IngestConfig, LanguagesConfig
+from streamd.manifests.hls.tags import AudioRendition
+from streamd.media.subtitles import language
 from tests.conftest import (
     FFMPEG,
     TEST_KEY,
@@ -352,3 +354,24 @@ async def test_a_live_source_with_two_languages_has_both_live_with_parts(
     assert _tone(first)[1] < 0.001  # the upload before the session: silent
     live = await fetch(client, f"/hls/twolive/ts/audio-es/{playlist.segments[4].uri}")
     assert abs(_tone(live)[0] - 880) < 30
+
+
+def test_names_and_language_tags_from_uploads_cannot_break_a_playlist() -> None:
+    """A language tag not shaped like BCP 47 is `und` (it goes into paths and attributes);
+    a name loses what a quoted-string may not hold."""
+
+    class Tagged:
+        def __init__(self, tag: str) -> None:
+            self.metadata = {"language": tag}
+
+    assert [language(Tagged(t)) for t in ("spa", "pt-BR", "../../x", 'en"', "")] == [  # type: ignore[arg-type]
+        "es",
+        "pt-br",
+        "und",
+        "und",
+        "und",
+    ]
+    line = AudioRendition("a/index.m3u8", "aac", 'Bad "name"\nX', 2, "fr", False).render()
+    assert line.count('"') == 10  # GROUP-ID, NAME, LANGUAGE, CHANNELS, URI
+    assert "\n" not in line
+    assert m3u8.loads(f"#EXTM3U\n{line}\n").media[0].name == "Bad 'name' X"

@@ -26,6 +26,7 @@ _SHORT = {
     "rus": "ru", "spa": "es", "swe": "sv", "tha": "th", "tur": "tr", "ukr": "uk", "vie": "vi",
 }  # fmt: skip
 _LONG = {short: long for long, short in _SHORT.items()}  # the later, ISO 639-2/T, wins
+_TAG = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{1,8})*$")
 _ASS_TAG = re.compile(r"\{[^}]*\}")
 Cue = tuple[str, float, float, str]  # (language, start_s, end_s, text) on the stream's timeline
 A53_CC = Type.A53_CC
@@ -34,8 +35,11 @@ ERASE_DISPLAYED = bytes([0xFC, 0x94, 0x2C])  # CC1's EDM, with odd parity
 
 
 def language(stream: av.stream.Stream) -> str:
+    """A stream's language tag as BCP 47 (`und` for none, or anything not shaped like one:
+    it goes into paths and playlist attributes, and the upload is untrusted)."""
     tag = (stream.metadata.get("language") or "und").strip().lower()
-    return _SHORT.get(tag, tag)
+    tag = _SHORT.get(tag, tag)
+    return tag if _TAG.match(tag) else "und"
 
 
 def long_language(lang: str) -> str:

@@ -170,6 +170,12 @@ class Variant:
         return f"#EXT-X-STREAM-INF:{','.join(attrs)}\n{self.uri}"
 
 
+def quoted(value: str) -> str:
+    """Text for a quoted-string attribute, which may not hold a double quote, a carriage
+    return or a line feed (RFC 8216 4.2): a name a provider or an upload chose."""
+    return value.replace('"', "'").replace("\r", " ").replace("\n", " ")
+
+
 @dataclass(frozen=True)
 class AudioRendition:
     """#EXT-X-MEDIA:TYPE=AUDIO: an audio rendition in its own playlist (RFC 8216 4.3.4.1)."""
@@ -182,7 +188,7 @@ class AudioRendition:
     default: bool = True
 
     def render(self) -> str:
-        attrs = [f'TYPE=AUDIO,GROUP-ID="{self.group_id}",NAME="{self.name}"']
+        attrs = [f'TYPE=AUDIO,GROUP-ID="{self.group_id}",NAME="{quoted(self.name)}"']
         if self.language is not None:
             attrs.append(f'LANGUAGE="{self.language}"')
         yes_no = "YES" if self.default else "NO"
@@ -205,7 +211,7 @@ class SubtitleRendition:
     def render(self) -> str:
         yes_no = "YES" if self.default else "NO"
         return (
-            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{self.group_id}",NAME="{self.name}",'
+            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{self.group_id}",NAME="{quoted(self.name)}",'
             f'LANGUAGE="{self.language}",DEFAULT={yes_no},AUTOSELECT=YES,URI="{self.uri}"'
         )
 
