@@ -160,6 +160,8 @@ async def catch_up(runner: StreamRunner) -> None:
     at a time: a recording's pieces finish together)."""
     async with runner.audio_lock:
         for track in list(runner.stream.alternates):
+            if runner.stopping:  # the stream is being deleted
+                return
             await _make(runner, track)
 
 
@@ -187,6 +189,8 @@ async def _make(runner: StreamRunner, track: AudioLanguage) -> None:
         result = await _run(runner, track, todo)
         outputs = [(seq, out) for seq, out in result.outputs if stream.segment(seq) is not None]
     async with runner.lock:
+        if runner.stopping:
+            return  # the stream is being deleted: its files go, these with them
         for seq, out in outputs:
             stream.add_audio(seq, out)
         stream.advance_audio(track.rendition)  # over gaps, and segments too short for audio

@@ -209,6 +209,8 @@ class StreamRunner:
         self.wake.set()
         if self.task is not None:
             await self.task
+        # Alternate audio being made in the background: its job ends, nothing is published.
+        await asyncio.gather(*self.background, return_exceptions=True)
 
     async def stop(self) -> None:
         await self.live.close_all()
