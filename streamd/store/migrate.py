@@ -16,7 +16,7 @@ from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
 from streamd.model.stream import Segment, Stream, Upload
 from streamd.store.base import AsyncStore
-from streamd.store.sqlite import pipeline_from_json
+from streamd.store.rows import pipeline_from_json
 from streamd.store.state import StateStore
 
 log = logging.getLogger("streamd.store.migrate")

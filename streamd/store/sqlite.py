@@ -9,13 +9,11 @@ cut may lose the last transactions, which the worker's files (written first) sur
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,14 +21,12 @@ from streamd.model.audio import AudioLanguage
 from streamd.model.captions import CaptionTrack, Cue
 from streamd.model.jobs import RungOutput
 from streamd.model.ladder import Rung
-from streamd.model.pipeline import PipelineState
-from streamd.model.protection import Protection, method_of
+from streamd.model.protection import Protection
 from streamd.model.stream import Segment, Stream, StreamKey, Upload
+from streamd.store.rows import AUDIO_POSITION, Rows, output_row, pipeline_from_json
 from streamd.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
-# rung_outputs rows at this position and after are a segment's audio renditions, not rungs.
-AUDIO_POSITION = 1000
 STREAM_COLUMNS = (
     "video_id",
     "created_wall_s",
@@ -58,38 +54,6 @@ UPSERT_STREAM = (
     " ON CONFLICT (video_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in STREAM_COLUMNS[1:])
 )
-
-
-def pipeline_json(state: PipelineState) -> dict[str, Any]:
-    return {
-        "nextSegment": state.next_segment,
-        "videoPts90k": state.video_pts_90k,
-        "audioBaseSample": state.audio_base_sample,
-        "audioEmitFrom": state.audio_emit_from,
-        "audioCarry": base64.b64encode(state.audio_carry).decode(),
-        "rungs": [asdict(r) for r in state.rungs],
-        "levels": list(state.levels),
-        "frameRate": state.frame_rate,
-        "inputAudioTail": base64.b64encode(state.input_audio_tail).decode(),
-    }
-
-
-def pipeline_from_json(d: dict[str, Any]) -> PipelineState:
-    return PipelineState(
-        next_segment=d["nextSegment"],
-        video_pts_90k=d["videoPts90k"],
-        audio_base_sample=d["audioBaseSample"],
-        audio_emit_from=d["audioEmitFrom"],
-        audio_carry=base64.b64decode(d["audioCarry"]),
-        rungs=tuple(Rung(**r) for r in d["rungs"]),
-        levels=tuple(d["levels"]),
-        frame_rate=d["frameRate"],
-        input_audio_tail=base64.b64decode(d.get("inputAudioTail", "")),
-    )
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 class SqliteState:
@@ -226,10 +190,10 @@ class SqliteState:
     ) -> None:
         # Rows are built here, on the loop, from the record as it is now; the thread only
         # writes them (the record may change while it does).
-        rows = _Rows(stream, uploads, segments, pipeline)
+        rows = Rows(stream, uploads, segments, pipeline)
         await self._run(self._write, rows)
 
-    def _write(self, rows: _Rows) -> None:
+    def _write(self, rows: Rows) -> None:
         assert self._db is not None
         db = self._db
         with _atomic(db):
@@ -296,19 +260,7 @@ class SqliteState:
         outputs: Sequence[tuple[int, RungOutput]] = (),
     ) -> None:
         lang = (video_id, language.rendition, language.lang, language.name, language.init)
-        rows = [
-            (
-                video_id,
-                seq,
-                r.name,
-                AUDIO_POSITION + position,
-                _json(r.size_bytes),
-                r.codecs,
-                _json(r.inits),
-                "{}",
-            )
-            for seq, r in outputs
-        ]
+        rows = [output_row(video_id, seq, AUDIO_POSITION + position, r) for seq, r in outputs]
         await self._run(self._add_audio, lang, rows)
 
     def _add_audio(self, language: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -381,83 +333,3 @@ def _transaction(db: sqlite3.Connection, statements: Sequence[str], version: int
             if statement.strip():
                 db.execute(statement)
         db.execute(f"PRAGMA user_version={version}")
-
-
-class _Rows:
-    """A change to a stream, as the rows that record it."""
-
-    def __init__(
-        self,
-        s: Stream,
-        uploads: Sequence[Upload],
-        segments: Sequence[Segment],
-        pipeline: bool,
-    ) -> None:
-        vid = s.video_id
-        self.stream = (
-            vid,
-            s.created_wall_s,
-            s.updated_wall_s,
-            s.next_upload,
-            int(s.ending),
-            int(s.ended),
-            s.end_after,
-            s.start_wall_s,
-            s.ingest_init,
-            _json([asdict(r) for r in s.rungs]),
-            s.frame_rate,
-            method_of(s.protection),
-            None if s.protection is None else s.protection.secret,
-            None if s.protection is None else s.protection.rotation_segments,
-            s.session,
-            s.session_base,
-            s.session_first,
-            s.first_sequence,
-            s.discontinuity_sequence,
-        )
-        self.pipeline = (vid, _json(pipeline_json(s.pipeline))) if pipeline else None
-        self.uploads = [
-            (
-                vid,
-                u.number,
-                u.sha256,
-                u.size_bytes,
-                _json(list(u.keys)),
-                u.received_wall_s,
-                u.state,
-                u.error,
-                None if u.source is None else _json(u.source),
-                int(u.session_start),
-                u.ingest,
-            )
-            for u in uploads
-        ]
-        self.segments = [
-            (
-                vid,
-                g.sequence,
-                g.start_s,
-                g.duration_s,
-                g.upload,
-                g.published_wall_s,
-                int(g.discontinuity),
-            )
-            for g in segments
-        ]
-        self.outputs = [
-            (
-                vid,
-                g.sequence,
-                r.name,
-                i,
-                _json(r.size_bytes),
-                r.codecs,
-                _json(r.inits),
-                _json(r.iframes),
-            )
-            for g in segments
-            for i, r in [
-                *enumerate(g.rungs),
-                *((AUDIO_POSITION + s.audio_position(a.name), a) for a in g.audio),
-            ]
-        ]
