@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamd.model import layout
 from streamd.model.audio import AudioLanguage
+from streamd.model.bandwidth import Bandwidth
 from streamd.model.captions import CaptionTrack
 from streamd.model.jobs import PublishedSegment, RungOutput
 from streamd.model.ladder import Rung
@@ -34,7 +34,6 @@ UPLOAD_STATES = (HELD, QUEUED, TRANSCODING, PUBLISHED, FAILED)
 RECORDING = "vod"  # Upload.ingest of the pieces of a recording uploaded whole
 DONE = (PUBLISHED, FAILED)
 AAC_FRAME_S = 1024 / 48_000  # a segment shorter has no AAC frame of its own
-SHORT_SEGMENT_S = 0.5  # shorter ones (a stream's tail) make a meaningless peak: 4.3.4.2
 
 
 @dataclass
@@ -111,34 +110,6 @@ class StreamKey:
     key_sha256: str
     created_wall_s: float
     revoked_wall_s: float | None = None
-
-
-@dataclass
-class Bandwidth:
-    """A rung's bit rate in one packaging, kept as segments are added (RFC 8216 4.3.4.2:
-    BANDWIDTH is the peak segment bit rate, AVERAGE-BANDWIDTH the mean)."""
-
-    total_bytes: int = 0
-    total_s: float = 0.0
-    peak_bps: int = 0  # over segments of at least SHORT_SEGMENT_S
-    peak_short_bps: int = 0  # over every segment, when none is long enough
-
-    def add(self, size_bytes: int, duration_s: float) -> None:
-        if duration_s <= 0:
-            return
-        self.total_bytes += size_bytes
-        self.total_s += duration_s
-        bps = math.ceil(size_bytes * 8 / duration_s)
-        if duration_s >= SHORT_SEGMENT_S:
-            self.peak_bps = max(self.peak_bps, bps)
-        self.peak_short_bps = max(self.peak_short_bps, bps)
-
-    def rates(self) -> tuple[int, int]:
-        """(peak, average) in bit/s."""
-        if not self.total_s:
-            return 0, 0
-        average = math.ceil(self.total_bytes * 8 / self.total_s)
-        return max(self.peak_bps or self.peak_short_bps, average), average
 
 
 @dataclass
@@ -332,12 +303,15 @@ class Stream:
             self.audio_codecs[out.name] = out.codecs
             self._alternate_made(out)
         for out in (*seg.rungs, *seg.audio):
-            for packaging, size in out.size_bytes.items():
-                tally = self.bandwidth.setdefault((out.name, packaging), Bandwidth())
-                tally.add(size, seg.duration_s)
-            for packaging, (_, length) in out.iframes.items():
-                tally = self.bandwidth.setdefault((out.name, f"{packaging}-iframes"), Bandwidth())
-                tally.add(length, seg.duration_s)
+            self._tally(out, seg.duration_s)
+
+    def _tally(self, out: RungOutput, duration_s: float) -> None:
+        """A rendition's segment in its bit rates, in each packaging (and its I-frames')."""
+        for packaging, size in out.size_bytes.items():
+            self.bandwidth.setdefault((out.name, packaging), Bandwidth()).add(size, duration_s)
+        for packaging, (_, length) in out.iframes.items():
+            tally = self.bandwidth.setdefault((out.name, f"{packaging}-iframes"), Bandwidth())
+            tally.add(length, duration_s)
 
     def add_audio(self, sequence: int, out: RungOutput) -> Segment | None:
         """An alternate audio rendition of a published segment (None if it left)."""
@@ -348,8 +322,7 @@ class Stream:
         seg = self.segments[i] = replace(seg, audio=(*seg.audio, out))
         self._alternate_made(out)
         self.kept_bytes += sum(out.size_bytes.values())
-        for packaging, size in out.size_bytes.items():
-            self.bandwidth.setdefault((out.name, packaging), Bandwidth()).add(size, seg.duration_s)
+        self._tally(out, seg.duration_s)
         return seg
 
     def _alternate_made(self, out: RungOutput) -> None:
