@@ -1,14 +1,19 @@
-"""Which language a viewer gets by default: `?lang=`, else the best of their
-Accept-Language, else their country's (from a CDN's geo header, mapped in `[languages]`),
-else the stream's first. The master playlist marks it DEFAULT=YES; a response chosen by
-these headers says so in `Vary`."""
+"""Languages on the viewing side: which one a viewer gets by default, and what a file for
+`?lang=` carries. The default is `?lang=`, else the best of their Accept-Language, else
+their country's (from a CDN's geo header, mapped in `[languages]`), else the stream's
+first. The master playlist marks it DEFAULT=YES; a response chosen by these headers says so
+in `Vary`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from streamd.config import LanguagesConfig
+from streamd.model.audio import AudioLanguage
 from streamd.model.language import match
+from streamd.model.stream import Segment, Stream
 
 
 def accept_language(header: str) -> list[str]:
@@ -49,3 +54,39 @@ def preferred(request: web.Request, available: list[str], config: LanguagesConfi
 def vary(config: LanguagesConfig) -> str:
     """The request headers a language choice depends on."""
     return "Accept-Language" + (f", {config.geo_header}" if config.geo_header else "")
+
+
+def of_stream(stream: Stream) -> list[str]:
+    """Every language a stream has, audio (the main first) then subtitles: what `?lang=`
+    and the viewer's Accept-Language choose among."""
+    langs = [a.lang for a in stream.audio_languages.values() if a.lang != "und"]
+    return langs + [lang for lang in stream.captions if lang not in langs]
+
+
+@dataclass(frozen=True)
+class FileLanguages:
+    """What `?lang=` puts in a file: an alternate's audio instead of the main's, and the
+    cues of that language's subtitles as a text track (MP4, MOV: mov_text; WebM: WebVTT)."""
+
+    audio: AudioLanguage | None = None
+    captions: tuple[tuple[float, float, str], ...] = ()
+    lang: str = "und"
+
+    @property
+    def audio_lang(self) -> str | None:
+        return None if self.audio is None else self.audio.lang
+
+
+AS_IS = FileLanguages()  # no ?lang=: the main audio, no subtitle track
+
+
+def for_file(request: web.Request, stream: Stream, segments: list[Segment]) -> FileLanguages:
+    """What a file of these segments carries for the request's `?lang=`."""
+    asked = request.query.get("lang") or ""
+    alternate = match(asked, [a.lang for a in stream.alternates])
+    audio = next((a for a in stream.alternates if a.lang == alternate), None)
+    lang = match(asked, list(stream.captions))
+    if lang is None:
+        return FileLanguages(audio)
+    cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
+    return FileLanguages(audio, tuple((c.start_s, c.end_s, c.text) for c in cues), lang)

@@ -13,7 +13,6 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -74,7 +73,7 @@ async def master(request: web.Request) -> web.Response:
         body, kind = with_base_url(mpd, base), DASH_MIME
     else:
         languages = request.app[CONFIG].languages
-        lang = language.preferred(request, stream_languages(stream), languages)
+        lang = language.preferred(request, language.of_stream(stream), languages)
         body = absolute_master(stream, packaging_for(request.query.get("format")), lang).encode()
     if token is not None:  # handed on to every variant, or every segment
         body = tokens.tokenized_playlist(body, token)
@@ -82,13 +81,6 @@ async def master(request: web.Request) -> web.Response:
     if kind == MIME:
         response.headers["Vary"] = language.vary(request.app[CONFIG].languages)
     return response
-
-
-def stream_languages(stream: Stream) -> list[str]:
-    """Every language a stream has, audio (the main first) then subtitles: what `?lang=`
-    and the viewer's Accept-Language choose among."""
-    langs = [a.lang for a in stream.audio_languages.values() if a.lang != "und"]
-    return langs + [lang for lang in stream.captions if lang not in langs]
 
 
 def _pick_rung(stream: Stream, resolution: str | None) -> str:
@@ -116,7 +108,7 @@ async def view(request: web.Request) -> web.Response:
     lang = q.get("lang")
     if lang and not _LANG.match(lang):
         raise BadRequest(f"bad lang {lang!r}", "use a BCP 47 tag such as en or pt-BR")
-    languages = stream_languages(stream)
+    languages = language.of_stream(stream)
     if lang and languages and match(lang, languages) is None:
         raise NotFound(
             f"no language {lang!r} in {stream.video_id!r}", "available: " + ", ".join(languages)
@@ -225,36 +217,11 @@ def _wall_clock(stream: Stream, value: str) -> float:
     return time_s
 
 
-@dataclass(frozen=True)
-class _Languages:
-    """What `?lang=` puts in a file: an alternate's audio instead of the main's, and the
-    cues of that language's subtitles as a text track (MP4, MOV: mov_text; WebM: WebVTT)."""
-
-    audio: AudioLanguage | None = None
-    captions: tuple[tuple[float, float, str], ...] = ()
-    lang: str = "und"
-
-    @property
-    def audio_lang(self) -> str | None:
-        return None if self.audio is None else self.audio.lang
-
-
-def _languages(request: web.Request, stream: Stream, segments: list[Segment]) -> _Languages:
-    asked = request.query.get("lang") or ""
-    alternate = match(asked, [a.lang for a in stream.alternates])
-    audio = next((a for a in stream.alternates if a.lang == alternate), None)
-    lang = match(asked, list(stream.captions))
-    if lang is None:
-        return _Languages(audio)
-    cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
-    return _Languages(audio, tuple((c.start_s, c.end_s, c.text) for c in cues), lang)
-
-
 async def _file(
     request: web.Request, stream: Stream, fmt: FileFormat, rung: str, segments: list[Segment]
 ) -> bytes:
     """The segments of one rung as one file in `fmt`: remuxed, or (WebM) encoded."""
-    languages = _languages(request, stream, segments)
+    languages = language.for_file(request, stream, segments)
     if fmt.encoded:
         if request.app[CONFIG].transcode.webm == "off":
             raise NotFound("WebM is off on this server", 'set [transcode] webm = "on_demand"')
@@ -329,7 +296,7 @@ async def encoded_file(
     fmt: FileFormat,
     rung: str,
     segments: list[Segment],
-    languages: _Languages = _Languages(),
+    languages: language.FileLanguages = language.AS_IS,
 ) -> bytes:
     """WebM: made the first time a segment is asked for (or as it is published, with
     `webm = "eager"`), then kept in the store (unless the stream is encrypted: its clear
@@ -337,7 +304,7 @@ async def encoded_file(
     encoded whole. A kept file is looked for before any segment is read."""
     store = app[STORE]
     key = None
-    if len(segments) == 1 and stream.protection is None and languages == _Languages():
+    if len(segments) == 1 and stream.protection is None and languages == language.AS_IS:
         key = layout.file_key(stream.video_id, fmt.name, rung, segments[0].sequence)
         with contextlib.suppress(FileNotFoundError):
             return await store.get(key)
