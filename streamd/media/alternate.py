@@ -23,7 +23,7 @@ import numpy as np
 from streamd.errors import UnsupportedMedia
 from streamd.media.codecs import aac
 from streamd.media.codecs.aac import AUDIO_PREROLL_FRAMES, AudioTrack
-from streamd.media.probe import open_media
+from streamd.media.probe import open_media, stored_source
 from streamd.media.subtitles import language
 from streamd.model import layout
 from streamd.model.audio import AudioJob, AudioResult, AudioSource, alternate_rendition
@@ -254,18 +254,15 @@ def run_audio_job(job: AudioJob) -> AudioResult:
 
 def _opened(store: Store, source: AudioSource) -> Path | bytes | None:
     """The source's file (None: silence, or an optional commentary that did not come)."""
-    keys = source.keys
-    if not keys:
+    if not source.keys:
         return None
-    path = store.local_path(keys[0]) if len(keys) == 1 else None
-    if path is not None:
-        return path if path.exists() or not source.optional else None
     try:
-        return b"".join(store.get(k) for k in keys)
+        found = stored_source(store, source.keys)
     except FileNotFoundError:
         if source.optional:
             return None
         raise
+    return None if isinstance(found, Path) and not found.exists() and source.optional else found
 
 
 def _decode(

@@ -23,6 +23,7 @@ import av.container
 from streamd.errors import UnsupportedMedia
 from streamd.model.jobs import KeyframeIndex, MediaLimits, SourceInfo
 from streamd.model.ladder import Geometry
+from streamd.store import Store
 
 # Demuxer names as FFmpeg matches them (mov covers mp4/m4a/3gp, matroska covers webm).
 # Audio-only ones too, for commentary uploads (a video upload without video is refused).
@@ -182,3 +183,38 @@ def keyframes(source: Path) -> KeyframeIndex:
             raise UnsupportedMedia("the recording holds no keyframe")
         keys.sort()
         return KeyframeIndex(tuple(k for k in keys if k < end), float(end))
+
+
+def time_s(ts: int | None, tb: Fraction | None) -> Fraction | None:
+    return None if ts is None or tb is None else ts * tb
+
+
+def video_span(source: Path | bytes) -> tuple[Fraction, Fraction]:
+    """First presentation time and end time of the video, from packets alone (no decoding)."""
+    with open_media(source) as c:
+        if not c.streams.video:
+            raise UnsupportedMedia("the upload has no video stream")
+        vs = c.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or Fraction(30)
+        first = last = None
+        last_dur = Fraction(1) / rate
+        for pkt in c.demux(vs):
+            t = time_s(pkt.pts if pkt.pts is not None else pkt.dts, pkt.time_base)
+            if t is None:
+                continue
+            first = t if first is None else min(first, t)
+            if last is None or t >= last:
+                last = t
+                if pkt.duration and pkt.time_base:
+                    last_dur = pkt.duration * pkt.time_base
+        if first is None or last is None:
+            raise UnsupportedMedia("the upload holds no video frames")
+        return first, last + last_dur
+
+
+def stored_source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
+    """An upload in the store as PyAV opens it: its file where the store has files (one
+    key), else its pieces' bytes joined."""
+    if len(keys) == 1 and (path := store.local_path(keys[0])) is not None:
+        return path
+    return b"".join(store.get(k) for k in keys)

@@ -25,7 +25,7 @@ from streamd.media.codecs.h264 import has_sps
 from streamd.media.output import Report, SegmentWriter
 from streamd.media.pieces import PieceReader
 from streamd.media.pipeline import StreamPipeline
-from streamd.media.probe import describe, open_live, open_media
+from streamd.media.probe import describe, open_live, open_media, stored_source, time_s, video_span
 from streamd.media.scale import RungPictures, thumbnail
 from streamd.media.subtitles import (
     ClosedCaptions,
@@ -52,39 +52,6 @@ from streamd.store import Store, open_store
 log = logging.getLogger("streamd.media.transcode")
 # Live audio frames and video packets kept until the first picture decodes (a few seconds).
 EARLY_KEPT = 256
-
-
-def _source(store: Store, keys: tuple[str, ...]) -> Path | bytes:
-    if len(keys) == 1 and (path := store.local_path(keys[0])) is not None:
-        return path
-    return b"".join(store.get(k) for k in keys)
-
-
-def _time_s(ts: int | None, tb: Fraction | None) -> Fraction | None:
-    return None if ts is None or tb is None else ts * tb
-
-
-def _video_span(source: Path | bytes) -> tuple[Fraction, Fraction]:
-    """First presentation time and end time of the video, from packets alone (no decoding)."""
-    with open_media(source) as c:
-        if not c.streams.video:
-            raise UnsupportedMedia("the upload has no video stream")
-        vs = c.streams.video[0]
-        rate = vs.average_rate or vs.guessed_rate or Fraction(30)
-        first = last = None
-        last_dur = Fraction(1) / rate
-        for pkt in c.demux(vs):
-            t = _time_s(pkt.pts if pkt.pts is not None else pkt.dts, pkt.time_base)
-            if t is None:
-                continue
-            first = t if first is None else min(first, t)
-            if last is None or t >= last:
-                last = t
-                if pkt.duration and pkt.time_base:
-                    last_dur = pkt.duration * pkt.time_base
-        if first is None or last is None:
-            raise UnsupportedMedia("the upload holds no video frames")
-        return first, last + last_dur
 
 
 class _Upload:
@@ -141,12 +108,12 @@ class _Upload:
         return piece is None or (piece.from_s <= t and (piece.last or t < piece.to_s))
 
     def _at_90k(self, frame: av.VideoFrame | av.AudioFrame) -> int | None:
-        t = _time_s(frame.pts, frame.time_base)
+        t = time_s(frame.pts, frame.time_base)
         return None if t is None else self.start_90k + round((t - self.first_s) * VIDEO_HZ)
 
     def begin(self, info: SourceInfo, first: av.VideoFrame) -> None:
         if self.live:
-            self.first_s = _time_s(first.pts, first.time_base) or Fraction(0)
+            self.first_s = time_s(first.pts, first.time_base) or Fraction(0)
             self.publisher.report(JobProgress(self.number, 0.0, source=info))
         duration_s = None if self.live else self.duration_s
         # 8-bit 4:2:0 only: what every player decodes (High 10, 4:2:2 and 4:4:4 are not).
@@ -374,7 +341,7 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
     cues: list[Cue] = []
     audio_streams: list[tuple[int, int, str, str, float]] = []
     for inp in job.inputs:
-        source = inp.live or _source(store, inp.keys)
+        source = inp.live or stored_source(store, inp.keys)
         if inp.piece is not None:
             span: tuple[Fraction, Fraction] | None = (
                 Fraction(inp.piece.from_s),
@@ -383,7 +350,7 @@ def run_job(job: TranscodeJob, report: Report) -> TranscodeResult:
             pipeline.audio_between(None if inp.piece.last else inp.piece.end_90k)
             aac_tail = b""
         else:
-            span = None if isinstance(source, LiveSource) else _video_span(source)
+            span = None if isinstance(source, LiveSource) else video_span(source)
         upload = _Upload(
             inp.upload, job.video_id, store, pipeline, publisher, span, job.limits, inp.piece
         )
