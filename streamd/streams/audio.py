@@ -4,6 +4,7 @@ and each alternate made for the segments published since it was last made, in or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -67,9 +68,10 @@ async def _main_language(runner: StreamRunner, lang: str, title: str) -> None:
         await _register(runner, AudioLanguage(layout.AUDIO, lang, name))
 
 
-async def live_tracks(runner: StreamRunner, tracks: tuple[tuple[str, str, str], ...]) -> bool:
+async def live_tracks(runner: StreamRunner, tracks: tuple[tuple[str, str, str], ...]) -> None:
     """A live session's audio tracks, (rendition, language, title) the main first, as its
-    worker names them: the languages not known yet are added. Whether an alternate was."""
+    worker names them: the languages not known yet are added. The segments before the
+    session get a new alternate (silent) in the background; its own come with them."""
     stream = runner.stream
     added = False
     async with runner.lock:
@@ -79,7 +81,10 @@ async def live_tracks(runner: StreamRunner, tracks: tuple[tuple[str, str, str], 
             elif rendition not in stream.audio_languages:
                 await _register(runner, AudioLanguage(rendition, lang, _name(stream, lang, title)))
                 added = True
-    return added
+    if added:
+        task = asyncio.create_task(catch_up(runner), name=f"audio-{stream.video_id}")
+        runner.background.add(task)
+        task.add_done_callback(runner.background.discard)
 
 
 async def audio_of(runner: StreamRunner, result: TranscodeResult) -> None:

@@ -374,7 +374,7 @@ class StreamRunner:
                         if item.source is not None:
                             by_number[item.upload].source = item.source.as_json()
                             if item.source.audio_tracks:
-                                await self._live_tracks(item.source.audio_tracks)
+                                await live_tracks(self, item.source.audio_tracks)
                     if item.cues and not self.stopping:
                         await add_cues(self, item.cues)
                     if item.part is not None and not self.stopping:
@@ -400,14 +400,6 @@ class StreamRunner:
             return task.result()
         except StreamdError as exc:
             return exc
-
-    async def _live_tracks(self, tracks: tuple[tuple[str, str, str], ...]) -> None:
-        """A live session's audio languages; the segments before it get its alternates
-        (silent) in the background, while its own come with its segments."""
-        if await live_tracks(self, tracks):
-            task = asyncio.create_task(catch_up(self), name=f"audio-{self.stream.video_id}")
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
 
     async def _live_worker_died(
         self, job: TranscodeJob, upload: Upload, exc: StreamdError
