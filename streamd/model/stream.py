@@ -313,17 +313,17 @@ class Stream:
             tally = self.bandwidth.setdefault((out.name, f"{packaging}-iframes"), Bandwidth())
             tally.add(length, duration_s)
 
-    def add_audio(self, sequence: int, out: RungOutput) -> Segment | None:
-        """An alternate audio rendition of a published segment (None if it left)."""
+    def add_audio(self, sequence: int, out: RungOutput) -> bool:
+        """An alternate audio rendition of a published segment; False if the segment left
+        (retention)."""
         i = sequence - self.first_sequence
         if not 0 <= i < len(self.segments):
-            return None
-        seg = self.segments[i]
-        seg = self.segments[i] = replace(seg, audio=(*seg.audio, out))
+            return False
+        seg = self.segments[i] = replace(self.segments[i], audio=(*self.segments[i].audio, out))
         self._alternate_made(out)
         self.kept_bytes += sum(out.size_bytes.values())
         self._tally(out, seg.duration_s)
-        return seg
+        return True
 
     def _alternate_made(self, out: RungOutput) -> None:
         """An alternate's output: its mark moves on; its first names its init segment (one

@@ -21,7 +21,7 @@ from streamd.model.audio import (
     alternate_rendition,
     commentary_key,
 )
-from streamd.model.jobs import RungOutput, TranscodeResult
+from streamd.model.jobs import TranscodeResult
 from streamd.model.language import display_name
 from streamd.model.stream import Segment, Stream
 
@@ -189,15 +189,12 @@ async def _make(runner: StreamRunner, track: AudioLanguage) -> None:
         for s in stream.segments[start - stream.first_sequence :]
         if not s.gap and s.rung(track.rendition) is None
     ]
-    outputs: list[tuple[int, RungOutput]] = []
-    if todo:
-        result = await _run(runner, track, todo)
-        outputs = [(seq, out) for seq, out in result.outputs if stream.segment(seq) is not None]
+    made = (await _run(runner, track, todo)).outputs if todo else ()
     async with runner.lock:
         if runner.stopping:
             return  # the stream is being deleted: its files go, these with them
-        for seq, out in outputs:
-            stream.add_audio(seq, out)
+        # Those whose segment is still kept (retention may have removed some meanwhile).
+        outputs = [(seq, out) for seq, out in made if stream.add_audio(seq, out)]
         stream.advance_audio(track.rendition)  # over gaps, and segments too short for audio
         if outputs:  # with the init segment its first output named
             track = stream.audio_languages[track.rendition]
