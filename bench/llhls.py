@@ -74,7 +74,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.media import FFMPEG, h264_aac, lavfi_source
-from bench.server import Server, cpu_s, process_tree, rss_kb
+from bench.server import Server, cpu_s, memory_by_kind, process_kind, process_tree
 
 VIDEO = "ll"
 PART = re.compile(rb'#EXT-X-PART:DURATION=([0-9.]+),URI="(part([0-9]+)\.([0-9]+)\.m4s)"')
@@ -391,16 +391,6 @@ def part_end_wall_s(body: bytes, msn: int, index: int) -> float | None:
 
 
 # -- the run ----------------------------------------------------------------------------------
-def process_kind(pid: int, root: int) -> str:
-    if pid == root:
-        return "primary"
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "gone"
-    return comm.removeprefix("streamd-") if comm.startswith("streamd-") else "other"
-
-
 def cpu_by_kind(root: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for pid in process_tree(root):
@@ -417,11 +407,7 @@ def machine_busy_s() -> float:
 
 def rss_by_kind(root: int) -> dict[str, float]:
     """MB resident, by process kind."""
-    out: dict[str, float] = {}
-    for pid in process_tree(root):
-        kind = process_kind(pid, root)
-        out[kind] = out.get(kind, 0.0) + rss_kb([pid]) / 1024
-    return out
+    return {kind: rss for kind, (rss, _) in memory_by_kind(root).items()}
 
 
 def medians(samples: list[dict[str, float]]) -> dict[str, float]:

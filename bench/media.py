@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from streamd.model.ladder import Rung
+from streamd.model.ladder import RungSpec
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
@@ -35,7 +35,7 @@ def h264_aac(preset: str, *video: str) -> list[str]:
     ]
 
 
-def split_scale(rungs: list[Rung]) -> list[str]:
+def split_scale(rungs: list[RungSpec]) -> list[str]:
     """ffmpeg's filter graph for a ladder: the picture split and scaled (bicubic) to each
     rung's lines, as `[o0]`, `[o1]`..."""
     n = len(rungs)

@@ -53,6 +53,38 @@ def rss_kb(pids: list[int]) -> int:
     return total
 
 
+def process_kind(pid: int, root: int) -> str:
+    """What a process of the server's tree is, by the name streamd gives it."""
+    if pid == root:
+        return "primary"
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "gone"
+    return comm.removeprefix("streamd-") if comm.startswith("streamd-") else "other"
+
+
+def memory_by_kind(root: int) -> dict[str, tuple[float, float]]:
+    """MB resident (RSS) and proportional (PSS), by process kind. Workers forked from one
+    server share its pages (PyAV, numpy): RSS counts them in each, PSS divides them, so the
+    sum of PSS is what the tree takes from the machine."""
+    out: dict[str, tuple[float, float]] = {}
+    for pid in process_tree(root):
+        kind = process_kind(pid, root)
+        rss = pss = 0
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+        except OSError:
+            continue
+        before = out.get(kind, (0.0, 0.0))
+        out[kind] = (before[0] + rss / 1024, before[1] + pss / 1024)
+    return out
+
+
 def cpu_s(pids: list[int]) -> float:
     """CPU seconds (user + system) the processes and their reaped children have used."""
     total = 0

@@ -19,12 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from bench.media import FFMPEG, h264_aac, hls_ladder, lavfi_source, split_scale
-from bench.server import Server
+from bench.server import Server, memory_by_kind
 from streamd.config import Config
 from streamd.model.ladder import parse_ladder
 
@@ -113,22 +114,40 @@ def run_ffmpeg(source: Path, out: Path, config: Config) -> tuple[float, int, flo
     return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
+@dataclass
+class Memory:
+    """The server tree's peaks: the sum of RSS (as the CLI's one process is measured), the
+    sum of PSS (shared pages counted once), and each kind of process's RSS."""
+
+    rss_kb: int = 0
+    pss_kb: int = 0
+    by_kind_mb: dict[str, float] = field(default_factory=dict)
+
+    def sample(self, root: int) -> None:
+        kinds = memory_by_kind(root)
+        self.rss_kb = max(self.rss_kb, round(1024 * sum(r for r, _ in kinds.values())))
+        self.pss_kb = max(self.pss_kb, round(1024 * sum(p for _, p in kinds.values())))
+        for kind, (rss, _) in kinds.items():
+            self.by_kind_mb[kind] = max(self.by_kind_mb.get(kind, 0.0), rss)
+
+
 async def run_streamd(
     segments: list[Path], data_dir: Path, media_s: float
-) -> tuple[float, int, float]:
-    """streamd fed 2 s uploads; returns (seconds to publish all, peak RSS kB of its tree, CPU
+) -> tuple[float, Memory, float]:
+    """streamd fed 2 s uploads; returns (seconds to publish all, its tree's peak memory, CPU
     seconds of its tree meanwhile)."""
-    peak = 0
+    memory = Memory()
     # Overload handling off: it would leave rungs out of a backlog that is behind real time,
     # where the CLI encodes every one (and the PSNR would compare missing segments).
     env = {"STREAMD_TRANSCODE_OVERLOAD_DELAY_S": "0"}
     async with Server(data_dir, env) as server, aiohttp.ClientSession() as http:
+        assert server.proc is not None
         cpu_before = server.cpu_s()
         started = time.monotonic()
         await server.upload_segments("bench", segments)
         while (await server.video("bench")).get("durationS", 0) < media_s - 0.05:
-            peak = max(peak, server.rss_kb())
-            await asyncio.sleep(0.05)
+            memory.sample(server.proc.pid)
+            await asyncio.sleep(0.1)
         elapsed = time.monotonic() - started
         cpu = server.cpu_s() - cpu_before
         # End it, so players (ffmpeg for PSNR) read the playlists as complete, not live.
@@ -138,7 +157,7 @@ async def run_streamd(
         playlists = list((data_dir / "hls" / "bench" / "ts").glob("*/index.m3u8"))
         while not all(p.read_text().rstrip().endswith("#EXT-X-ENDLIST") for p in playlists):
             await asyncio.sleep(0.05)  # the files follow the API by a moment
-        return elapsed, peak, cpu
+        return elapsed, memory, cpu
 
 
 def psnr(encoded: Path, source: Path, width: int, height: int) -> float:
@@ -173,7 +192,7 @@ def psnr(encoded: Path, source: Path, width: int, height: int) -> float:
 def rung_sizes(data_dir: Path) -> dict[str, tuple[int, int]]:
     master = (data_dir / "hls" / "bench" / "ts" / "master.m3u8").read_text()
     sizes = {}
-    for res, uri in re.findall(r"RESOLUTION=(\d+x\d+).*\n(\S+)", master):
+    for res, uri in re.findall(r"#EXT-X-STREAM-INF:.*RESOLUTION=(\d+x\d+).*\n(\S+)", master):
         w, h = res.split("x")
         sizes[uri.split("/")[0]] = (int(w), int(h))
     return sizes
@@ -197,9 +216,10 @@ def main() -> None:
         segments = make_source(root, args.seconds, args.height)
         (root / "ffmpeg").mkdir()
         ff_s, ff_rss, ff_cpu = run_ffmpeg(root / "source.mp4", root / "ffmpeg", config)
-        sd_s, sd_rss, sd_cpu = asyncio.run(
+        sd_s, memory, sd_cpu = asyncio.run(
             run_streamd(segments, root / "data", float(args.seconds))
         )
+        sd_rss = memory.rss_kb
         print(
             f"ffmpeg CLI : {ff_s:6.2f} s  {args.seconds / ff_s:5.2f}x realtime  "
             f"peak RSS {ff_rss / 1024:6.0f} MB  CPU {ff_cpu:6.1f} s"
@@ -210,6 +230,11 @@ def main() -> None:
         )
         print(f"speed ratio = ffmpeg_time / streamd_time = {ff_s / sd_s:.2f}  (target >= 1.0)")
         print(f"RSS ratio = streamd / ffmpeg = {sd_rss / ff_rss:.2f}  (target <= 1.5)")
+        print(
+            f"streamd peak PSS (shared pages once) {memory.pss_kb / 1024:.0f} MB = "
+            f"{memory.pss_kb / ff_rss:.2f}x; peak RSS by process kind: "
+            + ", ".join(f"{k} {mb:.0f} MB" for k, mb in sorted(memory.by_kind_mb.items()))
+        )
         ladder = [r.name for r in parse_ladder(config.transcode.ladder)]
         for rung, (w, h) in sorted(
             rung_sizes(root / "data").items(), key=lambda kv: ladder.index(kv[0])
