@@ -24,6 +24,7 @@ from streamd.appkeys import (
     CLOCK,
     CONFIG,
     FEEDS,
+    FLIGHTS,
     HLS,
     JOBS,
     METRICS,
@@ -52,6 +53,7 @@ from streamd.store.sqlite import SqliteState
 from streamd.streams import Publisher, Streams
 from streamd.streams.retention import Retention
 from streamd.web import connection, feed, ops
+from streamd.web.flights import Flights
 from streamd.web.hls import HlsObjects
 from streamd.web.middleware import request_middleware
 from streamd.web.viewstream import EagerWebm
@@ -99,6 +101,7 @@ def create_app(
     )
     app[HLS] = HlsObjects(app[PUBLISHER], app[CACHE], store, metrics.viewers, config, app[CLOCK])
     app[FEEDS] = set()
+    app[FLIGHTS] = Flights()
     metrics.add_gauges(lambda: ops.gauges(app))
     app[UPLOAD_SLOTS] = UploadSlots(config.upload.max_concurrent)
     if config.ingest.rtmp_port:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from streamd.store import AsyncStore, SegmentCache
     from streamd.store.state import StateStore
     from streamd.streams import Publisher, Streams
+    from streamd.web.flights import Flights
     from streamd.web.hls import HlsObjects
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -39,4 +40,5 @@ PUBLISHERS: web.AppKey[Publishers] = web.AppKey("publishers")
 UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots")
 RTMP: web.AppKey[RtmpServer] = web.AppKey("rtmp")  # only while `ingest.rtmp_port` is set
 SRT: web.AppKey[SrtIngest] = web.AppKey("srt")  # only while `ingest.srt_port` is set
+FLIGHTS: web.AppKey[Flights] = web.AppKey("flights")  # WebM encodes asked for at once
 FEEDS: web.AppKey[set[asyncio.Queue[bytes]]] = web.AppKey("feeds")  # edges following playlists

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -383,3 +384,11 @@ async def fetch(client: TestClient, url: str, status: int = 200) -> bytes:
     body = await resp.read()
     assert resp.status == status, (url, resp.status, body[:300])
     return body
+
+
+async def files_encoded(client: TestClient, kind: str = "webm") -> float:
+    """How many files of a kind the server has encoded (its /metrics counter)."""
+    text = (await fetch(client, "/metrics")).decode()
+    line = rf'^streamd_files_encoded_total\{{format="{kind}"\}} (\S+)$'
+    found = re.search(line, text, re.M)
+    return float(found.group(1)) if found else 0.0

@@ -27,6 +27,7 @@ from tests.conftest import (
     cue_seconds,
     fetch,
     ffprobe,
+    files_encoded,
     published,
     run,
     upload,
@@ -267,6 +268,19 @@ async def test_the_viewers_language_picks_the_audio_and_the_file_carries_it(
     assert srt.splitlines()[2] == "Hello"
     assert cue_seconds(start) == pytest.approx(0.5, abs=0.025)
     assert cue_seconds(end) - cue_seconds(start) == pytest.approx(1.0, abs=0.002)
+    # Kept in each language: asked again, nothing is encoded; a late English cue in that
+    # segment makes its English file again.
+    made = await files_encoded(client)
+    assert await fetch(client, "/viewstream/pick?timestamp=1&format=webm&lang=es") == (
+        (tmp_path / "es.webm").read_bytes()
+    )
+    assert await files_encoded(client) == made
+    late = "WEBVTT\n\n00:00:01.700 --> 00:00:01.900\nLate\n"
+    assert (await client.post("/upload/pick/captions?lang=en", data=late)).status == 202
+    path.write_bytes(await fetch(client, "/viewstream/pick?timestamp=0&format=webm&lang=en"))
+    assert await files_encoded(client) == made + 1
+    srt = run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:s", "-f", "srt", "-"])
+    assert [line for line in srt.splitlines() if line.isalpha()] == ["Hello", "Late"]
     resp = await client.get("/viewstream/pick?timestamp=1&lang=de")
     assert resp.status == 404
     assert (await resp.json())["detail"] == "available: en, es"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from datetime import datetime
@@ -29,6 +28,7 @@ from tests.conftest import (
     browser,
     fetch,
     ffprobe,
+    files_encoded,
     published,
     upload,
     wait_for,
@@ -292,16 +292,17 @@ async def test_webm_adaptation_sets_are_made_on_demand_and_play_in_dash_js(
     roles = [a.find("d:Role", NS).get("value") for a in sets]  # type: ignore[union-attr]
     assert roles == ["main", "main", "alternate", "alternate"]
 
-    async def encoded() -> float:
-        text = (await fetch(client, "/metrics")).decode()
-        found = re.search(r'^streamd_files_encoded_total\{format="webm-dash"\} (\S+)$', text, re.M)
-        return float(found.group(1)) if found else 0.0
-
-    init = await fetch(client, "/dash/wd/webm-144p/init.webm")
-    segment = await fetch(client, "/dash/wd/webm-144p/seg000001.webm")
-    made = await encoded()
+    # A player asks for the init and its first segments at once: one encode per segment.
+    init, segment, again = await asyncio.gather(
+        fetch(client, "/dash/wd/webm-144p/init.webm"),
+        fetch(client, "/dash/wd/webm-144p/seg000001.webm"),
+        fetch(client, "/dash/wd/webm-144p/seg000001.webm"),
+    )
+    assert again == segment
+    made = await files_encoded(client, "webm-dash")
+    assert made == 2  # the init's (from the newest segment) and seg000001's
     assert await fetch(client, "/dash/wd/webm-144p/seg000001.webm") == segment
-    assert await encoded() == made  # kept, not encoded again
+    assert await files_encoded(client, "webm-dash") == made  # kept, not encoded again
     (tmp_path / "v.webm").write_bytes(init + segment)
     (video,) = ffprobe(tmp_path / "v.webm", "-show_streams")["streams"]
     assert (video["codec_name"], video["width"], video["height"]) == ("vp9", 192, 144)

@@ -178,7 +178,18 @@ async def test_a_live_window_leaves_the_playlists_then_the_disk_and_the_database
     )
     client: TestClient = await aiohttp_client(create_app(cfg, clock=clock), headers=AUTH)
     pieces = media.split(media("mp4", duration_s=20, size="320x240", gop=30), 2.0)
-    for i, piece in enumerate(pieces):
+    await upload(client, "win", pieces[0], number=0)
+    await wait_for(client, "win", published(1))
+    # The first segment's WebM, kept as made: as it is, and with English subtitles.
+    cue = "WEBVTT\n\n00:00:00.100 --> 00:00:00.900\nFirst\n"
+    assert (await client.post("/upload/win/captions?lang=en", data=cue)).status == 202
+    webm = "/viewstream/win?timestamp=0.5&format=webm&resolution=144p"
+    for query in ("", "&lang=en"):
+        await fetch(client, webm + query)
+    data = cfg.data_dir
+    kept_webm = {"files/win/webm/144p/seg000000.webm", "files/win/webm/144p/seg000000.main_en.webm"}
+    assert kept_webm <= _files(data, "win")
+    for i, piece in enumerate(pieces[1:], 1):
         await upload(client, "win", piece, number=i)
     await wait_for(client, "win", published(len(pieces)))
     info = await wait_for(client, "win", lambda v: v["firstS"] > 0)
@@ -199,8 +210,7 @@ async def test_a_live_window_leaves_the_playlists_then_the_disk_and_the_database
     assert int(template.get("startNumber") or 0) == first
     assert mpd.get("timeShiftBufferDepth")
     # Each segment the playlists name is there; those that left stay on disk a while
-    # (6.2.2), then go with their previews, uploads and rows.
-    data = cfg.data_dir
+    # (6.2.2), then go with their previews, uploads, rows and kept files.
     for seg in ts.segments:
         await fetch(client, f"/hls/win/ts/144p/{seg.uri}")
     assert (data / "hls/win/ts/144p/seg000000.ts").exists()
@@ -211,6 +221,7 @@ async def test_a_live_window_leaves_the_playlists_then_the_disk_and_the_database
     kept = {s.uri for s in ts.segments}
     assert {f.rsplit("/", 1)[1] for f in files if f.startswith("hls/win/ts/144p/seg")} == kept
     assert not any(f.startswith(("ingest/win/000001", "hls/win/thumbs/seg000000")) for f in files)
+    assert not kept_webm & files
     seqs, ups = _rows(data, "win")
     assert seqs == list(range(first, first + len(ts.segments)))
     assert 0 in ups

@@ -21,6 +21,7 @@ from tests.conftest import (
     MediaFactory,
     fetch,
     ffprobe,
+    files_encoded,
     published,
     upload,
     wait_for,
@@ -325,16 +326,17 @@ async def test_webm_is_encoded_once_then_kept(
     """VP9 + Opus at the size asked for, made on the first request only (the counter)."""
     params = {"timestamp": "2.5", "format": "webm", "resolution": "144p"}
 
-    async def encoded() -> float:
-        text = (await fetch(client, "/metrics")).decode()
-        found = re.search(r'^streamd_files_encoded_total\{format="webm"\} (\S+)$', text, re.M)
-        return float(found.group(1)) if found else 0.0
-
-    assert await encoded() == 0
-    resp = await client.get(f"/viewstream/{stream}", params=params)
-    assert (resp.status, resp.headers["Content-Type"]) == (200, "video/webm")
-    first = await resp.read()
-    assert await encoded() == 1
+    assert await files_encoded(client) == 0
+    # Three viewers at once (a live stream's newest segment): one encode for them all.
+    responses = await asyncio.gather(
+        *(client.get(f"/viewstream/{stream}", params=params) for _ in range(3))
+    )
+    bodies = set()
+    for resp in responses:
+        assert (resp.status, resp.headers["Content-Type"]) == (200, "video/webm")
+        bodies.add(await resp.read())
+    (first,) = bodies
+    assert await files_encoded(client) == 1
     # Made on the viewers' files process, at low priority, not on the uploads' prober.
     jobs = client.app[STREAMS].jobs
     (files,) = jobs._files.processes()  # type: ignore[attr-defined]
@@ -357,13 +359,13 @@ async def test_webm_is_encoded_once_then_kept(
         )
         == first
     )
-    assert await encoded() == 1
+    assert await files_encoded(client) == 1
     # A clip in WebM: its span encoded whole.
     clip = await fetch(client, f"/viewstream/{stream}/clip?from=0&to=4&format=webm&resolution=144p")
     (tmp_path / "c.webm").write_bytes(clip)
     probe = ffprobe(tmp_path / "c.webm", "-show_streams", "-count_frames", "-select_streams", "v")
     assert int(probe["streams"][0]["nb_read_frames"]) == 120
-    assert await encoded() == 2
+    assert await files_encoded(client) == 2
 
 
 async def test_webm_made_eagerly_is_there_before_it_is_asked_for(
@@ -377,17 +379,12 @@ async def test_webm_made_eagerly_is_there_before_it_is_asked_for(
         await upload(client, "eager", part, number=i)
     await wait_for(client, "eager", published(2))
 
-    async def encoded() -> float:
-        text = (await fetch(client, "/metrics")).decode()
-        found = re.search(r'^streamd_files_encoded_total\{format="webm"\} (\S+)$', text, re.M)
-        return float(found.group(1)) if found else 0.0
-
     deadline = time.monotonic() + 30
     for _ in range(300):  # 2 segments x 2 rungs, made in the background
-        if await encoded() >= 4 or time.monotonic() > deadline:
+        if await files_encoded(client) >= 4 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
-    assert await encoded() == 4
+    assert await files_encoded(client) == 4
     for timestamp in ("0.5", "2.5"):
         for rung in ("240p", "144p"):
             resp = await client.get(
@@ -395,7 +392,7 @@ async def test_webm_made_eagerly_is_there_before_it_is_asked_for(
                 params={"timestamp": timestamp, "format": "webm", "resolution": rung},
             )
             assert (resp.status, resp.headers["Content-Type"]) == (200, "video/webm")
-    assert await encoded() == 4
+    assert await files_encoded(client) == 4
 
 
 async def test_webm_can_be_turned_off(

@@ -104,7 +104,7 @@ class ClosedCaptions:
         # Not `frame.side_data`: PyAV keeps that container on the frame and the container
         # holds the frame, a cycle that left every decoded picture to the cyclic GC (a
         # 1080p upload's worker grew ~40 MB a second, to 1.4 GB).
-        side: Any = SideDataContainer(frame)  # a Mapping by Type
+        side: Any = SideDataContainer(frame)  # type: ignore[call-arg]  # a Mapping by Type
         if A53_CC in side:
             data = side[A53_CC]
             self.last_s = max(0.0, self.to_stream_s(frame.pts * frame.time_base))

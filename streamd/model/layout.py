@@ -98,8 +98,27 @@ def file_prefix(video_id: str) -> str:
     return f"files/{video_id}/"
 
 
-def file_key(video_id: str, container: str, rung: str, sequence: int) -> str:
-    return f"files/{video_id}/{container}/{rung}/seg{sequence:06d}.{container}"
+def file_key(video_id: str, container: str, rung: str, sequence: int, variant: str = "") -> str:
+    """A kept file; `variant` (see `file_variant`) names its languages when not the main's."""
+    name = f"seg{sequence:06d}" + (f".{variant}" if variant else "")
+    return f"files/{video_id}/{container}/{rung}/{name}.{container}"
+
+
+def file_variant(audio_lang: str | None, caption_lang: str = "und") -> str:
+    """A kept file's languages, in its key: an alternate audio's (else `main`) and its
+    subtitles' (`und`: none). The main audio without subtitles is the plain file ('')."""
+    if audio_lang is None and caption_lang == "und":
+        return ""
+    return f"{audio_lang or 'main'}_{caption_lang}"
+
+
+def file_variants(audio_langs: list[str], caption_langs: list[str]) -> list[str]:
+    """Every variant a stream with these alternates and subtitle tracks can have kept."""
+    return [
+        file_variant(audio, captions)
+        for audio in (None, *audio_langs)
+        for captions in ("und", *caption_langs)
+    ]
 
 
 def dash_webm_key(video_id: str, representation: str, name: str) -> str:

@@ -39,6 +39,7 @@ async def add_captions(runner: StreamRunner, lang: str, name: str, cues: list[Cu
             end_s = max(c.end_s for c in cues)
             late = stream.segments_between(start_s, end_s)
             await runner.publisher.write_subtitles(stream, late, track)
+            await runner.publisher.forget_files(stream, late, lang)
     log.info(
         "%s: %d cues in %s (%s)",
         stream.video_id,

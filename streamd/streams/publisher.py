@@ -18,7 +18,7 @@ from streamd.manifests.hls import PlaylistChange, StreamPlaylists
 from streamd.metrics import Metrics
 from streamd.model import layout
 from streamd.model.captions import CaptionTrack, webvtt_segment
-from streamd.model.formats import SUBTITLES
+from streamd.model.formats import FILE_FORMATS, SUBTITLES
 from streamd.model.jobs import PublishedPart, PublishedSegment
 from streamd.model.stream import Segment, Stream, Upload
 from streamd.store import AsyncStore, SegmentCache
@@ -193,6 +193,22 @@ class Publisher:
                 if not seg.gap
             )
         )
+
+    async def forget_files(self, stream: Stream, segments: Sequence[Segment], lang: str) -> None:
+        """Kept files that show `lang`'s subtitles (WebM for `?lang=`), made before late
+        cues came for their segments: made again when next asked for."""
+        audio = [None, *(a.lang for a in stream.alternates)]
+        variants = [layout.file_variant(a, lang) for a in audio]
+        encoded = [f.name for f in FILE_FORMATS.values() if f.encoded]
+        vid = stream.video_id
+        keys = [
+            layout.file_key(vid, fmt, out.name, seg.sequence, variant)
+            for seg in segments
+            for out in seg.rungs
+            for fmt in encoded
+            for variant in variants
+        ]
+        await asyncio.gather(*(self.store.delete(key) for key in keys))
 
     async def add_track(self, stream: Stream, lang: str) -> None:
         """A new subtitle language (its segments' files written): its playlist, and the

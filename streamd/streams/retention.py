@@ -198,9 +198,12 @@ class Retention:
     @staticmethod
     def _keys(stream: Stream, seg: Segment) -> list[str]:
         """Every file of a segment: each rung's in each packaging, an init segment no kept
-        segment uses, its preview (and its sheet, with the sheet's last), its WebM files."""
+        segment uses, its preview (and its sheet, with the sheet's last), its WebM files
+        in every language."""
         vid, keys = stream.video_id, []
         first = stream.segments[0] if stream.segments else None
+        encoded = [f.name for f in FILE_FORMATS.values() if f.encoded]
+        variants = layout.file_variants([a.lang for a in stream.alternates], list(stream.captions))
         for out in (*seg.rungs, *seg.audio):
             for packaging in out.size_bytes:
                 keys.append(layout.segment_key(vid, packaging, out.name, seg.sequence))
@@ -211,8 +214,9 @@ class Retention:
                     keys.append(layout.init_key(vid, packaging, out.name, init))
             name = f"seg{seg.sequence:06d}.webm"
             keys.append(layout.dash_webm_key(vid, f"webm-{out.name}", name))
-            for fmt in FILE_FORMATS:
-                keys.append(layout.file_key(vid, fmt, out.name, seg.sequence))
+            for fmt in encoded:
+                for variant in variants:
+                    keys.append(layout.file_key(vid, fmt, out.name, seg.sequence, variant))
         for lang in stream.captions:
             keys.append(layout.segment_key(vid, SUBTITLES.name, lang, seg.sequence))
         keys.append(layout.thumbnail_tile_key(vid, seg.sequence))

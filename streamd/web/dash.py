@@ -13,7 +13,7 @@ import re
 
 from aiohttp import web
 
-from streamd.appkeys import CACHE, CONFIG, HLS, JOBS, METRICS, STORE
+from streamd.appkeys import CACHE, CONFIG, FLIGHTS, HLS, JOBS, METRICS, STORE
 from streamd.errors import NotFound
 from streamd.model import layout
 from streamd.model.formats import FMP4
@@ -43,7 +43,11 @@ async def webm(request: web.Request) -> web.Response:
     try:
         data = await app[HLS].object_bytes(key)  # the RAM cache, else the store
     except NotFound:
-        data = await _encode(app, stream, rendition, segment, name == INIT)
+        flight = (stream.video_id, representation, segment.sequence)
+        head, media = await app[FLIGHTS].once(
+            flight, lambda: _encode(app, stream, rendition, segment)
+        )
+        data = head if name == INIT else media
         app[CACHE].put(key, data)
     kind = CONTENT_TYPES.get(rendition, "video/webm")
     max_age = app[CONFIG].http.segment_max_age_s
@@ -65,9 +69,10 @@ def _segment(stream: Stream, rendition: str, name: str) -> Segment:
 
 
 async def _encode(
-    app: web.Application, stream: Stream, rendition: str, segment: Segment, init: bool
-) -> bytes:
-    """Encode one segment; keep its media, and the rendition's init if not kept yet."""
+    app: web.Application, stream: Stream, rendition: str, segment: Segment
+) -> tuple[bytes, bytes]:
+    """Encode one segment: its init and media; keep its media, and the rendition's init
+    if not kept yet."""
     vid, jobs = stream.video_id, app[JOBS]
     spec = stream.rungs[0]
     timeout_s = REMUX_TIMEOUT_S + 4 * segment.duration_s
@@ -92,7 +97,7 @@ async def _encode(
         await store.size(init_key)
     except FileNotFoundError:  # the same bytes for every segment: kept once
         await store.put(init_key, head)
-    return head if init else media
+    return head, media
 
 
 async def _audio_of(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from streamd.config import LanguagesConfig
+from streamd.model import layout
 from streamd.model.audio import AudioLanguage
 from streamd.model.language import match
 from streamd.model.stream import Segment, Stream
@@ -75,6 +76,11 @@ class FileLanguages:
     @property
     def audio_lang(self) -> str | None:
         return None if self.audio is None else self.audio.lang
+
+    @property
+    def variant(self) -> str:
+        """How a kept file of these languages is told apart from the plain one."""
+        return layout.file_variant(self.audio_lang, self.lang)
 
 
 AS_IS = FileLanguages()  # no ?lang=: the main audio, no subtitle track

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from streamd.access import tokens
-from streamd.appkeys import CONFIG, HLS, JOBS, METRICS, PUBLISHER, STORE, STREAMS
+from streamd.appkeys import CONFIG, FLIGHTS, HLS, JOBS, METRICS, PUBLISHER, STORE, STREAMS
 from streamd.errors import BadRequest, Conflict, NotFound, StreamdError
 from streamd.manifests.dash import MIME as DASH_MIME
 from streamd.manifests.dash import with_base_url
@@ -299,31 +299,38 @@ async def encoded_file(
     languages: language.FileLanguages = language.AS_IS,
 ) -> bytes:
     """WebM: made the first time a segment is asked for (or as it is published, with
-    `webm = "eager"`), then kept in the store (unless the stream is encrypted: its clear
-    pictures are not kept; or made for a language: those are made each time). A clip is
-    encoded whole. A kept file is looked for before any segment is read."""
+    `webm = "eager"`), then kept in the store, in each language asked for (unless the stream
+    is encrypted: its clear pictures are not kept). A clip is encoded whole. Requests for
+    the same file at once share one encode."""
     store = app[STORE]
     key = None
-    if len(segments) == 1 and stream.protection is None and languages == language.AS_IS:
-        key = layout.file_key(stream.video_id, fmt.name, rung, segments[0].sequence)
-        with contextlib.suppress(FileNotFoundError):
-            return await store.get(key)
-    inputs = await _joined(app, stream, fmt.source, rung, segments, languages.audio)
-    spec = next(r for r in stream.rungs if r.name == rung)
-    span_s = segments[-1].end_s - segments[0].start_s
-    body = await app[JOBS].encode_webm(
-        inputs,
-        spec.video_bitrate_bps,
-        spec.audio_bitrate_bps,
-        REMUX_TIMEOUT_S + 4 * span_s,
-        languages.captions,
-        languages.lang,
-        languages.audio_lang,
-    )
-    app[METRICS].files_encoded.labels(fmt.name).inc()
-    if key is not None:
-        await store.put(key, body)
-    return body
+    if len(segments) == 1 and stream.protection is None:
+        sequence = segments[0].sequence
+        key = layout.file_key(stream.video_id, fmt.name, rung, sequence, languages.variant)
+
+    async def make() -> bytes:
+        if key is not None:
+            with contextlib.suppress(FileNotFoundError):
+                return await store.get(key)
+        inputs = await _joined(app, stream, fmt.source, rung, segments, languages.audio)
+        spec = next(r for r in stream.rungs if r.name == rung)
+        span_s = segments[-1].end_s - segments[0].start_s
+        body = await app[JOBS].encode_webm(
+            inputs,
+            spec.video_bitrate_bps,
+            spec.audio_bitrate_bps,
+            REMUX_TIMEOUT_S + 4 * span_s,
+            languages.captions,
+            languages.lang,
+            languages.audio_lang,
+        )
+        app[METRICS].files_encoded.labels(fmt.name).inc()
+        if key is not None:
+            await store.put(key, body)
+        return body
+
+    first, last = segments[0].sequence, segments[-1].sequence
+    return await app[FLIGHTS].once((stream.video_id, fmt.name, rung, first, last, languages), make)
 
 
 def _file_response(
