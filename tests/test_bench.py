@@ -30,6 +30,7 @@ def test_transcode_bench_smoke() -> None:
     out = _bench("bench.transcode", "--seconds", "2", "--height", "360", "--no-capacity")
     assert "speed ratio = ffmpeg_time / streamd_time" in out
     assert "PSNR  360p: streamd" in out
+    assert "peak RSS by process kind: " in out
 
 
 def test_vod_bench_smoke() -> None:
