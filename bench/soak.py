@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.media import FFMPEG, h264_aac, lavfi_source
-from bench.server import Server, process_tree
+from bench.server import Server, memory_by_kind, process_tree
 
 VIDEO = "soak"
 STALL_S = 6.0  # three target durations of 2 s
@@ -129,10 +129,13 @@ async def main_async(viewers: int, seconds: int, cache_mb: int | None) -> int:
                 rate = (done - sent) / max(now - last, 1e-3)
                 pids = process_tree(server.proc.pid) if server.proc else []
                 rss_mb.append(server.rss_kb() / 1024)
+                by_kind = memory_by_kind(server.proc.pid) if server.proc else {}
                 print(
                     f"{now - started:5.0f} s: {rate:6.0f} req/s, p99 {stats.p99_ms():6.1f} ms,"
                     f" failed {len(stats.failures)}, longest stall {stats.longest_stall_s:.1f} s,"
-                    f" RSS {server.rss_kb() / 1024:.0f} MB, {open_files(pids)} fds",
+                    f" RSS {server.rss_kb() / 1024:.0f} MB, {open_files(pids)} fds ("
+                    + ", ".join(f"{kind} {rss:.0f}" for kind, (rss, _) in sorted(by_kind.items()))
+                    + ")",
                     flush=True,
                 )
                 sent, last = done, now
