@@ -32,6 +32,3 @@ class Flights:
             del self._running[key]
         if not task.cancelled():
             task.exception()  # retrieved: every request that wanted it may have gone
-
-    def __len__(self) -> int:
-        return len(self._running)
