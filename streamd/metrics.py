@@ -141,6 +141,8 @@ class Metrics:
         # a label lookup on every request, a cost every playlist poll would pay.
         self.http_requests: collections.Counter[tuple[str, int]] = collections.Counter()
         self.viewers = Viewers()
+        # Each edge's resident bytes, by its pid, with when it last said (its reports).
+        self.edge_resident: dict[int, tuple[int, float]] = {}
         self.registry.register(_Gauges(self._http))
 
     def count_request(self, route: str, status: int) -> None:

@@ -134,6 +134,24 @@ async def test_edge_serves_and_passes_on(two_processes: ServerProcess, tmp_path:
         if s.name.endswith("_total")
     }
     assert counted[("/hls/{video_id}/{path}", "200")] >= 30 + 4 + 1
+    # Each process's memory by kind: the edges say theirs, the rest is read from /proc.
+    resident = {
+        s.labels["kind"]: s.value
+        for f in text_string_to_metric_families(text.decode())
+        if f.name == "streamd_process_resident_bytes"
+        for s in f.samples
+    }
+    processes = {
+        s.labels["kind"]: s.value
+        for f in text_string_to_metric_families(text.decode())
+        if f.name == "streamd_processes"
+        for s in f.samples
+    }
+    assert processes["edge"] == 2
+    assert processes["primary"] == 1
+    assert processes["worker"] >= 1
+    for kind in ("edge", "primary", "worker"):  # 30 MB at least: an interpreter, aiohttp
+        assert 30e6 < resident[kind] / processes[kind] < 2e9, (kind, resident)
 
     # An edge that dies is started again, and the port keeps answering meanwhile.
     before = _listener_pids(srv.port)

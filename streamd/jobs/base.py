@@ -96,5 +96,9 @@ class JobQueue(Protocol):
     ) -> bytes:
         """fMP4 segments (joined, one input per track file) as WebM, VP9 and Opus, starting at 0."""
 
+    def process_ids(self) -> dict[str, list[int]]:
+        """The processes running jobs on this machine, by kind (worker, recording, prober,
+        files): what /metrics reports the memory of."""
+
     def healthy(self) -> bool:
         """Whether the workers can take jobs."""

@@ -162,6 +162,18 @@ class LocalJobQueue:
     def healthy(self) -> bool:
         return bool(self._workers) and all(w.alive() for w in self._workers)
 
+    def process_ids(self) -> dict[str, list[int]]:
+        kinds = {
+            "worker": self._workers,
+            "recording": self._background,
+            "prober": [w for w in (self._prober,) if w is not None],
+            "files": [w for w in (self._files,) if w is not None],
+        }
+        return {
+            kind: [p.pid for w in workers for p in w.processes() if p.pid is not None]
+            for kind, workers in kinds.items()
+        }
+
     async def transcode(
         self, job: TranscodeJob, on_progress: Callable[[JobProgress], None]
     ) -> TranscodeResult:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.process import BaseProcess
@@ -31,7 +32,7 @@ from streamd.manifests.hls.lowlatency import LiveState
 from streamd.metrics import Metrics
 from streamd.model import layout
 from streamd.model.protection import Protection, published_key
-from streamd.process import die_with_parent, event_loop, set_process_name
+from streamd.process import die_with_parent, event_loop, resident_bytes, set_process_name
 from streamd.store import AsyncStore, FileStore, SegmentCache
 from streamd.web import connection, feed
 from streamd.web.hls import HlsObjects
@@ -213,6 +214,8 @@ class Edge:
                 "viewers": viewers,
                 "cacheHits": cache.hits - sent_hits,
                 "cacheMisses": cache.misses - sent_misses,
+                "pid": os.getpid(),
+                "residentBytes": resident_bytes(),
             }
             try:
                 async with self.primary.post(_url(feed.REPORT_PATH), json=report) as response:

@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -171,6 +172,7 @@ async def edge_report(request: web.Request) -> web.Response:
             metrics.viewers.saw(video_id, client)
     cache.hits += int(report["cacheHits"])
     cache.misses += int(report["cacheMisses"])
+    metrics.edge_resident[int(report["pid"])] = (int(report["residentBytes"]), time.monotonic())
     return web.Response(status=204)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ from prometheus_client.core import Metric
 
 from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, RTMP, SRT, STREAMS
 from streamd.metrics import counter, gauge
+from streamd.process import resident_bytes
+
+EDGE_GONE_S = 5.0  # an edge reports every second
 
 
 def gauges(app: web.Application) -> Iterator[Metric]:
@@ -87,10 +91,42 @@ def gauges(app: web.Application) -> Iterator[Metric]:
     yield gauge("streamd_cache_objects", "Segments held in RAM.", {(): len(cache)})
     yield counter("streamd_cache_hits", "Segment reads served from RAM.", cache.hits)
     yield counter("streamd_cache_misses", "Segment reads that went to disk.", cache.misses)
+    resident, count = _process_memory(app)
+    yield gauge(
+        "streamd_process_resident_bytes",
+        "Resident memory of streamd's processes, by kind: the primary, its HTTP edges and "
+        "the processes that run jobs.",
+        {(kind,): n for kind, n in resident.items()},
+        ("kind",),
+    )
+    yield gauge(
+        "streamd_processes",
+        "streamd's processes, by kind.",
+        {(kind,): n for kind, n in count.items()},
+        ("kind",),
+    )
     yield gauge(
         "streamd_workers_healthy",
         "1 when every transcode worker is alive.",
         {(): 1.0 if app[JOBS].healthy() else 0.0},
+    )
+
+
+def _process_memory(app: web.Application) -> tuple[dict[str, float], dict[str, float]]:
+    """Resident bytes and counts by kind of process. Edges say theirs in their reports (one
+    silent for longer than `EDGE_GONE_S` has gone); the others are read from /proc."""
+    metrics = app[METRICS]
+    now = time.monotonic()
+    for pid, (_, said) in list(metrics.edge_resident.items()):
+        if now - said > EDGE_GONE_S:
+            del metrics.edge_resident[pid]
+    by_kind = {"primary": [resident_bytes()]}
+    by_kind["edge"] = [n for n, _ in metrics.edge_resident.values()]
+    for kind, pids in app[JOBS].process_ids().items():
+        by_kind[kind] = [resident_bytes(pid) for pid in pids]
+    return (
+        {kind: float(sum(sizes)) for kind, sizes in by_kind.items()},
+        {kind: float(len(sizes)) for kind, sizes in by_kind.items()},
     )
 
 
