@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,30 @@ async def test_player_plays_and_switches_rung(client: TestClient, media: MediaFa
     assert result["switchedTo"] is not None
     assert result["levelAfter"] == result["switchedTo"]
     assert result["live"] is True  # EVENT playlist, not ended: played as live with DVR
+
+
+async def test_the_streams_page_lists_a_stream_and_draws_the_servers_memory(
+    client: TestClient, media: MediaFactory, tmp_path: Path
+) -> None:
+    """The / page an operator keeps open: a card per stream, and a line of the server's
+    resident memory over the last minutes (its processes by kind in the tooltip)."""
+    await upload(client, "front", media("mp4"), number=0)
+    await wait_for(client, "front", published(1))
+    body = await (await client.get("/api/videos")).json()
+    resident = body["server"]["residentBytes"]
+    assert resident["primary"] > 20e6
+    assert resident["worker"] > 30e6
+    shot = tmp_path / "index.png"
+    result = await browser(
+        "page.mjs", "--url", str(client.make_url("/")), "--stream", "front", "--samples", "3",
+        "--screenshot", str(shot),
+    )  # fmt: skip
+    assert result["ok"], result
+    assert result["points"] >= 3  # a refresh every 2 s, a point each
+    assert re.fullmatch(r"RAM \d+ MB", result["memoryText"]), result
+    assert "primary" in result["memoryTitle"]
+    assert "worker" in result["memoryTitle"]
+    assert shot.stat().st_size > 10_000
 
 
 async def test_player_plays_an_ended_stream_from_the_start(

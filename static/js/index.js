@@ -14,6 +14,12 @@ const grid = document.getElementById('streams');
 const empty = document.getElementById('empty');
 const banner = document.getElementById('banner');
 const summary = document.getElementById('summary');
+const memory = document.getElementById('memory');
+const memoryLine = document.querySelector('#memory-line polyline');
+const memoryArea = document.querySelector('#memory-line polygon');
+const memoryText = document.getElementById('memory-text');
+const MEMORY_SAMPLES = 90;  // three minutes of refreshes: a leak shows as a climbing line
+const memoryHistory = [];
 document.getElementById('upload-hint').textContent = 'curl -H "Authorization: Bearer KEY" ' +
   '--data-binary @seg0.mp4 ' + location.protocol + '//' + location.host + '/upload/myevent';
 document.getElementById('rtmp-hint').textContent = 'rtmp://' + location.hostname + ':1935/live';
@@ -247,6 +253,28 @@ function render(videos) {
     (live ? ' · ' + live + ' live' : '') + ' · updated ' + new Date().toLocaleTimeString();
 }
 
+// The server's resident memory (all its processes): a line over the last few minutes, the
+// total now, and each kind of process in the tooltip.
+function showMemory(server) {
+  const kinds = server && server.residentBytes;
+  if (!kinds) return;
+  const total = Object.values(kinds).reduce((a, b) => a + b, 0);
+  memoryHistory.push(total);
+  if (memoryHistory.length > MEMORY_SAMPLES) memoryHistory.shift();
+  const top = Math.max(...memoryHistory) * 1.1 || 1;
+  const step = 120 / (MEMORY_SAMPLES - 1);
+  const start = 120 - step * (memoryHistory.length - 1);
+  const points = memoryHistory
+    .map((v, i) => (start + i * step).toFixed(1) + ',' + (24 - 22 * v / top).toFixed(1)).join(' ');
+  memoryLine.setAttribute('points', points);  // from 0: a leak climbs, noise stays flat
+  memoryArea.setAttribute('points', start.toFixed(1) + ',24 ' + points + ' 120,24');
+  const mb = (n) => Math.round(n / 1e6) + ' MB';
+  memoryText.textContent = 'RAM ' + mb(total);
+  memory.title = Object.entries(kinds).filter(([, n]) => n > 0)
+    .map(([kind, n]) => kind + ' ' + mb(n)).join(', ');
+  memory.hidden = false;
+}
+
 async function refresh() {
   refreshNo++;
   try {
@@ -254,6 +282,7 @@ async function refresh() {
     if (!res.ok) throw new Error('HTTP ' + res.status);
     const body = await res.json();
     render(Array.isArray(body.videos) ? body.videos : []);
+    showMemory(body.server);
     banner.hidden = true;
     lastOk = Date.now();
   } catch (e) {

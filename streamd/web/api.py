@@ -18,6 +18,7 @@ from streamd.model.protection import method_of
 from streamd.model.recording import PlannedPiece
 from streamd.model.stream import RECORDING, UPLOAD_STATES, Stream
 from streamd.streams.live import LiveFeed
+from streamd.web.ops import process_memory
 
 UPLOAD_LIST_MAX = 100
 
@@ -156,7 +157,9 @@ async def videos(request: web.Request) -> web.Response:
                 }
                 for s in streams
                 if s.uploads
-            ]
+            ],
+            # The server's memory by kind of process, for the / page's line.
+            "server": {"residentBytes": process_memory(request.app)[0]},
         }
     )
 

@@ -91,7 +91,7 @@ def gauges(app: web.Application) -> Iterator[Metric]:
     yield gauge("streamd_cache_objects", "Segments held in RAM.", {(): len(cache)})
     yield counter("streamd_cache_hits", "Segment reads served from RAM.", cache.hits)
     yield counter("streamd_cache_misses", "Segment reads that went to disk.", cache.misses)
-    resident, count = _process_memory(app)
+    resident, count = process_memory(app)
     yield gauge(
         "streamd_process_resident_bytes",
         "Resident memory of streamd's processes, by kind: the primary, its HTTP edges and "
@@ -112,7 +112,7 @@ def gauges(app: web.Application) -> Iterator[Metric]:
     )
 
 
-def _process_memory(app: web.Application) -> tuple[dict[str, float], dict[str, float]]:
+def process_memory(app: web.Application) -> tuple[dict[str, float], dict[str, float]]:
     """Resident bytes and counts by kind of process. Edges say theirs in their reports (one
     silent for longer than `EDGE_GONE_S` has gone); the others are read from /proc."""
     metrics = app[METRICS]
