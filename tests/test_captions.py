@@ -15,7 +15,7 @@ import pytest
 import webvtt
 from aiohttp.test_utils import TestClient
 
-from streamd.config import Config, LanguagesConfig
+from streamd.config import Config, LanguagesConfig, UploadConfig
 from streamd.errors import BadRequest
 from streamd.ingest.captions import parse_captions
 from streamd.model.captions import Cue
@@ -245,6 +245,37 @@ async def test_dash_js_lists_the_subtitles_and_shows_a_cue_at_its_time(
     assert hola["start"] - zero == pytest.approx(1.0, abs=0.1), (hola, zero)
     shown = [s for s in result.get("activeCues") or [] if "Hola" in s["texts"]]  # type: ignore[union-attr]
     assert shown, result
+
+
+@pytest.mark.slow
+async def test_dash_js_shows_a_cue_at_its_time_in_a_later_period(
+    make_client: AppClient, media: MediaFactory
+) -> None:
+    """A gap starts a new Period; the WebVTT segments keep the stream's time, which is the
+    presentation time in every Period (Period@start and presentationTimeOffset agree), so
+    a cue after the gap shows when its picture does."""
+    client = await make_client(upload=UploadConfig(max_bytes=20 << 20, gap_timeout_s=0.5))
+    parts = media.split(media("mp4", duration_s=8, gop=30), 2.0)
+    for i in (0, 2, 3):
+        await upload(client, "dgap", parts[i], number=i)
+    cues = (
+        "WEBVTT\n\n00:00:01.000 --> 00:00:01.800\nEarly\n\n00:00:05.000 --> 00:00:06.000\nLater\n"
+    )
+    assert (await client.post("/upload/dgap/captions?lang=en", data=cues)).status == 202
+    await client.post("/upload/dgap/end")
+    await wait_for(client, "dgap", lambda v: v["state"] == "ended")
+    mpd = (await fetch(client, "/hls/dgap/fmp4/manifest.mpd")).decode()
+    assert mpd.count("<Period ") >= 2, mpd
+    url = str(client.make_url("/hls/dgap/fmp4/manifest.mpd"))
+    result = await browser("dash.mjs", "--mpd", url, "--text", "en", "--min-time", "6.5")
+    assert result["ok"], result
+    english = next(t for t in result["textTracks"] if t["language"] == "en")  # type: ignore[union-attr]
+    later = next(c for c in english["cues"] if c["text"] == "Later")
+    zero = float(result["bufferedStart"])  # type: ignore[arg-type]
+    assert later["start"] - zero == pytest.approx(5.0, abs=0.1), (english, zero)
+    shown = [s for s in result.get("activeCues") or [] if "Later" in s["texts"]]  # type: ignore[union-attr]
+    assert shown, result
+    assert all(4.9 <= s["time"] - zero <= 6.1 for s in shown), shown
 
 
 SRT_IN_MKV = """1
