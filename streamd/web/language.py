@@ -64,13 +64,16 @@ def of_stream(stream: Stream) -> list[str]:
     return langs + [lang for lang in stream.captions if lang not in langs]
 
 
+FileCues = tuple[tuple[float, float, str], ...]  # (start_s, end_s, text): a file's subtitles
+
+
 @dataclass(frozen=True)
 class FileLanguages:
     """What `?lang=` puts in a file: an alternate's audio instead of the main's, and the
     cues of that language's subtitles as a text track (MP4, MOV: mov_text; WebM: WebVTT)."""
 
     audio: AudioLanguage | None = None
-    captions: tuple[tuple[float, float, str], ...] = ()
+    captions: FileCues = ()
     lang: str = "und"
 
     @property
@@ -94,5 +97,18 @@ def for_file(request: web.Request, stream: Stream, segments: list[Segment]) -> F
     lang = match(asked, list(stream.captions))
     if lang is None:
         return FileLanguages(audio)
-    cues = stream.captions[lang].between(segments[0].start_s, segments[-1].end_s)
-    return FileLanguages(audio, tuple((c.start_s, c.end_s, c.text) for c in cues), lang)
+    return FileLanguages(audio, _cues(stream, lang, segments), lang)
+
+
+def _cues(
+    stream: Stream, lang: str, segments: list[Segment]
+) -> tuple[tuple[float, float, str], ...]:
+    track = stream.captions.get(lang)
+    cues = track.between(segments[0].start_s, segments[-1].end_s) if track else []
+    return tuple((c.start_s, c.end_s, c.text) for c in cues)
+
+
+def still_current(languages: FileLanguages, stream: Stream, segments: list[Segment]) -> bool:
+    """Whether a file made for `languages` still shows its subtitles' cues (late ones may
+    have come while it was being made: then it is not kept)."""
+    return languages.lang == "und" or languages.captions == _cues(stream, languages.lang, segments)

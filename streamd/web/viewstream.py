@@ -325,7 +325,7 @@ async def encoded_file(
             languages.audio_lang,
         )
         app[METRICS].files_encoded.labels(fmt.name).inc()
-        if key is not None:
+        if key is not None and language.still_current(languages, stream, segments):
             await store.put(key, body)
         return body
 
