@@ -11,6 +11,7 @@ import sys
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+FORKSERVER_NAME = "streamd-forks"  # the process workers are forked from (streamd.jobs.local)
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
@@ -46,3 +47,26 @@ def resident_bytes(pid: int | None = None) -> int:
     except (OSError, ValueError, IndexError):
         return 0
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def children_named(name: str) -> list[int]:
+    """This process's children that `set_process_name(name)` (Linux; [] elsewhere)."""
+    found = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() == name:
+                        found.append(pid)
+            except OSError:
+                continue
+    return found

@@ -66,6 +66,8 @@ async def test_metrics_move_when_a_segment_is_uploaded_and_watched(
     assert _get(after, "streamd_process_resident_bytes", kind="worker") > 30e6  # PyAV's at least
     assert _get(after, "streamd_process_resident_bytes", kind="primary") > 20e6
     assert _get(after, "streamd_processes", kind="edge") == 0  # the test app has none
+    assert _get(after, "streamd_processes", kind="forkserver") == 1  # the workers' parent
+    assert _get(after, "streamd_process_resident_bytes", kind="forkserver") > 30e6
     assert moved("streamd_http_requests_total", route="/hls/{video_id}/{path}", status="200") == 3
     assert moved("streamd_http_requests_total", route="/upload/{video_id}", status="202") == 1
     api = await (await client.get("/api/videos/m")).json()

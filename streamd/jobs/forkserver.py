@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 
-from streamd.process import die_with_parent
+from streamd.process import FORKSERVER_NAME, die_with_parent, set_process_name
 
 die_with_parent(signal.SIGKILL)
+set_process_name(FORKSERVER_NAME)

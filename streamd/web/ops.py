@@ -17,7 +17,7 @@ from prometheus_client.core import Metric
 
 from streamd.appkeys import CACHE, CONFIG, JOBS, METRICS, RTMP, SRT, STREAMS
 from streamd.metrics import counter, gauge
-from streamd.process import resident_bytes
+from streamd.process import FORKSERVER_NAME, children_named, resident_bytes
 
 EDGE_GONE_S = 5.0  # an edge reports every second
 
@@ -114,7 +114,9 @@ def gauges(app: web.Application) -> Iterator[Metric]:
 
 def process_memory(app: web.Application) -> tuple[dict[str, float], dict[str, float]]:
     """Resident bytes and counts by kind of process. Edges say theirs in their reports (one
-    silent for longer than `EDGE_GONE_S` has gone); the others are read from /proc."""
+    silent for longer than `EDGE_GONE_S` has gone); the others are read from /proc. The
+    forkserver shares most of its pages with the workers forked from it: each counts
+    them, as `ps` does."""
     metrics = app[METRICS]
     now = time.monotonic()
     for pid, (_, said) in list(metrics.edge_resident.items()):
@@ -124,6 +126,7 @@ def process_memory(app: web.Application) -> tuple[dict[str, float], dict[str, fl
     by_kind["edge"] = [n for n, _ in metrics.edge_resident.values()]
     for kind, pids in app[JOBS].process_ids().items():
         by_kind[kind] = [resident_bytes(pid) for pid in pids]
+    by_kind["forkserver"] = [resident_bytes(pid) for pid in children_named(FORKSERVER_NAME)]
     return (
         {kind: float(sum(sizes)) for kind, sizes in by_kind.items()},
         {kind: float(len(sizes)) for kind, sizes in by_kind.items()},
