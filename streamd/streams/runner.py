@@ -247,7 +247,7 @@ class StreamRunner:
                         [u.number for u in batch],
                     )
                     async with self.lock:
-                        self._fail(batch, TranscodeError("internal error", repr(exc)))
+                        await self._fail(batch, TranscodeError("internal error", repr(exc)))
                         await self.state.record(stream, uploads=batch, pipeline=True)
                 continue
             if stream.ending:
@@ -297,7 +297,7 @@ class StreamRunner:
         feed = self.live.feeds.get(batch[0].number)
         if live and feed is None:
             async with self.lock:  # its publisher was connected to a streamd that stopped
-                self._fail(batch, TranscodeError("the live session ended with the server"))
+                await self._fail(batch, TranscodeError("the live session ended with the server"))
                 await self.state.record(stream, uploads=batch, pipeline=True)
             return
         source = (
@@ -330,7 +330,7 @@ class StreamRunner:
                 await self.live.close(batch[0].number)
         async with self.lock:
             if isinstance(result, StreamdError):
-                self._fail(batch, result)
+                await self._fail(batch, result)
             else:
                 for u in batch:
                     stream.set_state(u, PUBLISHED)
@@ -423,9 +423,10 @@ class StreamRunner:
         stream.refresh_states()
         stream.updated_wall_s = self.clock.wall_s()
 
-    def _fail(self, batch: list[Upload], exc: StreamdError) -> None:
+    async def _fail(self, batch: list[Upload], exc: StreamdError) -> None:
         """A job failed. Alone, its upload is marked failed and the stream goes on after it
-        (keeping what it did publish); in a run, the run is retried one upload at a time."""
+        (keeping what it did publish, the rest of its time a gap); in a run, the run is
+        retried one upload at a time."""
         stream = self.stream
         numbers = [u.number for u in batch]
         if len(batch) > 1:
@@ -448,7 +449,5 @@ class StreamRunner:
         upload.error = f"{exc.message}: {exc.detail or ''}"
         for rung in stream.rungs or self.settings.ladder:
             self.metrics.segments_failed.labels(rung.name).inc()
-        if stream.next_sequence > stream.pipeline.next_segment:
-            last = stream.segments[-1]
-            stream.pipeline = stream.pipeline.resumed_at(stream.next_sequence, last.end_s)
+        await self.timeline.upload_failed(upload)
         self._advance()

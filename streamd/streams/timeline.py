@@ -1,5 +1,5 @@
 """Where a stream's media time goes on when something breaks it: uploads that never came
-(EXT-X-GAP in their place), an encoder that restarted (a new timeline after
+or failed (EXT-X-GAP in their place), an encoder that restarted (a new timeline after
 EXT-X-DISCONTINUITY, at the real time it began), a live worker that died (the time it took
 with it as EXT-X-GAP). Media sequence and every PROGRAM-DATE-TIME stay true through each.
 
@@ -12,6 +12,7 @@ import logging
 import math
 
 from streamd.clock import Clock
+from streamd.model.pipeline import TIMELINE_ORIGIN_S, VIDEO_HZ
 from streamd.model.stream import Stream, Upload
 from streamd.store.state import StateStore
 from streamd.streams.publisher import Publisher
@@ -81,10 +82,27 @@ class Timeline:
         stream = self.stream
         last_end_s = stream.segments[-1].end_s if stream.segments else 0.0
         now_s = self.clock.wall_s() - (stream.start_wall_s or self.clock.wall_s())
-        lost_s = now_s - last_end_s
-        if stream.segments and lost_s > 0.001:  # at most a target duration each
-            count = math.ceil(lost_s / self.segment_duration_s)
-            await self.publisher.publish_gap(stream, [upload.number] * count, lost_s / count)
+        await self._lost(upload, now_s - last_end_s)
         stream.pipeline = stream.pipeline.resumed_at(stream.next_sequence, max(now_s, last_end_s))
         stream.discontinuity_due = bool(stream.segments)
         await self.state.record(stream, pipeline=True)
+
+    async def upload_failed(self, upload: Upload) -> None:
+        """An upload failed to transcode: the rest of its time (as its probe measured it,
+        after what it did publish) is EXT-X-GAP, and the next upload goes on after it, so
+        the uploads after it keep their times. The caller records the stream."""
+        stream = self.stream
+        started_s = stream.pipeline.video_pts_90k / VIDEO_HZ - TIMELINE_ORIGIN_S
+        source_s = float((upload.source or {}).get("durationS") or 0.0)
+        if stream.segments:
+            await self._lost(upload, started_s + source_s - stream.segments[-1].end_s)
+        if stream.next_sequence > stream.pipeline.next_segment:
+            last = stream.segments[-1]
+            stream.pipeline = stream.pipeline.resumed_at(stream.next_sequence, last.end_s)
+
+    async def _lost(self, upload: Upload, lost_s: float) -> None:
+        """`lost_s` after the last segment as EXT-X-GAP segments, at most a segment
+        duration each (a target duration bounds every segment, RFC 8216 4.3.3.1)."""
+        if self.stream.segments and lost_s > 0.001:
+            count = math.ceil(lost_s / self.segment_duration_s)
+            await self.publisher.publish_gap(self.stream, [upload.number] * count, lost_s / count)
