@@ -98,7 +98,8 @@ class JobQueue(Protocol):
 
     def process_ids(self) -> dict[str, list[int]]:
         """The processes running jobs on this machine, by kind (worker, recording, prober,
-        files): what /metrics reports the memory of."""
+        files): what /metrics reports the memory of, with the primary's, the edges' and the
+        forkserver's."""
 
     def healthy(self) -> bool:
         """Whether the workers can take jobs."""

@@ -94,8 +94,8 @@ def gauges(app: web.Application) -> Iterator[Metric]:
     resident, count = process_memory(app)
     yield gauge(
         "streamd_process_resident_bytes",
-        "Resident memory of streamd's processes, by kind: the primary, its HTTP edges and "
-        "the processes that run jobs.",
+        "Resident memory of streamd's processes, by kind: the primary, its HTTP edges, the "
+        "processes that run jobs and the forkserver they are forked from.",
         {(kind,): n for kind, n in resident.items()},
         ("kind",),
     )
