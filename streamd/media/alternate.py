@@ -47,7 +47,9 @@ if TYPE_CHECKING:
     from streamd.media.pipeline import StreamPipeline
 
 
-EARLY_KEPT = 256  # frames of each track kept until the session's first picture
+# A live session's audio frames and video packets, of each track, kept until its first
+# picture decodes and sets the timeline (a few seconds).
+EARLY_KEPT = 256
 
 
 class LiveAlternates:

@@ -20,7 +20,7 @@ import av.filter
 from av.bitstream import BitStreamFilterContext
 
 from streamd.errors import UnsupportedMedia
-from streamd.media.alternate import LiveAlternates
+from streamd.media.alternate import EARLY_KEPT, LiveAlternates
 from streamd.media.codecs.h264 import has_sps
 from streamd.media.output import Report, SegmentWriter
 from streamd.media.pieces import PieceReader
@@ -50,8 +50,6 @@ from streamd.package import EncodedPacket
 from streamd.store import Store, open_store
 
 log = logging.getLogger("streamd.media.transcode")
-# Live audio frames and video packets kept until the first picture decodes (a few seconds).
-EARLY_KEPT = 256
 
 
 class _Upload:

@@ -199,15 +199,7 @@ class Publisher:
         cues came for their segments: made again when next asked for."""
         audio = [None, *(a.lang for a in stream.alternates)]
         variants = [layout.file_variant(a, lang) for a in audio]
-        encoded = [f.name for f in FILE_FORMATS.values() if f.encoded]
-        vid = stream.video_id
-        keys = [
-            layout.file_key(vid, fmt, out.name, seg.sequence, variant)
-            for seg in segments
-            for out in seg.rungs
-            for fmt in encoded
-            for variant in variants
-        ]
+        keys = kept_file_keys(stream, segments, variants)
         await asyncio.gather(*(self.store.delete(key) for key in keys))
 
     async def add_track(self, stream: Stream, lang: str) -> None:
@@ -286,3 +278,18 @@ class Publisher:
         datas = await asyncio.gather(*(self.store.get(k) for k in keys))
         for key, data in zip(keys, datas, strict=True):
             self.cache.put(key, data)
+
+
+def kept_file_keys(
+    stream: Stream, segments: Sequence[Segment], variants: Sequence[str]
+) -> list[str]:
+    """The files encoded from these segments' rungs when first asked for (WebM for
+    /viewstream) and kept, in these language variants (`layout.file_variant`)."""
+    encoded = [f.name for f in FILE_FORMATS.values() if f.encoded]
+    return [
+        layout.file_key(stream.video_id, fmt, out.name, seg.sequence, variant)
+        for seg in segments
+        for out in seg.rungs
+        for fmt in encoded
+        for variant in variants
+    ]

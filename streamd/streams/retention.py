@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 from streamd.config import RetentionConfig
 from streamd.model import layout
 from streamd.model.audio import ALTERNATE_PREFIX, commentary_key
-from streamd.model.formats import FILE_FORMATS, SUBTITLES
+from streamd.model.formats import SUBTITLES
 from streamd.model.stream import DONE, Segment, Stream
+from streamd.streams.publisher import kept_file_keys
 
 if TYPE_CHECKING:
     from streamd.streams.registry import Streams
@@ -202,8 +203,8 @@ class Retention:
         in every language."""
         vid, keys = stream.video_id, []
         first = stream.segments[0] if stream.segments else None
-        encoded = [f.name for f in FILE_FORMATS.values() if f.encoded]
         variants = layout.file_variants([a.lang for a in stream.alternates], list(stream.captions))
+        keys += kept_file_keys(stream, [seg], variants)
         for out in (*seg.rungs, *seg.audio):
             for packaging in out.size_bytes:
                 keys.append(layout.segment_key(vid, packaging, out.name, seg.sequence))
@@ -214,9 +215,6 @@ class Retention:
                     keys.append(layout.init_key(vid, packaging, out.name, init))
             name = f"seg{seg.sequence:06d}.webm"
             keys.append(layout.dash_webm_key(vid, f"webm-{out.name}", name))
-            for fmt in encoded:
-                for variant in variants:
-                    keys.append(layout.file_key(vid, fmt, out.name, seg.sequence, variant))
         for lang in stream.captions:
             keys.append(layout.segment_key(vid, SUBTITLES.name, lang, seg.sequence))
         keys.append(layout.thumbnail_tile_key(vid, seg.sequence))

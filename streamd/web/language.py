@@ -100,9 +100,7 @@ def for_file(request: web.Request, stream: Stream, segments: list[Segment]) -> F
     return FileLanguages(audio, _cues(stream, lang, segments), lang)
 
 
-def _cues(
-    stream: Stream, lang: str, segments: list[Segment]
-) -> tuple[tuple[float, float, str], ...]:
+def _cues(stream: Stream, lang: str, segments: list[Segment]) -> FileCues:
     track = stream.captions.get(lang)
     cues = track.between(segments[0].start_s, segments[-1].end_s) if track else []
     return tuple((c.start_s, c.end_s, c.text) for c in cues)
